@@ -1,0 +1,276 @@
+//! The resource kinds Trellis reads from its config directory, typed after the Kubernetes and
+//! Istio schemas so that users' existing YAML loads unchanged: `Service` (core `v1`) and
+//! Istio's `WorkloadEntry`, `DestinationRule` and `VirtualService` (`networking.istio.io`).
+//!
+//! Field names are the camelCase ones of the upstream schemas. Every spec struct rejects
+//! unknown fields, so a typo is an error rather than a silently dropped setting. Fields that
+//! exist upstream but that the mesh does not act on yet are still accepted (as raw JSON where
+//! their shape does not matter yet); [`Resource::unimplemented_fields`] lists the ones present
+//! so the loader can warn about each of them.
+//!
+//! Parsing with source positions lives in [`crate::load`]; this module only knows the shapes
+//! and the semantic rules ([`Resource::validate`]).
+
+mod destination_rule;
+mod path;
+mod service;
+mod validate;
+mod virtual_service;
+mod workload_entry;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use destination_rule::{DestinationRule, DestinationRuleSpec, Subset, WorkloadSelector};
+pub use path::{FieldPath, PathSegment};
+pub use service::{IntOrString, Service, ServicePort, ServiceSpec};
+pub use validate::{is_dns1123_label, is_dns1123_subdomain, ValidationError, Violation};
+pub use virtual_service::{
+    Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualService,
+    VirtualServiceSpec,
+};
+pub use workload_entry::{WorkloadEntry, WorkloadEntrySpec};
+
+/// Namespace of a resource whose metadata names none, as in Kubernetes.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The group of the Istio networking kinds.
+pub const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
+
+/// The `apiVersion`s accepted for the Istio kinds. `v1` is current; the beta and alpha
+/// versions are still served by Istio with the same schema, and old configs use them.
+pub const ISTIO_NETWORKING_API_VERSIONS: [&str; 3] = [
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+/// The `apiVersion` of a Kubernetes `Service`.
+pub const SERVICE_API_VERSION: &str = "v1";
+
+/// The metadata the mesh reads. Other Kubernetes metadata fields (uid, resourceVersion,
+/// creationTimestamp, ...) are dropped by the loader with a warning before this is parsed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// The resource name; must be a DNS-1123 subdomain.
+    pub name: String,
+    /// The namespace. The loader fills in [`DEFAULT_NAMESPACE`] when absent, so resources
+    /// coming out of [`crate::load`] always have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Labels of the resource itself (not of the workloads it selects).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations; kept for tools, not interpreted by the mesh.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ObjectMeta {
+    /// Metadata with just a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            namespace: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The namespace, [`DEFAULT_NAMESPACE`] when none is set.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+}
+
+/// Any resource the mesh understands. Serialized the Kubernetes way, with `kind` next to
+/// `apiVersion`, `metadata` and `spec`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Resource {
+    /// A Kubernetes `Service`: a name, ports and a workload selector.
+    Service(Service),
+    /// An Istio `WorkloadEntry`: one workload instance (address, ports, labels).
+    WorkloadEntry(WorkloadEntry),
+    /// An Istio `DestinationRule`: named subsets of a service's workloads.
+    DestinationRule(DestinationRule),
+    /// An Istio `VirtualService`: how requests to hosts are routed.
+    VirtualService(VirtualService),
+}
+
+impl Resource {
+    /// The kind, as written in YAML (`VirtualService`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::Service(_) => "Service",
+            Resource::WorkloadEntry(_) => "WorkloadEntry",
+            Resource::DestinationRule(_) => "DestinationRule",
+            Resource::VirtualService(_) => "VirtualService",
+        }
+    }
+
+    /// The `apiVersion` as written.
+    pub fn api_version(&self) -> &str {
+        match self {
+            Resource::Service(r) => &r.api_version,
+            Resource::WorkloadEntry(r) => &r.api_version,
+            Resource::DestinationRule(r) => &r.api_version,
+            Resource::VirtualService(r) => &r.api_version,
+        }
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Resource::Service(r) => &r.meta,
+            Resource::WorkloadEntry(r) => &r.meta,
+            Resource::DestinationRule(r) => &r.meta,
+            Resource::VirtualService(r) => &r.meta,
+        }
+    }
+
+    /// The metadata, mutably (the loader uses it to apply the default namespace).
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Resource::Service(r) => &mut r.meta,
+            Resource::WorkloadEntry(r) => &mut r.meta,
+            Resource::DestinationRule(r) => &mut r.meta,
+            Resource::VirtualService(r) => &mut r.meta,
+        }
+    }
+
+    /// The namespace, [`DEFAULT_NAMESPACE`] when none is set.
+    pub fn namespace(&self) -> &str {
+        self.meta().namespace()
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.meta().name
+    }
+
+    /// What identifies the resource within a config: kind, namespace and name.
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey {
+            kind: self.kind(),
+            namespace: self.namespace().to_owned(),
+            name: self.name().to_owned(),
+        }
+    }
+
+    /// Semantic problems: everything that is well-typed but still wrong (empty hosts, weights
+    /// not adding up, invalid names, ports out of range). Empty when the resource is valid.
+    pub fn validate(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
+        validate::validate_meta(self.meta(), &mut out);
+        match self {
+            Resource::Service(r) => r.spec.validate(&mut out),
+            Resource::WorkloadEntry(r) => r.spec.validate(&mut out),
+            Resource::DestinationRule(r) => r.spec.validate(&mut out),
+            Resource::VirtualService(r) => r.spec.validate(&mut out),
+        }
+        out
+    }
+
+    /// The fields that are set but that the mesh does not act on yet, from the document root
+    /// (`spec.http[0].retries`). The loader turns each into a warning.
+    pub fn unimplemented_fields(&self) -> Vec<FieldPath> {
+        let mut out = Vec::new();
+        let spec = FieldPath::root().field("spec");
+        match self {
+            Resource::Service(r) => r.spec.unimplemented_fields(&spec, &mut out),
+            Resource::WorkloadEntry(r) => r.spec.unimplemented_fields(&spec, &mut out),
+            Resource::DestinationRule(r) => r.spec.unimplemented_fields(&spec, &mut out),
+            Resource::VirtualService(r) => r.spec.unimplemented_fields(&spec, &mut out),
+        }
+        out
+    }
+}
+
+/// Kind, namespace and name: unique within a config.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ResourceKey {
+    /// The kind (`VirtualService`).
+    pub kind: &'static str,
+    /// The namespace, defaulted.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Adds `path` to `out` when `present`: the building block of the per-kind
+/// `unimplemented_fields` methods.
+pub(crate) fn note_if(out: &mut Vec<FieldPath>, present: bool, path: FieldPath) {
+    if present {
+        out.push(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reviews_vs() -> Resource {
+        Resource::VirtualService(VirtualService {
+            api_version: "networking.istio.io/v1".into(),
+            meta: ObjectMeta::named("reviews"),
+            spec: VirtualServiceSpec {
+                hosts: vec!["reviews".into()],
+                http: vec![HttpRoute {
+                    route: vec![HttpRouteDestination {
+                        destination: Destination {
+                            host: "reviews".into(),
+                            subset: Some("v1".into()),
+                            port: None,
+                        },
+                        weight: None,
+                        headers: None,
+                    }],
+                    ..HttpRoute::default()
+                }],
+                ..VirtualServiceSpec::default()
+            },
+        })
+    }
+
+    #[test]
+    fn accessors() {
+        let vs = reviews_vs();
+        assert_eq!(vs.kind(), "VirtualService");
+        assert_eq!(vs.namespace(), "default");
+        assert_eq!(vs.name(), "reviews");
+        assert_eq!(vs.key().to_string(), "VirtualService default/reviews");
+        assert!(vs.validate().is_empty());
+        assert!(vs.unimplemented_fields().is_empty());
+    }
+
+    #[test]
+    fn serializes_with_kind_and_round_trips() {
+        let vs = reviews_vs();
+        let json = serde_json::to_value(&vs).unwrap();
+        assert_eq!(json["kind"], "VirtualService");
+        assert_eq!(json["apiVersion"], "networking.istio.io/v1");
+        assert_eq!(json["metadata"]["name"], "reviews");
+        assert_eq!(json["spec"]["http"][0]["route"][0]["destination"]["subset"], "v1");
+        let back: Resource = serde_json::from_value(json).unwrap();
+        assert_eq!(back, vs);
+    }
+
+    #[test]
+    fn metadata_rejects_unknown_fields() {
+        let err = serde_json::from_value::<ObjectMeta>(serde_json::json!({
+            "name": "x", "namspace": "y"
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `namspace`"), "{err}");
+    }
+}

@@ -1,0 +1,441 @@
+//! The snapshot model: everything one proxy needs to route its traffic, compiled by the
+//! control plane and pushed over the control stream.
+//!
+//! A [`Snapshot`] is immutable once built. The proxy converts the wire form
+//! ([`proto::SnapshotMessage`]) into it with `TryFrom`, which is where malformed input is
+//! rejected (the proxy then NACKs and keeps its previous snapshot), so nothing past this point
+//! has to re-check addresses, ports or weights.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::proto;
+
+/// Why a snapshot from the wire could not be accepted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SnapshotError {
+    #[error("snapshot has no version")]
+    NoVersion,
+    #[error("service {host}: endpoint {workload}: invalid address {address:?}")]
+    BadAddress {
+        host: String,
+        workload: String,
+        address: String,
+    },
+    #[error("service {host}: port {port} is out of range")]
+    BadPort { host: String, port: u32 },
+    #[error("service {host}: endpoint {workload} has no identity")]
+    NoIdentity { host: String, workload: String },
+    #[error("service {host}: route {route:?} has no destination with a positive weight")]
+    EmptyRoute { host: String, route: String },
+    #[error("service {host}: route destination names unknown subset {subset:?}")]
+    UnknownSubset { host: String, subset: String },
+    #[error("duplicate service host {0}")]
+    DuplicateHost(String),
+}
+
+/// Labels of a workload or a subset selector.
+pub type Labels = BTreeMap<String, String>;
+
+/// The routing state of one proxy at one version.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Opaque, changes whenever the content changes.
+    pub version: String,
+    pub trust_domain: String,
+    /// Every root the mesh trusts, PEM.
+    pub trust_bundle_pem: String,
+    /// Services by fully qualified host (`NAME.NS.svc.cluster.local`).
+    pub services: HashMap<String, Arc<Service>>,
+}
+
+/// A service as the proxy sees it: its ports, its subsets, its routes and its endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub host: String,
+    pub name: String,
+    pub namespace: String,
+    pub ports: Vec<ServicePort>,
+    pub subsets: BTreeMap<String, Labels>,
+    /// First route wins; empty means "all endpoints, equal weight".
+    pub http_routes: Vec<HttpRoute>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    /// What the workload listens on for this service port.
+    pub target: TargetPort,
+    pub protocol: String,
+}
+
+/// A Kubernetes `targetPort`: a number, or the name of a workload port.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetPort {
+    Number(u16),
+    Named(String),
+}
+
+/// An HTTP route: a weighted choice among destinations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRoute {
+    pub name: String,
+    pub destinations: Vec<WeightedDestination>,
+}
+
+/// One weighted destination of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedDestination {
+    /// Fully qualified host of the destination service.
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: Option<u16>,
+    pub weight: u32,
+}
+
+/// A workload behind a service, reached through its proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub workload_name: String,
+    pub address: IpAddr,
+    pub labels: Labels,
+    /// The SPIFFE ID the endpoint's proxy must present.
+    pub identity: String,
+    /// The endpoint proxy's mTLS listener port.
+    pub inbound_port: u16,
+    /// Named workload ports.
+    pub ports: BTreeMap<String, u16>,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Finds the service an authority names, the way a Kubernetes resolver would for a client
+    /// in `client_ns`: `reviews`, `reviews.default`, `reviews.default.svc` and the full
+    /// `reviews.default.svc.cluster.local` all name the same service. A port, if present, is
+    /// stripped first.
+    pub fn resolve(&self, authority: &str, client_ns: &str) -> Option<&Arc<Service>> {
+        let host = strip_port(authority).trim_end_matches('.');
+        let host = host.to_ascii_lowercase();
+        let candidates = match host.matches('.').count() {
+            0 => vec![format!("{host}.{client_ns}.svc.cluster.local")],
+            1 => vec![format!("{host}.svc.cluster.local")],
+            2 if host.ends_with(".svc") => vec![format!("{host}.cluster.local")],
+            _ => vec![host.clone()],
+        };
+        candidates.iter().find_map(|h| self.services.get(h))
+    }
+}
+
+/// The host part of an authority (`host`, `host:port`, `[v6]:port`).
+pub fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+/// The port of an authority, if it names one.
+pub fn authority_port(authority: &str) -> Option<u16> {
+    let (_, p) = authority.rsplit_once(':')?;
+    p.parse().ok()
+}
+
+// === impl Service ===
+
+impl Service {
+    /// The service port a request addressed to `port` uses: the named one, or the only one
+    /// when the request named none.
+    pub fn port(&self, port: Option<u16>) -> Option<&ServicePort> {
+        match port {
+            Some(p) => self.ports.iter().find(|sp| sp.port == p),
+            None => match self.ports.as_slice() {
+                [only] => Some(only),
+                _ => self.ports.iter().find(|sp| sp.port == 80),
+            },
+        }
+    }
+
+    /// Endpoints whose labels satisfy the subset's selector (all of them for no subset).
+    pub fn endpoints_in(&self, subset: Option<&str>) -> Vec<&Endpoint> {
+        let selector = subset.and_then(|s| self.subsets.get(s));
+        self.endpoints
+            .iter()
+            .filter(|ep| match selector {
+                Some(sel) => sel.iter().all(|(k, v)| ep.labels.get(k) == Some(v)),
+                None => subset.is_none(),
+            })
+            .collect()
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// Where the endpoint's proxy accepts mTLS.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.inbound_port)
+    }
+
+    /// The workload port that serves `sp` on this endpoint.
+    pub fn target_port(&self, sp: &ServicePort) -> Option<u16> {
+        match &sp.target {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Named(name) => self.ports.get(name).copied(),
+        }
+    }
+}
+
+// === wire conversions ===
+
+fn port16(host: &str, port: u32) -> Result<u16, SnapshotError> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| SnapshotError::BadPort {
+            host: host.to_string(),
+            port,
+        })
+}
+
+impl TryFrom<proto::SnapshotMessage> for Snapshot {
+    type Error = SnapshotError;
+
+    fn try_from(msg: proto::SnapshotMessage) -> Result<Self, Self::Error> {
+        if msg.version.is_empty() {
+            return Err(SnapshotError::NoVersion);
+        }
+        let mut services = HashMap::with_capacity(msg.services.len());
+        for svc in msg.services {
+            let svc = Service::try_from(svc)?;
+            let host = svc.host.clone();
+            if services.insert(host.clone(), Arc::new(svc)).is_some() {
+                return Err(SnapshotError::DuplicateHost(host));
+            }
+        }
+        Ok(Snapshot {
+            version: msg.version,
+            trust_domain: msg.trust_domain,
+            trust_bundle_pem: msg.trust_bundle_pem,
+            services,
+        })
+    }
+}
+
+impl TryFrom<proto::Service> for Service {
+    type Error = SnapshotError;
+
+    fn try_from(svc: proto::Service) -> Result<Self, Self::Error> {
+        let host = svc.host;
+        let ports = svc
+            .ports
+            .into_iter()
+            .map(|p| {
+                let target = match p.target_port.parse::<u32>() {
+                    Ok(n) => TargetPort::Number(port16(&host, n)?),
+                    Err(_) if p.target_port.is_empty() => TargetPort::Number(port16(&host, p.port)?),
+                    Err(_) => TargetPort::Named(p.target_port),
+                };
+                Ok(ServicePort {
+                    name: p.name,
+                    port: port16(&host, p.port)?,
+                    target,
+                    protocol: p.protocol,
+                })
+            })
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
+        let subsets: BTreeMap<_, _> = svc
+            .subsets
+            .into_iter()
+            .map(|s| (s.name, s.labels.into_iter().collect()))
+            .collect();
+        let mut http_routes = Vec::with_capacity(svc.http_routes.len());
+        for r in svc.http_routes {
+            let mut destinations = Vec::with_capacity(r.destinations.len());
+            for d in r.destinations {
+                let subset = Some(d.subset).filter(|s| !s.is_empty());
+                // A subset is defined on the destination host's DestinationRule; the control
+                // plane only checks it here when the destination is this same service.
+                if let Some(s) = &subset {
+                    if d.host == host && !subsets.contains_key(s) {
+                        return Err(SnapshotError::UnknownSubset {
+                            host: host.clone(),
+                            subset: s.clone(),
+                        });
+                    }
+                }
+                destinations.push(WeightedDestination {
+                    host: d.host,
+                    subset,
+                    port: if d.port == 0 {
+                        None
+                    } else {
+                        Some(port16(&host, d.port)?)
+                    },
+                    weight: d.weight,
+                });
+            }
+            if !destinations.iter().any(|d| d.weight > 0) {
+                return Err(SnapshotError::EmptyRoute {
+                    host: host.clone(),
+                    route: r.name,
+                });
+            }
+            http_routes.push(HttpRoute {
+                name: r.name,
+                destinations,
+            });
+        }
+        let endpoints = svc
+            .endpoints
+            .into_iter()
+            .map(|ep| {
+                let address =
+                    ep.address
+                        .parse::<IpAddr>()
+                        .map_err(|_| SnapshotError::BadAddress {
+                            host: host.clone(),
+                            workload: ep.workload_name.clone(),
+                            address: ep.address.clone(),
+                        })?;
+                if ep.identity.is_empty() {
+                    return Err(SnapshotError::NoIdentity {
+                        host: host.clone(),
+                        workload: ep.workload_name,
+                    });
+                }
+                let ports = ep
+                    .ports
+                    .into_iter()
+                    .map(|(k, v)| Ok((k, port16(&host, v)?)))
+                    .collect::<Result<_, SnapshotError>>()?;
+                Ok(Endpoint {
+                    workload_name: ep.workload_name,
+                    address,
+                    labels: ep.labels.into_iter().collect(),
+                    identity: ep.identity,
+                    inbound_port: port16(&host, ep.inbound_port)?,
+                    ports,
+                })
+            })
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
+        Ok(Service {
+            host,
+            name: svc.name,
+            namespace: svc.namespace,
+            ports,
+            subsets,
+            http_routes,
+            endpoints,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire() -> proto::SnapshotMessage {
+        proto::SnapshotMessage {
+            version: "1-abc".into(),
+            trust_bundle_pem: String::new(),
+            trust_domain: "cluster.local".into(),
+            services: vec![proto::Service {
+                host: "reviews.default.svc.cluster.local".into(),
+                name: "reviews".into(),
+                namespace: "default".into(),
+                ports: vec![proto::ServicePort {
+                    name: "http".into(),
+                    port: 9080,
+                    target_port: "http-alt".into(),
+                    protocol: "TCP".into(),
+                }],
+                subsets: vec![proto::Subset {
+                    name: "v1".into(),
+                    labels: [("version".to_string(), "v1".to_string())].into(),
+                }],
+                http_routes: vec![proto::HttpRoute {
+                    name: "r".into(),
+                    destinations: vec![proto::WeightedDestination {
+                        host: "reviews.default.svc.cluster.local".into(),
+                        subset: "v1".into(),
+                        port: 0,
+                        weight: 100,
+                    }],
+                }],
+                endpoints: vec![proto::Endpoint {
+                    workload_name: "reviews-v1".into(),
+                    address: "127.0.1.3".into(),
+                    labels: [("version".to_string(), "v1".to_string())].into(),
+                    identity: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+                    inbound_port: 15008,
+                    ports: [("http-alt".to_string(), 9081)].into(),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn converts_and_resolves_short_names() {
+        let snap = Snapshot::try_from(wire()).unwrap();
+        for name in [
+            "reviews",
+            "reviews:9080",
+            "reviews.default",
+            "reviews.default.svc",
+            "Reviews.default.svc.cluster.local.",
+        ] {
+            let svc = snap.resolve(name, "default").unwrap();
+            assert_eq!(svc.name, "reviews", "{name}");
+        }
+        assert!(snap.resolve("reviews", "other").is_none());
+        let svc = snap.resolve("reviews", "default").unwrap();
+        let sp = svc.port(Some(9080)).unwrap();
+        let eps = svc.endpoints_in(Some("v1"));
+        assert_eq!(eps.len(), 1);
+        assert_eq!(eps[0].target_port(sp), Some(9081));
+        assert!(svc.endpoints_in(Some("v2")).is_empty());
+        assert_eq!(svc.endpoints_in(None).len(), 1);
+    }
+
+    #[test]
+    fn rejects_malformed_wire_input() {
+        let mut m = wire();
+        m.services[0].endpoints[0].address = "not-an-ip".into();
+        assert!(matches!(
+            Snapshot::try_from(m),
+            Err(SnapshotError::BadAddress { .. })
+        ));
+        let mut m = wire();
+        m.services[0].ports[0].port = 70000;
+        assert!(matches!(
+            Snapshot::try_from(m),
+            Err(SnapshotError::BadPort { port: 70000, .. })
+        ));
+        let mut m = wire();
+        m.services[0].http_routes[0].destinations[0].subset = "v9".into();
+        assert!(matches!(
+            Snapshot::try_from(m),
+            Err(SnapshotError::UnknownSubset { .. })
+        ));
+        let mut m = wire();
+        m.version.clear();
+        assert_eq!(Snapshot::try_from(m).unwrap_err(), SnapshotError::NoVersion);
+    }
+
+    #[test]
+    fn authority_parts() {
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("a.b"), "a.b");
+        assert_eq!(authority_port("a.b:8080"), Some(8080));
+        assert_eq!(authority_port("a.b"), None);
+    }
+}

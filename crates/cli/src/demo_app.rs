@@ -1,0 +1,257 @@
+//! `trellis demo-app`: a small HTTP service for demos and tests.
+//!
+//! It answers every request with JSON naming itself and echoing the request headers it
+//! received (so tests can see what the mesh added or removed), after calling each
+//! `--call` URL through its proxy and embedding their answers. `?status=N` answers with that
+//! status; `?delay=250ms` waits first. If any downstream call fails, the answer is 502 so a
+//! failure anywhere in the call tree is visible at the top.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Map, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Args)]
+pub struct DemoAppArgs {
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    pub listen: SocketAddr,
+    /// Service name reported in answers.
+    #[arg(long, default_value = "demo")]
+    pub service: String,
+    /// Version reported in answers.
+    #[arg(long, default_value = "v1")]
+    pub app_version: String,
+    /// Instance name reported in answers.
+    #[arg(long, default_value = "demo-1")]
+    pub instance: String,
+    /// A URL to call for every request (repeatable), e.g. `http://reviews:9080/`.
+    #[arg(long = "call")]
+    pub calls: Vec<String>,
+    /// HTTP proxy to send calls through (the workload's Trellis proxy); `http_proxy` is
+    /// used when absent.
+    #[arg(long, env = "http_proxy")]
+    pub proxy: Option<String>,
+}
+
+type Body = Full<Bytes>;
+type HttpClient = Client<ProxyConnector, Body>;
+
+/// Connects every call to the proxy when there is one, else to the URL's own host. Calls
+/// are sent in origin form with `Host` naming the service, which the proxy routes by.
+#[derive(Clone)]
+struct ProxyConnector {
+    proxy: Option<String>,
+}
+
+impl tower::Service<Uri> for ProxyConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let target = match &self.proxy {
+            Some(p) => Ok(p.clone()),
+            None => uri
+                .authority()
+                .map(|a| match a.port_u16() {
+                    Some(_) => a.to_string(),
+                    None => format!("{}:80", a.host()),
+                })
+                .ok_or_else(|| std::io::Error::other("URL has no host")),
+        };
+        Box::pin(async move {
+            let tcp = TcpStream::connect(target?).await?;
+            tcp.set_nodelay(true)?;
+            Ok(TokioIo::new(tcp))
+        })
+    }
+}
+
+struct App {
+    args: DemoAppArgs,
+    client: HttpClient,
+}
+
+pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let proxy = args.proxy.as_deref().map(|p| {
+        p.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    });
+    let client = Client::builder(TokioExecutor::new()).build(ProxyConnector { proxy });
+    tracing::info!(listen = %args.listen, service = %args.service, version = %args.app_version, "demo app serving");
+    let app = Arc::new(App { args, client });
+    let serve = async {
+        loop {
+            let (tcp, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let app = app.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &app).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    };
+    tokio::select! {
+        _ = serve => Ok(()),
+        _ = crate::signal::shutdown() => Ok(()),
+    }
+}
+
+async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    if let Some(d) = query.get("delay") {
+        match parse_duration(d) {
+            Some(d) => tokio::time::sleep(d).await,
+            None => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("bad delay {d:?}")}),
+                )
+            }
+        }
+    }
+    let headers: Map<String, Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let mut calls = Vec::with_capacity(app.args.calls.len());
+    let mut failed = false;
+    for url in &app.args.calls {
+        let (ok, answer) = call(&app.client, url).await;
+        failed |= !ok;
+        calls.push(answer);
+    }
+    let status = match query.get("status").map(|s| s.parse::<u16>()) {
+        Some(Ok(n)) => StatusCode::from_u16(n).unwrap_or(StatusCode::BAD_REQUEST),
+        Some(Err(_)) => StatusCode::BAD_REQUEST,
+        None if failed => StatusCode::BAD_GATEWAY,
+        None => StatusCode::OK,
+    };
+    let body = json!({
+        "service": app.args.service,
+        "version": app.args.app_version,
+        "instance": app.args.instance,
+        "path": req.uri().path(),
+        "headers": headers,
+        "calls": calls,
+    });
+    json_response(status, &body)
+}
+
+/// Calls one downstream URL; the answer is its JSON, or a description of the failure.
+async fn call(client: &HttpClient, url: &str) -> (bool, Value) {
+    let req = match Request::get(url).body(Body::new(Bytes::new())) {
+        Ok(r) => r,
+        Err(e) => return (false, json!({"url": url, "error": e.to_string()})),
+    };
+    let resp = match client.request(req).await {
+        Ok(r) => r,
+        Err(e) => return (false, json!({"url": url, "error": format!("{e:?}")})),
+    };
+    let status = resp.status();
+    let body = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return (false, json!({"url": url, "error": e.to_string()})),
+    };
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v) if status.is_success() => (true, v),
+        _ => (
+            false,
+            json!({"url": url, "status": status.as_u16(), "error": String::from_utf8_lossy(&body)}),
+        ),
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut resp = Response::new(Body::new(Bytes::from(v.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn parse_query(q: &str) -> std::collections::HashMap<String, String> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `250ms`, `2s`, `1.5s`.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    if !(0.0..=3600.0 * 1000.0).contains(&n) {
+        return None;
+    }
+    match unit {
+        "ms" => Some(Duration::from_secs_f64(n / 1000.0)),
+        "s" => Some(Duration::from_secs_f64(n)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), None);
+        assert_eq!(parse_duration("ms"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+
+    #[test]
+    fn queries() {
+        let q = parse_query("status=503&delay=10ms&x");
+        assert_eq!(q.get("status").map(String::as_str), Some("503"));
+        assert_eq!(q.get("delay").map(String::as_str), Some("10ms"));
+        assert_eq!(q.len(), 2);
+    }
+}

@@ -1,0 +1,82 @@
+//! The `trellis` binary: one executable for the control plane, the proxy, the demo app and
+//! the commands people type. Each subcommand lives in its own module.
+
+mod control;
+mod demo_app;
+mod logging;
+mod proxy;
+mod signal;
+mod token;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// Trellis: a service mesh. mTLS, traffic management and telemetry for every call.
+#[derive(Parser)]
+#[command(name = "trellis", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole mesh on this machine: a control plane, and every workload of DIR with its
+    /// own proxy, all on loopback, with no root needed.
+    Up(up::UpArgs),
+    /// Run the control plane: config store, certificate authority, snapshot push.
+    Control(control::ControlArgs),
+    /// Run a proxy beside one workload.
+    Proxy(proxy::ProxyArgs),
+    /// Run the demo HTTP service used by the examples and tests.
+    DemoApp(demo_app::DemoAppArgs),
+    /// Manage join tokens, the credential a proxy uses for its first certificate.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("trellis: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(a) => up::run(a).await,
+            Command::Control(a) => control::run(a).await,
+            Command::Proxy(a) => proxy::run(a).await,
+            Command::DemoApp(a) => demo_app::run(a).await,
+            Command::Token(c) => token::run(c),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trellis: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Catches argument clashes in any subcommand (clap checks them only when the
+    /// subcommand is first parsed, which would otherwise be at run time).
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,97 @@
+//! `trellis proxy`: the data plane beside one workload.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use trellis_identity::SpiffeId;
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The control plane's gRPC API.
+    #[arg(long, default_value = "127.0.0.1:15012")]
+    pub control: SocketAddr,
+    /// PEM file of the roots that sign the control plane's certificate.
+    #[arg(long)]
+    pub ca_bundle: PathBuf,
+    /// Join token for the first certificate.
+    #[arg(long, env = "TRELLIS_JOIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+    /// The workload's name (as a WorkloadEntry's).
+    #[arg(long)]
+    pub workload_name: String,
+    /// The workload's address: its app listens there, so do the proxy's listeners.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: IpAddr,
+    /// A workload label, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// A named app port, NAME=PORT (repeatable).
+    #[arg(long = "port", value_parser = key_value)]
+    pub ports: Vec<(String, String)>,
+    /// Outbound listener (explicit HTTP proxy for the app); default ADDRESS:15001.
+    #[arg(long)]
+    pub outbound: Option<SocketAddr>,
+    /// mTLS listener for other proxies; default ADDRESS:15008.
+    #[arg(long)]
+    pub inbound: Option<SocketAddr>,
+    /// Health endpoints; default ADDRESS:15020.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Send every outbound request to this service authority (e.g. `productpage:9080`),
+    /// whatever its Host: the proxy becomes the mesh's front door.
+    #[arg(long)]
+    pub front: Option<String>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
+    let ca_bundle_pem = std::fs::read_to_string(&a.ca_bundle)
+        .with_context(|| format!("reading --ca-bundle {}", a.ca_bundle.display()))?;
+    if a.token.is_empty() {
+        bail!("a join token is needed (--token or TRELLIS_JOIN_TOKEN)");
+    }
+    let mut ports = BTreeMap::new();
+    for (name, port) in a.ports {
+        let p: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .with_context(|| format!("--port {name}={port}: not a port number"))?;
+        ports.insert(name, p);
+    }
+    let config = trellis_proxy::ProxyConfig {
+        control_addr: a.control,
+        control_identity: trellis_control::control_identity(&a.trust_domain),
+        ca_bundle_pem,
+        token: a.token,
+        identity: SpiffeId::new(&a.trust_domain, &a.namespace, &a.service_account),
+        workload_name: a.workload_name,
+        address: a.address,
+        labels: a.labels.into_iter().collect(),
+        ports,
+        outbound_addr: a.outbound.unwrap_or(SocketAddr::new(a.address, 15001)),
+        inbound_addr: a.inbound.unwrap_or(SocketAddr::new(a.address, 15008)),
+        admin_addr: a.admin.unwrap_or(SocketAddr::new(a.address, 15020)),
+        front: a.front,
+        control_timeout: Duration::from_secs(5),
+    };
+    trellis_proxy::run(config, crate::signal::shutdown())
+        .await
+        .context("proxy")
+}

@@ -1,0 +1,446 @@
+//! `trellis up [DIR]`: a whole mesh on one machine, for trying Trellis and for tests.
+//!
+//! Reads DIR like the control plane does, then starts, as separate processes: the control
+//! plane on DIR, and for every `WorkloadEntry` a demo app on the entry's address and port
+//! with a proxy beside it (their own loopback addresses, so every proxy uses the standard
+//! ports), plus a front proxy publishing the front service on `--listen`. Each proxy gets a
+//! join token for exactly its own identity. Ctrl-C or SIGTERM stops everything; children also
+//! die with `up` if it is killed, so no process is left behind.
+//!
+//! What a workload's demo app does comes from its WorkloadEntry: label `app` names the
+//! service it reports, label `version` its version, and the annotation
+//! `demo.trellis.dev/calls` lists (comma-separated) the URLs it calls. The Service annotated
+//! `demo.trellis.dev/front: "true"` is the one published.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use tokio::process::{Child, Command};
+use trellis_api::load::{load_dir, LoadError};
+use trellis_api::resources::Resource;
+use trellis_identity::TokenStore;
+
+/// Annotation on a WorkloadEntry: URLs its demo app calls.
+pub const CALLS_ANNOTATION: &str = "demo.trellis.dev/calls";
+/// Annotation on a Service: publish it on `--listen`.
+pub const FRONT_ANNOTATION: &str = "demo.trellis.dev/front";
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Directory of the mesh's YAML.
+    #[arg(default_value = "examples/quickstart")]
+    pub dir: PathBuf,
+    /// Where the front service is published.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The control plane's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:15012")]
+    pub control: SocketAddr,
+    /// Data directory of the control plane (CA root, tokens); a temporary one when absent.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// How long to wait for everything to become ready, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ready_timeout_secs: u64,
+}
+
+/// One workload to start, read from a WorkloadEntry.
+struct Workload {
+    name: String,
+    namespace: String,
+    service_account: String,
+    address: IpAddr,
+    labels: BTreeMap<String, String>,
+    ports: BTreeMap<String, u16>,
+    calls: Vec<String>,
+}
+
+impl Workload {
+    fn identity(&self) -> String {
+        format!(
+            "spiffe://cluster.local/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
+    }
+
+    fn app_port(&self) -> Option<u16> {
+        self.ports
+            .get("http")
+            .or_else(|| self.ports.values().next())
+            .copied()
+    }
+}
+
+/// The processes of the mesh, stopped together.
+struct Children {
+    procs: Vec<(String, Child)>,
+}
+
+impl Children {
+    fn spawn(&mut self, label: String, cmd: &mut Command) -> anyhow::Result<()> {
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
+        // parent; it makes the kernel kill the child if `up` dies without cleaning up.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {label}"))?;
+        self.procs.push((label, child));
+        Ok(())
+    }
+
+    /// The first child that has exited, if any.
+    fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
+        self.procs
+            .iter_mut()
+            .find_map(|(label, c)| match c.try_wait() {
+                Ok(Some(status)) => Some((label.clone(), status)),
+                _ => None,
+            })
+    }
+
+    /// SIGTERM to all, then SIGKILL to whatever still runs after the grace period.
+    async fn stop(&mut self) {
+        for (_, c) in &self.procs {
+            if let Some(pid) = c.id() {
+                // SAFETY: kill(2) on a PID of our own child, which we have not reaped yet,
+                // so the PID cannot have been reused.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (label, c) in &mut self.procs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, c.wait()).await.is_err() {
+                eprintln!("trellis up: {label} did not stop in time; killing it");
+                let _ = c.kill().await;
+            }
+        }
+    }
+}
+
+pub async fn run(a: UpArgs) -> anyhow::Result<()> {
+    let config = match load_dir(&a.dir) {
+        Ok(c) => c,
+        Err(LoadError::Invalid(diags)) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            bail!("{} is not a valid mesh config", a.dir.display());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", a.dir.display())),
+    };
+    let mut workloads = Vec::new();
+    let mut front = None;
+    for res in &config.resources {
+        match &res.value {
+            Resource::WorkloadEntry(we) => {
+                let address = we.spec.address.parse().with_context(|| {
+                    format!(
+                        "WorkloadEntry {}: `trellis up` needs an IP address, not {:?}",
+                        we.meta.name, we.spec.address
+                    )
+                })?;
+                let ports = we
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), u16::try_from(*v)?)))
+                    .collect::<anyhow::Result<_>>()?;
+                let calls = we
+                    .meta
+                    .annotations
+                    .get(CALLS_ANNOTATION)
+                    .map(|c| {
+                        c.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                workloads.push(Workload {
+                    name: we.meta.name.clone(),
+                    namespace: we.meta.namespace().to_string(),
+                    service_account: we
+                        .spec
+                        .service_account
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                    address,
+                    labels: we.spec.labels.clone(),
+                    ports,
+                    calls,
+                });
+            }
+            Resource::Service(svc)
+                if svc
+                    .meta
+                    .annotations
+                    .get(FRONT_ANNOTATION)
+                    .map(String::as_str)
+                    == Some("true") =>
+            {
+                let port = svc
+                    .spec
+                    .ports
+                    .first()
+                    .map(|p| p.port)
+                    .ok_or_else(|| anyhow!("front Service {} has no port", svc.meta.name))?;
+                front = Some((
+                    format!("{}.{}", svc.meta.name, svc.meta.namespace()),
+                    svc.meta.namespace().to_string(),
+                    port,
+                ));
+            }
+            _ => {}
+        }
+    }
+    let (front_service, front_ns, front_port) = front.ok_or_else(|| {
+        anyhow!(
+            "no Service in {} is annotated {FRONT_ANNOTATION}: \"true\"",
+            a.dir.display()
+        )
+    })?;
+
+    let tmp;
+    let data_dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new().prefix("trellis-up-").tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&data_dir)?;
+    let exe = std::env::current_exe().context("finding the trellis executable")?;
+    let mut children = Children { procs: Vec::new() };
+    let result = start_and_wait(
+        &a,
+        &exe,
+        &data_dir,
+        &workloads,
+        (&front_service, &front_ns, front_port),
+        &mut children,
+    )
+    .await;
+    children.stop().await;
+    eprintln!("trellis up: stopped");
+    result
+}
+
+async fn start_and_wait(
+    a: &UpArgs,
+    exe: &Path,
+    data_dir: &Path,
+    workloads: &[Workload],
+    (front_service, front_ns, front_port): (&str, &str, u16),
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    let ready_deadline = Instant::now() + Duration::from_secs(a.ready_timeout_secs);
+    let control_log = std::env::var("TRELLIS_LOG").unwrap_or_else(|_| "info".into());
+    children.spawn(
+        "control".into(),
+        Command::new(exe)
+            .arg("control")
+            .arg("--config")
+            .arg(&a.dir)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(a.control.to_string())
+            .env("TRELLIS_LOG", &control_log),
+    )?;
+    let root = data_dir.join("ca").join("root.pem");
+    wait_until(ready_deadline, children, "the control plane", || {
+        let root = root.clone();
+        let addr = a.control;
+        async move { root.exists() && tokio::net::TcpStream::connect(addr).await.is_ok() }
+    })
+    .await?;
+
+    let tokens = TokenStore::open(data_dir).context("opening the token store")?;
+    let mut admins = Vec::new();
+    for w in workloads {
+        let (_, token) = tokens
+            .create(
+                &w.namespace,
+                std::slice::from_ref(&w.service_account),
+                Some(Duration::from_secs(3600)),
+            )
+            .context("creating a join token")?;
+        let mut proxy = Command::new(exe);
+        proxy
+            .arg("proxy")
+            .args(["--control", &a.control.to_string()])
+            .arg("--ca-bundle")
+            .arg(&root)
+            .args(["--namespace", &w.namespace])
+            .args(["--service-account", &w.service_account])
+            .args(["--workload-name", &w.name])
+            .args(["--address", &w.address.to_string()])
+            .env("TRELLIS_JOIN_TOKEN", token);
+        for (k, v) in &w.labels {
+            proxy.args(["--label", &format!("{k}={v}")]);
+        }
+        for (k, v) in &w.ports {
+            proxy.args(["--port", &format!("{k}={v}")]);
+        }
+        children.spawn(format!("proxy {}", w.name), &mut proxy)?;
+        admins.push((w.name.clone(), SocketAddr::new(w.address, 15020)));
+
+        let port = w
+            .app_port()
+            .ok_or_else(|| anyhow!("WorkloadEntry {} has no ports", w.name))?;
+        let mut app = Command::new(exe);
+        app.arg("demo-app")
+            .args(["--listen", &SocketAddr::new(w.address, port).to_string()])
+            .args(["--service", w.labels.get("app").unwrap_or(&w.name)])
+            .args(["--app-version", w.labels.get("version").map_or("v1", |v| v)])
+            .args(["--instance", &w.name])
+            .args(["--proxy", &SocketAddr::new(w.address, 15001).to_string()])
+            .env_remove("http_proxy");
+        for c in &w.calls {
+            app.args(["--call", c]);
+        }
+        children.spawn(format!("app {}", w.name), &mut app)?;
+    }
+
+    // The front door: a proxy of its own identity whose outbound listener is the published
+    // address and sends everything to the front service. It serves no app, so its other
+    // listeners take ephemeral ports.
+    let front_sa = "trellis-front";
+    let (_, token) = tokens
+        .create(
+            front_ns,
+            &[front_sa.to_string()],
+            Some(Duration::from_secs(3600)),
+        )
+        .context("creating a join token")?;
+    let front_admin = SocketAddr::new(a.listen.ip(), free_port(a.listen.ip())?);
+    children.spawn(
+        "front proxy".into(),
+        Command::new(exe)
+            .arg("proxy")
+            .args(["--control", &a.control.to_string()])
+            .arg("--ca-bundle")
+            .arg(&root)
+            .args(["--namespace", front_ns])
+            .args(["--service-account", front_sa])
+            .args(["--workload-name", "front"])
+            .args(["--address", &a.listen.ip().to_string()])
+            .args(["--outbound", &a.listen.to_string()])
+            .args(["--inbound", &SocketAddr::new(a.listen.ip(), 0).to_string()])
+            .args(["--admin", &front_admin.to_string()])
+            .args(["--front", &format!("{front_service}:{front_port}")])
+            .env("TRELLIS_JOIN_TOKEN", token),
+    )?;
+    admins.push(("front".into(), front_admin));
+
+    for (name, admin) in &admins {
+        wait_until(ready_deadline, children, &format!("proxy {name}"), || {
+            let admin = *admin;
+            async move { ready(admin).await }
+        })
+        .await?;
+    }
+
+    println!(
+        "Trellis mesh is up: {} workloads, control plane on {}",
+        workloads.len(),
+        a.control
+    );
+    println!();
+    println!("  {:<16} {:<12} IDENTITY", "WORKLOAD", "ADDRESS");
+    for w in workloads {
+        println!("  {:<16} {:<12} {}", w.name, w.address, w.identity());
+    }
+    println!();
+    println!(
+        "{front_service} is published on http://{}/ . Try:",
+        a.listen
+    );
+    println!("  curl -s http://{}/", a.listen);
+    println!("  curl -s 'http://{}/?status=503'", a.listen);
+    println!(
+        "  edit the VirtualService weights in {} and watch the reviews versions change",
+        a.dir.display()
+    );
+    println!("Ctrl-C stops the mesh.");
+
+    tokio::select! {
+        _ = crate::signal::shutdown() => {
+            eprintln!("trellis up: stopping");
+            Ok(())
+        }
+        (label, status) = watch_children(children) => {
+            Err(anyhow!("{label} exited unexpectedly ({status}); stopping the mesh"))
+        }
+    }
+}
+
+/// Resolves when any child exits.
+async fn watch_children(children: &mut Children) -> (String, std::process::ExitStatus) {
+    loop {
+        if let Some(e) = children.exited() {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls `check` until it holds, a child dies, or the deadline passes.
+async fn wait_until<F, Fut>(
+    deadline: Instant,
+    children: &mut Children,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if let Some((label, status)) = children.exited() {
+            bail!("{label} exited ({status}) while waiting for {what}");
+        }
+        if Instant::now() > deadline {
+            bail!("{what} was not ready in time");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True when a proxy's `/healthz/ready` answers 200.
+async fn ready(admin: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
+        return false;
+    };
+    let req = format!("GET /healthz/ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    matches!(s.read_exact(&mut buf).await, Ok(_) if &buf[9..12] == b"200")
+}
+
+/// A port free on `ip` right now.
+fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind((ip, 0)).context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}

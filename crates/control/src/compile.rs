@@ -1,0 +1,250 @@
+//! The snapshot compiler: the applied config revision plus the live registry, turned into
+//! the snapshot proxies route with.
+//!
+//! * A `Service` selects endpoints by labels among the namespace's `WorkloadEntry`s and the
+//!   workloads registered by connected proxies (a registration at the same address as a
+//!   WorkloadEntry refines it: the live proxy's identity and mTLS port win).
+//! * `DestinationRule` subsets attach to the service their `host` names.
+//! * A `VirtualService`'s HTTP routes attach to each service it names in `hosts`. Routes are
+//!   kept in order; the proxy applies the first route without a `match` (request matching is
+//!   not implemented yet, and the loader warns about `match` by name).
+//!
+//! Every proxy gets the same snapshot for now; per-proxy trimming comes with sidecar scoping.
+//! The version is a content hash, so an unchanged result is not pushed again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use trellis_api::load::ConfigSet;
+use trellis_api::proto;
+use trellis_api::resources::{IntOrString, Resource};
+
+use crate::registry::{RegisteredWorkload, Registry};
+use crate::store::Revision;
+
+/// The default port of a proxy's mTLS listener, assumed for WorkloadEntries whose proxy has
+/// not registered.
+const DEFAULT_INBOUND_PORT: u32 = 15008;
+
+/// Turns a host as written in a resource of namespace `ns` into its fully qualified form.
+pub fn fqdn(host: &str, ns: &str) -> String {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match host.matches('.').count() {
+        0 => format!("{host}.{ns}.svc.cluster.local"),
+        1 => format!("{host}.svc.cluster.local"),
+        2 if host.ends_with(".svc") => format!("{host}.cluster.local"),
+        _ => host,
+    }
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Compiles the snapshot every proxy receives.
+pub fn compile(
+    config: &ConfigSet,
+    registered: &[RegisteredWorkload],
+    trust_domain: &str,
+    trust_bundle_pem: &str,
+) -> proto::SnapshotMessage {
+    let mut services = Vec::new();
+    for res in &config.resources {
+        let Resource::Service(svc) = &res.value else {
+            continue;
+        };
+        let ns = svc.meta.namespace();
+        let host = fqdn(&svc.meta.name, ns);
+        let ports = svc
+            .spec
+            .ports
+            .iter()
+            .map(|p| proto::ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: u32::from(p.port),
+                target_port: match &p.target_port {
+                    Some(IntOrString::Int(n)) => n.to_string(),
+                    Some(IntOrString::String(s)) => s.clone(),
+                    None => String::new(),
+                },
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            })
+            .collect();
+        services.push(proto::Service {
+            host: host.clone(),
+            name: svc.meta.name.clone(),
+            namespace: ns.to_string(),
+            ports,
+            subsets: subsets(config, &host),
+            http_routes: http_routes(config, &host),
+            endpoints: endpoints(config, registered, ns, &svc.spec.selector, trust_domain),
+        });
+    }
+    services.sort_by(|a, b| a.host.cmp(&b.host));
+    let mut snap = proto::SnapshotMessage {
+        version: String::new(),
+        trust_bundle_pem: trust_bundle_pem.to_string(),
+        services,
+        trust_domain: trust_domain.to_string(),
+    };
+    snap.version = hex::encode(&Sha256::digest(snap.encode_to_vec())[..8]);
+    snap
+}
+
+fn endpoints(
+    config: &ConfigSet,
+    registered: &[RegisteredWorkload],
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+    trust_domain: &str,
+) -> Vec<proto::Endpoint> {
+    let mut by_address: BTreeMap<String, proto::Endpoint> = BTreeMap::new();
+    for res in &config.resources {
+        let Resource::WorkloadEntry(we) = &res.value else {
+            continue;
+        };
+        if we.meta.namespace() != ns || !selects(selector, &we.spec.labels) {
+            continue;
+        }
+        let sa = we.spec.service_account.as_deref().unwrap_or("default");
+        by_address.insert(
+            we.spec.address.clone(),
+            proto::Endpoint {
+                workload_name: we.meta.name.clone(),
+                address: we.spec.address.clone(),
+                labels: we.spec.labels.clone().into_iter().collect(),
+                identity: format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"),
+                inbound_port: DEFAULT_INBOUND_PORT,
+                ports: we.spec.ports.clone().into_iter().collect(),
+            },
+        );
+    }
+    for w in registered {
+        if w.namespace != ns || !selects(selector, &w.labels) {
+            continue;
+        }
+        let addr = w.address.to_string();
+        let mut ports: std::collections::HashMap<String, u32> = by_address
+            .get(&addr)
+            .map(|e| e.ports.clone())
+            .unwrap_or_default();
+        ports.extend(w.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))));
+        by_address.insert(
+            addr.clone(),
+            proto::Endpoint {
+                workload_name: w.name.clone(),
+                address: addr,
+                labels: w.labels.clone().into_iter().collect(),
+                identity: w.identity.clone(),
+                inbound_port: u32::from(w.inbound_port),
+                ports,
+            },
+        );
+    }
+    by_address.into_values().collect()
+}
+
+fn subsets(config: &ConfigSet, host: &str) -> Vec<proto::Subset> {
+    let mut out: Vec<proto::Subset> = Vec::new();
+    for res in &config.resources {
+        let Resource::DestinationRule(dr) = &res.value else {
+            continue;
+        };
+        if fqdn(&dr.spec.host, dr.meta.namespace()) != host {
+            continue;
+        }
+        for s in &dr.spec.subsets {
+            // Two rules defining one subset: the first loaded wins (files load in path order).
+            if !out.iter().any(|o| o.name == s.name) {
+                out.push(proto::Subset {
+                    name: s.name.clone(),
+                    labels: s.labels.clone().into_iter().collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn http_routes(config: &ConfigSet, host: &str) -> Vec<proto::HttpRoute> {
+    for res in &config.resources {
+        let Resource::VirtualService(vs) = &res.value else {
+            continue;
+        };
+        let ns = vs.meta.namespace();
+        if !vs.spec.hosts.iter().any(|h| fqdn(h, ns) == host) {
+            continue;
+        }
+        return vs
+            .spec
+            .http
+            .iter()
+            .filter(|r| r.match_.is_empty())
+            .enumerate()
+            .map(|(i, r)| {
+                let single = r.route.len() == 1;
+                proto::HttpRoute {
+                    name: r
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{}.{i}", vs.meta.name)),
+                    destinations: r
+                        .route
+                        .iter()
+                        .map(|d| proto::WeightedDestination {
+                            host: fqdn(&d.destination.host, ns),
+                            subset: d.destination.subset.clone().unwrap_or_default(),
+                            port: d.destination.port.as_ref().map(|p| p.number).unwrap_or(0),
+                            // Istio: a lone destination without a weight takes everything.
+                            weight: match d.weight {
+                                Some(w) => u32::try_from(w).unwrap_or(0),
+                                None if single => 100,
+                                None => 0,
+                            },
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+    }
+    Vec::new()
+}
+
+/// Recompiles whenever the config revision or the registry changes and publishes the
+/// result; streams read the latest from the returned receiver.
+pub fn publisher(
+    mut revisions: watch::Receiver<Arc<Revision>>,
+    registry: Arc<Registry>,
+    trust_domain: String,
+    trust_bundle_pem: String,
+) -> watch::Receiver<Arc<proto::SnapshotMessage>> {
+    let build = move |rev: &Revision, registry: &Registry| {
+        compile(
+            &rev.config,
+            &registry.workloads(),
+            &trust_domain,
+            &trust_bundle_pem,
+        )
+    };
+    let first = build(&revisions.borrow_and_update(), &registry);
+    let (tx, rx) = watch::channel(Arc::new(first));
+    let mut reg_changes = registry.changes();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = revisions.changed() => if r.is_err() { return },
+                r = reg_changes.changed() => if r.is_err() { return },
+            }
+            let rev = revisions.borrow_and_update().clone();
+            let snap = build(&rev, &registry);
+            if snap.version != tx.borrow().version {
+                tracing::info!(version = %snap.version, revision = rev.number, services = snap.services.len(), "snapshot published");
+                tx.send_replace(Arc::new(snap));
+            }
+        }
+    });
+    rx
+}

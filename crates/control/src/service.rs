@@ -1,0 +1,176 @@
+//! The gRPC API proxies use (port 15012): `Sign` issues certificates, `Subscribe` registers a
+//! workload and streams its snapshots.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use trellis_api::proto::{self, proxy_message::Kind};
+use trellis_identity::{CaError, CertificateAuthority, SpiffeId, TokenStore};
+
+use crate::incoming::PeerInfo;
+use crate::registry::{RegisteredWorkload, Registry};
+
+/// State the API handlers share.
+pub struct ControlService {
+    pub ca: Arc<CertificateAuthority>,
+    pub tokens: Arc<TokenStore>,
+    pub registry: Arc<Registry>,
+    pub snapshots: watch::Receiver<Arc<proto::SnapshotMessage>>,
+    pub svid_ttl: Duration,
+}
+
+type SnapshotStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::SnapshotMessage, Status>> + Send>>;
+
+fn peer<T>(req: &Request<T>) -> Option<PeerInfo> {
+    req.extensions().get::<PeerInfo>().cloned()
+}
+
+#[tonic::async_trait]
+impl proto::control_server::Control for ControlService {
+    async fn sign(
+        &self,
+        req: Request<proto::SignRequest>,
+    ) -> Result<Response<proto::SignResponse>, Status> {
+        let peer = peer(&req);
+        let remote = peer
+            .as_ref()
+            .map(|p| p.remote.to_string())
+            .unwrap_or_default();
+        let caller = peer.and_then(|p| p.identity);
+        let proto::SignRequest { token, csr_der } = req.into_inner();
+        let tokens = self.tokens.clone();
+        let authorize = |id: &SpiffeId| -> Result<(), String> {
+            if !token.is_empty() {
+                return tokens.authorize(&token, id).map_err(|e| e.to_string());
+            }
+            match &caller {
+                Some(c) if c == id => Ok(()),
+                Some(c) => Err(format!("a proxy authenticated as {c} cannot renew {id}")),
+                None => Err("no join token and no client certificate".to_string()),
+            }
+        };
+        match self.ca.sign_csr(&csr_der, authorize, self.svid_ttl) {
+            Ok(issued) => {
+                tracing::info!(identity = %issued.spiffe_id, serial = %issued.serial_hex, %remote, "certificate issued");
+                let not_after_unix = issued
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                Ok(Response::new(proto::SignResponse {
+                    cert_chain_pem: issued.cert_chain_pem,
+                    trust_bundle_pem: self.ca.trust_bundle_pem(),
+                    not_after_unix,
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "certificate request refused");
+                Err(match e {
+                    CaError::NotAuthorized { .. } => Status::permission_denied(e.to_string()),
+                    _ => Status::invalid_argument(e.to_string()),
+                })
+            }
+        }
+    }
+
+    type SubscribeStream = SnapshotStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<Streaming<proto::ProxyMessage>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let Some(PeerInfo {
+            remote,
+            identity: Some(id),
+        }) = peer(&req)
+        else {
+            return Err(Status::unauthenticated(
+                "the snapshot stream needs the proxy's certificate",
+            ));
+        };
+        let mut inbound = req.into_inner();
+        let register = match inbound.message().await? {
+            Some(proto::ProxyMessage {
+                kind: Some(Kind::Register(r)),
+            }) => r,
+            _ => return Err(Status::invalid_argument("first message must be Register")),
+        };
+        let workload = registered(&id, register)?;
+        tracing::info!(workload = %workload.name, identity = %id, %remote, "proxy connected");
+        let registration = self.registry.register(workload.clone());
+
+        let (tx, rx) = mpsc::channel(4);
+        let mut snapshots = self.snapshots.clone();
+        tokio::spawn(async move {
+            // Dropped when this task ends, however it ends: the workload leaves the registry.
+            let _registration = registration;
+            let mut sent = String::new();
+            loop {
+                let snap = snapshots.borrow_and_update().clone();
+                if snap.version != sent {
+                    sent = snap.version.clone();
+                    if tx.send(Ok((*snap).clone())).await.is_err() {
+                        break;
+                    }
+                }
+                tokio::select! {
+                    r = snapshots.changed() => if r.is_err() { break },
+                    m = inbound.message() => match m {
+                        Ok(Some(proto::ProxyMessage { kind: Some(Kind::Ack(a)) })) => {
+                            tracing::debug!(workload = %workload.name, version = %a.version, "snapshot ACK");
+                        }
+                        Ok(Some(proto::ProxyMessage { kind: Some(Kind::Nack(n)) })) => {
+                            tracing::warn!(workload = %workload.name, version = %n.version, error = %n.error, "snapshot NACK");
+                        }
+                        Ok(Some(_)) => {
+                            tracing::warn!(workload = %workload.name, "unexpected message on snapshot stream");
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+            tracing::info!(workload = %workload.name, %remote, "proxy disconnected");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Checks a registration against the certificate it came with: a proxy can only register a
+/// workload of its own namespace and service account.
+fn registered(id: &SpiffeId, r: proto::Register) -> Result<RegisteredWorkload, Status> {
+    if r.namespace != id.namespace || r.service_account != id.service_account {
+        return Err(Status::permission_denied(format!(
+            "{id} cannot register a workload as {}/{}",
+            r.namespace, r.service_account
+        )));
+    }
+    let address = r
+        .address
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("invalid address {:?}", r.address)))?;
+    let port = |p: u32| {
+        u16::try_from(p)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| Status::invalid_argument(format!("invalid port {p}")))
+    };
+    Ok(RegisteredWorkload {
+        name: r.workload_name,
+        namespace: r.namespace,
+        service_account: r.service_account,
+        identity: id.to_string(),
+        address,
+        labels: r.labels.into_iter().collect(),
+        inbound_port: port(r.inbound_port)?,
+        ports: r
+            .ports
+            .into_iter()
+            .map(|(k, v)| Ok((k, port(v)?)))
+            .collect::<Result<_, Status>>()?,
+    })
+}

@@ -1,0 +1,34 @@
+//! Trellis identity: everything a workload's cryptographic identity is made of.
+//!
+//! * [`spiffe`] — SPIFFE IDs of the form `spiffe://<td>/ns/<namespace>/sa/<service-account>`
+//!   and extracting them from X.509 certificates.
+//! * [`ca`] — the control plane's root certificate authority: persisted on disk,
+//!   signs proxies' CSRs into short-lived X.509-SVIDs.
+//! * [`csr`] — key and CSR generation on the proxy side.
+//! * [`tokens`] — join tokens that authenticate a proxy's first certificate request.
+//! * [`tls`] — rustls client/server configurations whose verifiers authenticate peers
+//!   by SPIFFE ID rather than by hostname.
+//! * [`pem`] — small PEM helpers shared by the above.
+//!
+//! File-system state (the CA key, the token store) is written with owner-only
+//! permissions; this crate targets Unix hosts.
+
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod csr;
+mod fsutil;
+pub mod pem;
+pub mod spiffe;
+pub mod tls;
+pub mod tokens;
+
+pub use ca::{CaError, CertificateAuthority, IssuedCert};
+pub use csr::{generate_csr, CsrError};
+pub use pem::PemError;
+pub use spiffe::{spiffe_id_from_cert, SpiffeError, SpiffeId};
+pub use tls::{
+    client_config, peer_identity, server_config, ClientAuth, ExpectedPeer, SpiffeClientVerifier,
+    SpiffeServerVerifier, Svid, TlsError, TrustBundle,
+};
+pub use tokens::{TokenError, TokenInfo, TokenStore};

@@ -1,0 +1,332 @@
+//! The proxy's side of the control protocol: the first certificate (join token + CSR), the
+//! snapshot stream (register, then ACK/NACK each snapshot), and renewal at half-life.
+//!
+//! The control plane being away never stops traffic: every loop here retries with back-off
+//! and logs why, while the listeners keep serving on the last good snapshot and certificate.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use trellis_api::proto::{self, control_client::ControlClient as Grpc, proxy_message::Kind};
+use trellis_api::snapshot::Snapshot;
+use trellis_identity::{csr, tls, Svid, TrustBundle};
+
+use crate::backoff::Backoff;
+use crate::state::{Credentials, ProxyState};
+
+/// Why talking to the control plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the CA bundle given to the proxy is unusable: {0}")]
+    Bundle(String),
+    #[error("cannot make a CSR: {0}")]
+    Csr(String),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("cannot connect to the control plane at {addr}: {reason}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        /// The whole cause chain: tonic's own message is only "transport error".
+        reason: String,
+    },
+    #[error("control plane refused: {0}")]
+    Refused(String),
+    #[error("control plane answered with an unusable certificate: {0}")]
+    BadCertificate(String),
+    #[error("snapshot stream: {0}")]
+    Stream(String),
+}
+
+impl ControlError {
+    /// Errors that retrying cannot fix: the token or the requested identity was refused.
+    fn is_permanent(&self) -> bool {
+        matches!(self, ControlError::Refused(_))
+    }
+}
+
+/// The proxy's client of the control plane.
+#[derive(Clone)]
+pub struct ControlClient {
+    state: Arc<ProxyState>,
+}
+
+impl ControlClient {
+    pub fn new(state: Arc<ProxyState>) -> Self {
+        Self { state }
+    }
+
+    /// Gets the first certificate, retrying with back-off until the control plane answers.
+    /// A refusal (bad token, identity not allowed) is final and returned.
+    pub async fn bootstrap(&self) -> Result<(), ControlError> {
+        let bundle = TrustBundle::from_pem(&self.state.config.ca_bundle_pem)
+            .map_err(|e| ControlError::Bundle(e.to_string()))?;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match self.sign(None, &bundle).await {
+                Ok(creds) => {
+                    tracing::info!(
+                        identity = %creds.svid.id,
+                        not_after = ?creds.svid.not_after,
+                        "certificate issued"
+                    );
+                    self.state.creds.store(Some(Arc::new(creds)));
+                    return Ok(());
+                }
+                Err(e) if e.is_permanent() => return Err(e),
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot get a certificate; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Makes a key and CSR and asks the CA to sign it: with the join token the first time,
+    /// over mTLS with the current SVID afterwards.
+    async fn sign(
+        &self,
+        current: Option<&Credentials>,
+        bundle: &TrustBundle,
+    ) -> Result<Credentials, ControlError> {
+        let cfg = &self.state.config;
+        let (key, csr_der) =
+            csr::generate_csr(&cfg.identity).map_err(|e| ControlError::Csr(e.to_string()))?;
+        let channel = self.channel(current.map(|c| &c.svid), bundle).await?;
+        let token = if current.is_some() {
+            String::new()
+        } else {
+            cfg.token.clone()
+        };
+        let resp = Grpc::new(channel)
+            .sign(proto::SignRequest { token, csr_der })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::InvalidArgument => ControlError::Refused(s.message().to_string()),
+                _ => ControlError::Stream(format!("{}: {}", s.code(), s.message())),
+            })?
+            .into_inner();
+        let svid = Svid::from_pem(&resp.cert_chain_pem, key)
+            .map_err(|e| ControlError::BadCertificate(e.to_string()))?;
+        if svid.id != cfg.identity {
+            return Err(ControlError::BadCertificate(format!(
+                "asked for {}, got {}",
+                cfg.identity, svid.id
+            )));
+        }
+        let bundle = TrustBundle::from_pem(&resp.trust_bundle_pem)
+            .map_err(|e| ControlError::BadCertificate(format!("trust bundle: {e}")))?;
+        credentials(svid, bundle)
+    }
+
+    /// A gRPC channel to the control plane over TLS, verifying its SPIFFE ID.
+    async fn channel(
+        &self,
+        svid: Option<&Svid>,
+        bundle: &TrustBundle,
+    ) -> Result<Channel, ControlError> {
+        let cfg = &self.state.config;
+        let tls = tls::client_config(
+            svid,
+            bundle,
+            tls::ExpectedPeer::OneOf(vec![cfg.control_identity.clone()]),
+        )
+        .map_err(|e| ControlError::Tls(e.to_string()))?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let addr = cfg.control_addr;
+        let connect = tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let _ = tcp.set_nodelay(true);
+                let stream = connector
+                    .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        });
+        Endpoint::from_static("http://trellis-control")
+            .connect_timeout(cfg.control_timeout)
+            .connect_with_connector(connect)
+            .await
+            .map_err(|e| ControlError::Connect {
+                addr,
+                reason: error_chain(&e),
+            })
+    }
+
+    /// Keeps a snapshot stream open until `stop`, reconnecting with back-off.
+    pub async fn subscribe_forever(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let result = tokio::select! {
+                r = self.subscribe(&mut backoff) => r,
+                _ = stop.changed() => return,
+            };
+            let delay = backoff.next_delay();
+            match result {
+                Ok(()) => {
+                    tracing::warn!(retry_in = ?delay, "control plane closed the snapshot stream; reconnecting")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "snapshot stream failed; reconnecting")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn subscribe(&self, backoff: &mut Backoff) -> Result<(), ControlError> {
+        let creds = self
+            .state
+            .creds
+            .load_full()
+            .ok_or_else(|| ControlError::Stream("no certificate".into()))?;
+        let channel = self.channel(Some(&creds.svid), &creds.bundle).await?;
+        let cfg = &self.state.config;
+        let (tx, rx) = mpsc::channel(8);
+        let register = proto::Register {
+            workload_name: cfg.workload_name.clone(),
+            namespace: cfg.identity.namespace.clone(),
+            service_account: cfg.identity.service_account.clone(),
+            address: cfg.address.to_string(),
+            labels: cfg.labels.clone().into_iter().collect(),
+            inbound_port: u32::from(cfg.inbound_addr.port()),
+            ports: cfg
+                .ports
+                .iter()
+                .map(|(k, v)| (k.clone(), u32::from(*v)))
+                .collect(),
+        };
+        send(&tx, Kind::Register(register)).await?;
+        let mut stream = Grpc::new(channel)
+            .subscribe(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| ControlError::Stream(format!("{}: {}", s.code(), s.message())))?
+            .into_inner();
+        while let Some(msg) = stream
+            .message()
+            .await
+            .map_err(|s| ControlError::Stream(format!("{}: {}", s.code(), s.message())))?
+        {
+            backoff.reset();
+            let version = msg.version.clone();
+            let bundle_pem = msg.trust_bundle_pem.clone();
+            match Snapshot::try_from(msg) {
+                Ok(snap) => {
+                    self.update_bundle(&bundle_pem);
+                    tracing::info!(%version, services = snap.services.len(), "snapshot applied");
+                    self.state.snapshot.store(Some(Arc::new(snap)));
+                    send(&tx, Kind::Ack(proto::Ack { version })).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(%version, error = %e, "snapshot rejected; keeping the previous one");
+                    let error = e.to_string();
+                    send(&tx, Kind::Nack(proto::Nack { version, error })).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adopts a new trust bundle from a snapshot (root rotation), keeping the SVID.
+    fn update_bundle(&self, pem: &str) {
+        let Some(creds) = self.state.creds.load_full() else {
+            return;
+        };
+        if pem.is_empty() || creds.bundle.to_pem() == pem {
+            return;
+        }
+        match TrustBundle::from_pem(pem).and_then(|b| {
+            tls::server_config(&creds.svid, &b, tls::ClientAuth::Required).map(|sc| (b, sc))
+        }) {
+            Ok((bundle, server_config)) => {
+                self.state.creds.store(Some(Arc::new(Credentials {
+                    svid: creds.svid.clone(),
+                    bundle,
+                    server_config,
+                })));
+                tracing::info!("trust bundle updated");
+            }
+            Err(e) => tracing::warn!(error = %e, "trust bundle in snapshot rejected"),
+        }
+    }
+
+    /// Renews the SVID at half its lifetime (with jitter), over mTLS with the current one.
+    pub async fn renew_forever(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut delay = None;
+        loop {
+            let Some(creds) = self.state.creds.load_full() else {
+                return;
+            };
+            let wait = delay.take().unwrap_or_else(|| half_life(&creds.svid));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            match self.sign(Some(&creds), &creds.bundle).await {
+                Ok(new) => {
+                    tracing::info!(not_after = ?new.svid.not_after, "certificate renewed");
+                    self.state.creds.store(Some(Arc::new(new)));
+                    backoff.reset();
+                }
+                Err(e) => {
+                    let d = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?d, "certificate renewal failed");
+                    delay = Some(d);
+                }
+            }
+        }
+    }
+}
+
+fn credentials(svid: Svid, bundle: TrustBundle) -> Result<Credentials, ControlError> {
+    let server_config = tls::server_config(&svid, &bundle, tls::ClientAuth::Required)
+        .map_err(|e| ControlError::Tls(e.to_string()))?;
+    Ok(Credentials {
+        svid,
+        bundle,
+        server_config,
+    })
+}
+
+/// Time until half the remaining lifetime has passed, with up to 10 % jitter so that proxies
+/// started together do not renew together.
+fn half_life(svid: &Svid) -> Duration {
+    let left = svid
+        .not_after
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    let half = left / 2;
+    half.saturating_sub(half.mul_f64(rand::random::<f64>() * 0.1))
+}
+
+/// An error and its causes, joined: `transport error: tcp connect error: Connection refused`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+async fn send(tx: &mpsc::Sender<proto::ProxyMessage>, kind: Kind) -> Result<(), ControlError> {
+    tx.send(proto::ProxyMessage { kind: Some(kind) })
+        .await
+        .map_err(|_| ControlError::Stream("stream closed".into()))
+}

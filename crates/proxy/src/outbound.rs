@@ -1,0 +1,264 @@
+//! Outbound, explicit mode: the app sends its requests to this listener as to an HTTP proxy
+//! (`http_proxy=http://ADDR`), in absolute form or with a `Host` header. The authority picks
+//! the service; the service's first HTTP route picks a weighted destination and subset; a
+//! random endpoint of that subset gets the request over the pooled mTLS connection to its
+//! proxy.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{header, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use trellis_api::snapshot::{authority_port, Endpoint, HttpRoute, Service, Snapshot};
+
+use crate::body::{boxed, error_response, Body};
+use crate::headers::{strip_hop_by_hop, strip_trellis_headers, TARGET_PORT};
+use crate::pool::Pool;
+use crate::state::ProxyState;
+
+/// Accepts app connections until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    pool: Arc<Pool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!(error = %e, "outbound accept failed"); continue; }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (state, pool) = (state.clone(), pool.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let (state, pool) = (state.clone(), pool.clone());
+                async move { Ok::<_, Infallible>(handle(req, &state, &pool).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "outbound connection ended");
+            }
+        });
+    }
+}
+
+/// A destination chosen for one request.
+struct Target<'a> {
+    service: &'a Service,
+    endpoint: &'a Endpoint,
+    port: u16,
+}
+
+async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Pool) -> Response<Body> {
+    let Some(snapshot) = state.snapshot.load_full() else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "proxy has no snapshot yet");
+    };
+    let authority = match &state.config.front {
+        Some(front) => front.clone(),
+        None => match request_authority(&req) {
+            Some(a) => a,
+            None => return error_response(StatusCode::BAD_REQUEST, "request names no host"),
+        },
+    };
+    let target = match choose(&snapshot, &authority, state.config.namespace()) {
+        Ok(t) => t,
+        Err((status, msg)) => return error_response(status, msg),
+    };
+    let peer_addr = target.endpoint.proxy_addr();
+    let identity = target.endpoint.identity.clone();
+    let req = match to_upstream(req, &authority, target.port) {
+        Ok(r) => r,
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, msg),
+    };
+    tracing::debug!(%authority, service = %target.service.host, endpoint = %target.endpoint.workload_name, "routing");
+    match pool.send(peer_addr, &identity, req).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.version = Version::HTTP_11;
+            Response::from_parts(parts, boxed(body))
+        }
+        Err(e) => {
+            tracing::warn!(%authority, endpoint = %peer_addr, error = %e, "upstream request failed");
+            error_response(StatusCode::BAD_GATEWAY, e)
+        }
+    }
+}
+
+/// The authority an app addressed: absolute-form URI first (proxy style), then `Host`.
+fn request_authority(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Resolves the authority to a service, applies its route and picks an endpoint.
+fn choose<'a>(
+    snapshot: &'a Snapshot,
+    authority: &str,
+    client_ns: &str,
+) -> Result<Target<'a>, (StatusCode, String)> {
+    let service = snapshot.resolve(authority, client_ns).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            format!("no service in the mesh for {authority:?}"),
+        )
+    })?;
+    let requested_port = authority_port(authority);
+    let (dest_service, subset, dest_port) = match service.http_routes.first() {
+        Some(route) => {
+            let d = pick_weighted(route);
+            let dest = snapshot.services.get(&d.host).ok_or_else(|| {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("route destination {} is not a known service", d.host),
+                )
+            })?;
+            (
+                dest.as_ref(),
+                d.subset.as_deref(),
+                d.port.or(requested_port),
+            )
+        }
+        None => (service.as_ref(), None, requested_port),
+    };
+    let sp = dest_service.port(dest_port).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            format!("service {} has no port {:?}", dest_service.host, dest_port),
+        )
+    })?;
+    let candidates = dest_service.endpoints_in(subset);
+    if candidates.is_empty() {
+        let which = subset.map(|s| format!(" subset {s}")).unwrap_or_default();
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no healthy upstream: {}{which} has no endpoints",
+                dest_service.host
+            ),
+        ));
+    }
+    let endpoint = candidates[rand::rng().random_range(0..candidates.len())];
+    let port = endpoint.target_port(sp).ok_or_else(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "endpoint {} has no port named {:?}",
+                endpoint.workload_name, sp.target
+            ),
+        )
+    })?;
+    Ok(Target {
+        service: dest_service,
+        endpoint,
+        port,
+    })
+}
+
+/// Picks a destination with probability proportional to its weight.
+fn pick_weighted(route: &HttpRoute) -> &trellis_api::snapshot::WeightedDestination {
+    let total: u64 = route.destinations.iter().map(|d| u64::from(d.weight)).sum();
+    // Snapshots with no positive weight are rejected on arrival, so total > 0 here; the
+    // fallback to the first destination only keeps this total.
+    if total == 0 {
+        return &route.destinations[0];
+    }
+    let mut n = rand::rng().random_range(0..total);
+    for d in &route.destinations {
+        let w = u64::from(d.weight);
+        if n < w {
+            return d;
+        }
+        n -= w;
+    }
+    &route.destinations[route.destinations.len() - 1]
+}
+
+/// Turns the app's HTTP/1.1 request into the HTTP/2 request sent between proxies: the
+/// authority moves into the URI, hop-by-hop and forged Trellis headers go, and the target
+/// workload port is added.
+fn to_upstream(
+    req: Request<Incoming>,
+    authority: &str,
+    port: u16,
+) -> Result<Request<Body>, String> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| format!("invalid authority or path: {e}"))?;
+    strip_hop_by_hop(&mut parts.headers);
+    strip_trellis_headers(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    parts.headers.insert(TARGET_PORT, port.into());
+    parts.version = Version::HTTP_2;
+    Ok(Request::from_parts(parts, boxed(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_api::snapshot::WeightedDestination;
+
+    #[test]
+    fn weighted_pick_follows_weights() {
+        let route = HttpRoute {
+            name: "r".into(),
+            destinations: vec![
+                WeightedDestination {
+                    host: "a".into(),
+                    subset: None,
+                    port: None,
+                    weight: 90,
+                },
+                WeightedDestination {
+                    host: "b".into(),
+                    subset: None,
+                    port: None,
+                    weight: 10,
+                },
+                WeightedDestination {
+                    host: "c".into(),
+                    subset: None,
+                    port: None,
+                    weight: 0,
+                },
+            ],
+        };
+        let n = 100_000;
+        let mut a = 0;
+        for _ in 0..n {
+            match pick_weighted(&route).host.as_str() {
+                "a" => a += 1,
+                "b" => {}
+                other => panic!("weight 0 destination {other} picked"),
+            }
+        }
+        // 100k draws: the standard deviation of the share is under 0.1 %, so 1 % is far
+        // outside chance.
+        let share = f64::from(a) / f64::from(n);
+        assert!((share - 0.9).abs() < 0.01, "share {share}");
+    }
+}

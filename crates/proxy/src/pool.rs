@@ -1,0 +1,170 @@
+//! Pooled mTLS HTTP/2 connections to other proxies.
+//!
+//! One connection per (endpoint proxy address, expected identity), multiplexing every request
+//! to that endpoint. The identity is part of the key: if the snapshot says a different
+//! workload now lives at an address, the old connection is never reused for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use trellis_identity::{tls, SpiffeId};
+
+use crate::body::Body;
+use crate::state::ProxyState;
+
+/// How long to wait for TCP and TLS to a peer proxy before giving up on it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a request could not be sent to a peer proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("proxy has no certificate yet")]
+    NoCredentials,
+    #[error("endpoint identity {identity:?} is not a SPIFFE ID: {reason}")]
+    BadIdentity { identity: String, reason: String },
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: timed out after {CONNECT_TIMEOUT:?}")]
+    Timeout { addr: SocketAddr },
+    #[error("TLS with {addr} (expecting {expected}): {source}")]
+    Tls {
+        addr: SocketAddr,
+        expected: String,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    #[error("HTTP/2 with {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    addr: SocketAddr,
+    identity: String,
+}
+
+/// The connections of one proxy to its peers.
+pub struct Pool {
+    state: Arc<ProxyState>,
+    // A plain mutex: it guards a map lookup and is never held across an await.
+    conns: Mutex<HashMap<PoolKey, SendRequest<Body>>>,
+}
+
+impl Pool {
+    pub fn new(state: Arc<ProxyState>) -> Self {
+        Self {
+            state,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `req` to the proxy at `addr`, which must prove `identity`.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        identity: &str,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<Incoming>, PoolError> {
+        let key = PoolKey {
+            addr,
+            identity: identity.to_string(),
+        };
+        let mut sender = match self.cached(&key) {
+            Some(s) => s,
+            None => self.connect(&key).await?,
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|source| PoolError::Http { addr, source })?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| PoolError::Http { addr, source })
+    }
+
+    fn cached(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        match conns.get(key) {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                conns.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn connect(&self, key: &PoolKey) -> Result<SendRequest<Body>, PoolError> {
+        let creds = self
+            .state
+            .creds
+            .load_full()
+            .ok_or(PoolError::NoCredentials)?;
+        let expected: SpiffeId =
+            key.identity
+                .parse()
+                .map_err(|e: trellis_identity::SpiffeError| PoolError::BadIdentity {
+                    identity: key.identity.clone(),
+                    reason: e.to_string(),
+                })?;
+        let config = tls::client_config(
+            Some(&creds.svid),
+            &creds.bundle,
+            tls::ExpectedPeer::OneOf(vec![expected]),
+        )
+        .map_err(|e| PoolError::Config(e.to_string()))?;
+        let addr = key.addr;
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| PoolError::Connect { addr, source })?;
+            let _ = tcp.set_nodelay(true);
+            // The name is not checked (the verifier checks the SPIFFE ID); it only has to
+            // be well-formed for rustls.
+            let name = ServerName::IpAddress(addr.ip().into());
+            tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|source| PoolError::Tls {
+                    addr,
+                    expected: key.identity.clone(),
+                    source,
+                })
+        })
+        .await
+        .map_err(|_| PoolError::Timeout { addr })??;
+
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|source| PoolError::Http { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %addr, error = %e, "pooled connection ended");
+            }
+        });
+        tracing::debug!(peer = %addr, identity = %key.identity, "opened mTLS connection");
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), sender.clone());
+        Ok(sender)
+    }
+}

@@ -1,0 +1,88 @@
+//! A small keep-alive HTTP/1.1 client for tests, able to send a request to one address while
+//! naming another host (as an app does through its proxy).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+/// A response, with its body read whole.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "response ({}) is not JSON: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Pooled HTTP/1.1 client.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        let mut c = HttpConnector::new();
+        c.set_nodelay(true);
+        Self {
+            inner: Client::builder(TokioExecutor::new()).build(c),
+            timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// GET `path` from `addr`, with `Host: host` and extra headers.
+    pub async fn get(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<HttpResponse> {
+        let mut req = Request::get(format!("http://{addr}{path}")).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::new()))?;
+        let resp = tokio::time::timeout(self.timeout, self.inner.request(req))
+            .await
+            .with_context(|| format!("GET {host}{path} via {addr} timed out"))?
+            .with_context(|| format!("GET {host}{path} via {addr}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
