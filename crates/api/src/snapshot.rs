@@ -240,7 +240,9 @@ impl TryFrom<proto::Service> for Service {
             .map(|p| {
                 let target = match p.target_port.parse::<u32>() {
                     Ok(n) => TargetPort::Number(port16(&host, n)?),
-                    Err(_) if p.target_port.is_empty() => TargetPort::Number(port16(&host, p.port)?),
+                    Err(_) if p.target_port.is_empty() => {
+                        TargetPort::Number(port16(&host, p.port)?)
+                    }
                     Err(_) => TargetPort::Named(p.target_port),
                 };
                 Ok(ServicePort {

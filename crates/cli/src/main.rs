@@ -29,7 +29,7 @@ enum Command {
     /// Run the control plane: config store, certificate authority, snapshot push.
     Control(control::ControlArgs),
     /// Run a proxy beside one workload.
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
     /// Run the demo HTTP service used by the examples and tests.
     DemoApp(demo_app::DemoAppArgs),
     /// Manage join tokens, the credential a proxy uses for its first certificate.
@@ -54,7 +54,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(a) => up::run(a).await,
             Command::Control(a) => control::run(a).await,
-            Command::Proxy(a) => proxy::run(a).await,
+            Command::Proxy(a) => proxy::run(*a).await,
             Command::DemoApp(a) => demo_app::run(a).await,
             Command::Token(c) => token::run(c),
         }

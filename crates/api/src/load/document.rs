@@ -174,7 +174,12 @@ pub(crate) fn process(
             return None;
         }
         Class::Rejected(error) => {
-            out.push(ctx.field(Severity::Error, &kind_path, Anchor::Value, error.to_string()));
+            out.push(ctx.field(
+                Severity::Error,
+                &kind_path,
+                Anchor::Value,
+                error.to_string(),
+            ));
             return None;
         }
     };
@@ -225,7 +230,11 @@ pub(crate) fn process(
 }
 
 /// Reads `apiVersion` or `kind`, reporting it missing or mistyped.
-fn header_field(ctx: &Context<'_>, field: &'static str, out: &mut Vec<Diagnostic>) -> Option<String> {
+fn header_field(
+    ctx: &Context<'_>,
+    field: &'static str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<String> {
     let path = FieldPath::root().field(field);
     let error = match ctx.root.get(field).map(|e| &e.value) {
         Some(Node {

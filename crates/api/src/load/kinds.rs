@@ -3,7 +3,9 @@
 //! same files), and which it rejects as unknown, so that a typo in `kind` is an error rather
 //! than a silently skipped document.
 
-use crate::resources::{ISTIO_NETWORKING_API_VERSIONS, ISTIO_NETWORKING_GROUP, SERVICE_API_VERSION};
+use crate::resources::{
+    ISTIO_NETWORKING_API_VERSIONS, ISTIO_NETWORKING_GROUP, SERVICE_API_VERSION,
+};
 
 /// Kinds of Istio and the Gateway API that the mesh recognises but does not implement yet,
 /// by group.
@@ -226,7 +228,10 @@ mod tests {
 
     #[test]
     fn supported_kinds_and_versions() {
-        assert_eq!(classify("v1", "Service"), Class::Supported(Supported::Service));
+        assert_eq!(
+            classify("v1", "Service"),
+            Class::Supported(Supported::Service)
+        );
         for v in ISTIO_NETWORKING_API_VERSIONS {
             assert_eq!(
                 classify(v, "VirtualService"),

@@ -355,7 +355,10 @@ impl MarkedEventReceiver for Builder {
                 if self.skipped_depth > 0 {
                     return;
                 }
-                if let Some(Frame::Map { key: key @ None, .. }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    key: key @ None, ..
+                }) = self.stack.last_mut()
+                {
                     // Keys are kept as written: `80:` is "80", as Kubernetes reads it.
                     *key = Some(PendingKey::Key(text.clone(), mark));
                     if anchor > 0 {
@@ -723,7 +726,10 @@ mod tests {
             parsed.documents[0].issues,
             [Issue {
                 // The scanner places a tagged scalar after its tag, at the offending text.
-                mark: Mark { line: 1, column: 10 },
+                mark: Mark {
+                    line: 1,
+                    column: 10
+                },
                 error: YamlError::BadTaggedScalar {
                     value: "ten".into(),
                     tag: "int".into()
@@ -742,11 +748,17 @@ mod tests {
         assert_eq!(root.locate(&x, Anchor::Value), Mark { line: 8, column: 3 });
         assert_eq!(
             root.locate(&x.index(1), Anchor::Value),
-            Mark { line: 8, column: 10 }
+            Mark {
+                line: 8,
+                column: 10
+            }
         );
         // Missing: falls back to the nearest ancestor's key.
         let missing = FieldPath::root().field("spec").field("y").field("z");
-        assert_eq!(root.locate(&missing, Anchor::Key), Mark { line: 7, column: 1 });
+        assert_eq!(
+            root.locate(&missing, Anchor::Key),
+            Mark { line: 7, column: 1 }
+        );
     }
 
     #[test]

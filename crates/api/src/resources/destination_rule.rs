@@ -166,9 +166,6 @@ mod tests {
         let mut out = Vec::new();
         spec.unimplemented_fields(&FieldPath::root().field("spec"), &mut out);
         let got: Vec<String> = out.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            got,
-            ["spec.trafficPolicy", "spec.subsets[1].trafficPolicy"]
-        );
+        assert_eq!(got, ["spec.trafficPolicy", "spec.subsets[1].trafficPolicy"]);
     }
 }

@@ -49,10 +49,18 @@ pub struct ServiceSpec {
     #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<Value>,
     /// Not implemented.
-    #[serde(default, rename = "clusterIPs", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "clusterIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_ips: Option<Value>,
     /// Not implemented.
-    #[serde(default, rename = "externalIPs", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "externalIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_ips: Option<Value>,
     /// Not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +84,11 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_class: Option<Value>,
     /// Not implemented.
-    #[serde(default, rename = "loadBalancerIP", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_ip: Option<Value>,
     /// Not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,12 +274,18 @@ impl ServiceSpec {
             ("ipFamilyPolicy", &self.ip_family_policy),
             ("loadBalancerClass", &self.load_balancer_class),
             ("loadBalancerIP", &self.load_balancer_ip),
-            ("loadBalancerSourceRanges", &self.load_balancer_source_ranges),
+            (
+                "loadBalancerSourceRanges",
+                &self.load_balancer_source_ranges,
+            ),
             (
                 "allocateLoadBalancerNodePorts",
                 &self.allocate_load_balancer_node_ports,
             ),
-            ("publishNotReadyAddresses", &self.publish_not_ready_addresses),
+            (
+                "publishNotReadyAddresses",
+                &self.publish_not_ready_addresses,
+            ),
             ("sessionAffinity", &self.session_affinity),
             ("sessionAffinityConfig", &self.session_affinity_config),
             ("trafficDistribution", &self.traffic_distribution),
@@ -311,8 +329,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({"port": 80, "targetPort": 8080})).unwrap();
         assert_eq!(p.target_port, Some(IntOrString::Int(8080)));
         let p: ServicePort =
-            serde_json::from_value(serde_json::json!({"port": 80, "targetPort": "http"}))
-                .unwrap();
+            serde_json::from_value(serde_json::json!({"port": 80, "targetPort": "http"})).unwrap();
         assert_eq!(p.target_port, Some(IntOrString::String("http".into())));
         let err = serde_json::from_value::<ServicePort>(
             serde_json::json!({"port": 80, "targetPort": true}),
@@ -331,7 +348,11 @@ mod tests {
             ["spec.ports: at least one port is required"]
         );
         let spec = ServiceSpec {
-            ports: vec![port(Some("http"), 80), port(Some("http"), 0), port(None, 81)],
+            ports: vec![
+                port(Some("http"), 80),
+                port(Some("http"), 0),
+                port(None, 81),
+            ],
             ..ServiceSpec::default()
         };
         assert_eq!(

@@ -258,7 +258,13 @@ mod tests {
         check_unique_names(
             "subset",
             ["v1", "v2", "v1"].into_iter().enumerate(),
-            |i| FieldPath::root().field("spec").field("subsets").index(i).field("name"),
+            |i| {
+                FieldPath::root()
+                    .field("spec")
+                    .field("subsets")
+                    .index(i)
+                    .field("name")
+            },
             &mut out,
         );
         assert_eq!(out.len(), 1);

@@ -331,8 +331,10 @@ mod tests {
         ]);
         assert_eq!(
             violations(&bad),
-            ["spec.http[0].route: total destination weight 110 != 100 (when a route has more \
-              than one destination, their weights must add up to 100)"]
+            [
+                "spec.http[0].route: total destination weight 110 != 100 (when a route has more \
+              than one destination, their weights must add up to 100)"
+            ]
         );
         let missing = spec_with(vec![
             dest("reviews", "v1", Some(90)),
@@ -352,9 +354,15 @@ mod tests {
         route[1].destination.port = Some(PortSelector { number: 0 });
         let got = violations(&spec_with(route));
         assert_eq!(got.len(), 4, "{got:?}");
-        assert_eq!(got[0], "spec.http[0].route[0].destination.host: host must not be empty");
+        assert_eq!(
+            got[0],
+            "spec.http[0].route[0].destination.host: host must not be empty"
+        );
         assert!(got[1].starts_with("spec.http[0].route[0].destination.subset: \"V1\""));
-        assert_eq!(got[2], "spec.http[0].route[0].weight: weight -5 must not be negative");
+        assert_eq!(
+            got[2],
+            "spec.http[0].route[0].weight: weight -5 must not be negative"
+        );
         assert_eq!(
             got[3],
             "spec.http[0].route[1].destination.port.number: port 0 must be between 1 and 65535"
