@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub trust_bundle_pem: String,
     /// Services by fully qualified host (`NAME.NS.svc.cluster.local`).
     pub services: HashMap<String, Arc<Service>>,
+    /// SHA-256 (hex) of the root new certificates are issued under; a proxy whose certificate
+    /// chains to another root renews at once. Empty when the control plane does not say.
+    pub signing_root_fingerprint: String,
 }
 
 /// A service as the proxy sees it: its ports, its subsets, its routes and its endpoints.
@@ -225,6 +228,7 @@ impl TryFrom<proto::SnapshotMessage> for Snapshot {
             trust_domain: msg.trust_domain,
             trust_bundle_pem: msg.trust_bundle_pem,
             services,
+            signing_root_fingerprint: msg.signing_root_fingerprint,
         })
     }
 }
@@ -349,6 +353,7 @@ mod tests {
             version: "1-abc".into(),
             trust_bundle_pem: String::new(),
             trust_domain: "cluster.local".into(),
+            signing_root_fingerprint: String::new(),
             services: vec![proto::Service {
                 host: "reviews.default.svc.cluster.local".into(),
                 name: "reviews".into(),

@@ -19,12 +19,31 @@ pub struct ControlArgs {
     /// gRPC API for proxies.
     #[arg(long, default_value = "127.0.0.1:15012")]
     pub listen: SocketAddr,
+    /// HTTP API: status, certificates, metrics, admin operations.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub api_listen: SocketAddr,
+    /// Lifetime of a self-signed root created on first start, in days.
+    #[arg(long, default_value_t = 3650)]
+    pub root_lifetime_days: u64,
+    /// User-supplied CA: PEM file of the root(s) to trust. Needs --ca-intermediate and
+    /// --ca-intermediate-key; leaves are then issued by that intermediate.
+    #[arg(long, requires_all = ["ca_intermediate", "ca_intermediate_key"])]
+    pub ca_roots: Option<PathBuf>,
+    /// User-supplied CA: the intermediate certificate, PEM.
+    #[arg(long, requires = "ca_roots")]
+    pub ca_intermediate: Option<PathBuf>,
+    /// User-supplied CA: the intermediate's private key, PEM.
+    #[arg(long, requires = "ca_roots")]
+    pub ca_intermediate_key: Option<PathBuf>,
+    /// Alarm when a root or the issuing certificate expires within this many days.
+    #[arg(long, default_value_t = 30)]
+    pub expiry_warning_days: u64,
     /// SPIFFE trust domain.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
-    /// Lifetime of issued workload certificates, in seconds.
-    #[arg(long, default_value_t = 24 * 3600)]
-    pub svid_ttl_secs: u64,
+    /// Lifetime of issued workload certificates (e.g. 24h; minutes for tests).
+    #[arg(long, default_value = "24h", value_parser = crate::duration::parse)]
+    pub svid_ttl: Duration,
     /// How often the config directory is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
@@ -35,8 +54,22 @@ pub async fn run(a: ControlArgs) -> anyhow::Result<()> {
         config_dir: a.config_dir,
         data_dir: a.data_dir,
         listen: a.listen,
+        api_listen: a.api_listen,
+        ca_source: match (a.ca_roots, a.ca_intermediate, a.ca_intermediate_key) {
+            (Some(roots_pem), Some(intermediate_pem), Some(intermediate_key_pem)) => {
+                trellis_identity::CaSource::Files {
+                    roots_pem,
+                    intermediate_pem,
+                    intermediate_key_pem,
+                }
+            }
+            _ => trellis_identity::CaSource::SelfSigned {
+                root_lifetime: Duration::from_secs(a.root_lifetime_days * 86_400),
+            },
+        },
+        expiry_warning: Duration::from_secs(a.expiry_warning_days * 86_400),
         trust_domain: a.trust_domain,
-        svid_ttl: Duration::from_secs(a.svid_ttl_secs),
+        svid_ttl: a.svid_ttl,
         poll_interval: Duration::from_millis(a.poll_ms),
     };
     trellis_control::run(config, crate::signal::shutdown())

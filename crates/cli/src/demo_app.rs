@@ -9,7 +9,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -135,9 +134,9 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
 async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
     let query = parse_query(req.uri().query().unwrap_or(""));
     if let Some(d) = query.get("delay") {
-        match parse_duration(d) {
-            Some(d) => tokio::time::sleep(d).await,
-            None => {
+        match crate::duration::parse(d) {
+            Ok(d) => tokio::time::sleep(d).await,
+            Err(_) => {
                 return json_response(
                     StatusCode::BAD_REQUEST,
                     &json!({"error": format!("bad delay {d:?}")}),
@@ -220,32 +219,9 @@ fn parse_query(q: &str) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-/// `250ms`, `2s`, `1.5s`.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.parse().ok()?;
-    if !(0.0..=3600.0 * 1000.0).contains(&n) {
-        return None;
-    }
-    match unit {
-        "ms" => Some(Duration::from_secs_f64(n / 1000.0)),
-        "s" => Some(Duration::from_secs_f64(n)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5m"), None);
-        assert_eq!(parse_duration("ms"), None);
-        assert_eq!(parse_duration("-1s"), None);
-    }
 
     #[test]
     fn queries() {

@@ -1,8 +1,13 @@
 //! The `trellis` binary: one executable for the control plane, the proxy, the demo app and
 //! the commands people type. Each subcommand lives in its own module.
 
+mod api_client;
+mod ca;
+mod certs;
+mod check;
 mod control;
 mod demo_app;
+mod duration;
 mod logging;
 mod proxy;
 mod signal;
@@ -35,6 +40,13 @@ enum Command {
     /// Manage join tokens, the credential a proxy uses for its first certificate.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Show every workload certificate: serial, expiry, time left, root, last renewal.
+    Certs(certs::CertsArgs),
+    /// Check the mesh's health: control plane, certificate alarms, proxies in sync.
+    Check(check::CheckArgs),
+    /// Operate the certificate authority (root rotation).
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +69,9 @@ fn main() -> std::process::ExitCode {
             Command::Proxy(a) => proxy::run(*a).await,
             Command::DemoApp(a) => demo_app::run(a).await,
             Command::Token(c) => token::run(c),
+            Command::Certs(a) => certs::run(a).await,
+            Command::Check(a) => check::run(a).await,
+            Command::Ca(c) => ca::run(c).await,
         }
     });
     match result {

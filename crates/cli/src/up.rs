@@ -41,6 +41,12 @@ pub struct UpArgs {
     /// The control plane's gRPC address.
     #[arg(long, default_value = "127.0.0.1:15012")]
     pub control: SocketAddr,
+    /// The control plane's HTTP API (`trellis certs`, `check`, `ca rotate` talk to it).
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub api: SocketAddr,
+    /// Lifetime of workload certificates (e.g. 24h, or 1m to watch renewals).
+    #[arg(long, default_value = "24h")]
+    pub svid_ttl: String,
     /// Data directory of the control plane (CA root, tokens); a temporary one when absent.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -260,6 +266,8 @@ async fn start_and_wait(
             .arg(data_dir)
             .arg("--listen")
             .arg(a.control.to_string())
+            .args(["--api-listen", &a.api.to_string()])
+            .args(["--svid-ttl", &a.svid_ttl])
             .env("TRELLIS_LOG", &control_log),
     )?;
     let root = data_dir.join("ca").join("root.pem");
@@ -377,6 +385,11 @@ async fn start_and_wait(
         "  edit the VirtualService weights in {} and watch the reviews versions change",
         a.dir.display()
     );
+    println!(
+        "  trellis certs --api {}        # every workload certificate",
+        a.api
+    );
+    println!("  trellis check --api {}        # mesh health", a.api);
     println!("Ctrl-C stops the mesh.");
 
     tokio::select! {

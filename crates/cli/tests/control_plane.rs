@@ -25,11 +25,14 @@ impl Drop for Control {
     }
 }
 
-fn start_control(addr: &str) -> Control {
+fn start_control(addr: &str, extra: &[&str]) -> Control {
     let data = tempfile::tempdir().unwrap();
     let addr: SocketAddr = addr.parse().unwrap();
+    let api = SocketAddr::new(addr.ip(), 15014);
     let child = Command::new(BIN)
         .arg("control")
+        .args(["--api-listen", &api.to_string()])
+        .args(extra)
         .arg("--config")
         .arg(workspace_root().join("examples/quickstart"))
         .arg("--data-dir")
@@ -46,6 +49,37 @@ fn start_control(addr: &str) -> Control {
         std::thread::sleep(Duration::from_millis(50));
     }
     Control { child, data, addr }
+}
+
+/// Starts a proxy that must get its certificate; returns once it logged so.
+fn start_proxy(control: &Control, ns: &str, sa: &str, token: &str, ip: &str) -> Child {
+    let mut child = Command::new(BIN)
+        .arg("proxy")
+        .args(["--control", &control.addr.to_string()])
+        .arg("--ca-bundle")
+        .arg(control.data.path().join("ca/root.pem"))
+        .args(["--namespace", ns, "--service-account", sa])
+        .args(["--workload-name", "first", "--address", ip])
+        .env("TRELLIS_JOIN_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "proxy got no certificate");
+        match lines.next() {
+            Some(Ok(l)) if l.contains("certificate issued") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("proxy ended before getting a certificate"),
+        }
+    }
+    // Keep draining so the proxy never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
 }
 
 /// Runs a proxy that asks for `ns/sa` with `token`, expecting it to give up.
@@ -82,11 +116,24 @@ fn proxy_refused(control: &Control, ns: &str, sa: &str, token: &str, ip: &str) -
 
 #[test]
 fn ca_refuses_bad_tokens_and_identities_the_token_does_not_allow() {
-    let control = start_control("127.0.20.251:15012");
+    let control = start_control("127.0.20.251:15012", &[]);
     let tokens = TokenStore::open(control.data.path()).unwrap();
     let (_, good) = tokens
         .create("default", &["bookinfo-reviews".to_string()], None)
         .unwrap();
+
+    // A token that worked once is refused after its revocation.
+    let (revoked_id, revoked) = tokens
+        .create("default", &["bookinfo-details".to_string()], None)
+        .unwrap();
+    let first = start_proxy(
+        &control,
+        "default",
+        "bookinfo-details",
+        &revoked,
+        "127.0.20.10",
+    );
+    tokens.revoke(&revoked_id).unwrap();
 
     let cases = [
         // (namespace, service account, token, what the error must say)
@@ -104,6 +151,7 @@ fn ca_refuses_bad_tokens_and_identities_the_token_does_not_allow() {
             "bookinfo-ratings",
         ),
         ("prod", "bookinfo-reviews", good.as_str(), "prod"),
+        ("default", "bookinfo-details", revoked.as_str(), "revoked"),
     ];
     for (i, (ns, sa, token, must_say)) in cases.iter().enumerate() {
         let out = proxy_refused(&control, ns, sa, token, &format!("127.0.20.{}", i + 1));
@@ -118,6 +166,75 @@ fn ca_refuses_bad_tokens_and_identities_the_token_does_not_allow() {
             "case {i}: {must_say:?} not in {stderr}"
         );
     }
+    let mut first = first;
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
+#[test]
+fn expiry_alarms_reach_logs_metrics_certs_and_check() {
+    // A root lives 3650 days by default: a 4000-day warning window puts it inside.
+    let control = start_control("127.0.22.251:15012", &["--expiry-warning-days", "4000"]);
+    let api = "127.0.22.251:15014";
+    let check = Command::new(BIN)
+        .args(["check", "--api", api])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        !check.status.success(),
+        "check passed with an expiring root: {stdout}"
+    );
+    assert!(
+        stdout.contains("✘ certificates: root") && stdout.contains("expires in"),
+        "{stdout}"
+    );
+
+    let certs = Command::new(BIN)
+        .args(["certs", "--api", api])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&certs.stdout);
+    assert!(certs.status.success());
+    assert!(
+        table.contains("ALARMS") && table.contains("expires in 3649 days"),
+        "{table}"
+    );
+
+    let metrics = http_get(api, "/metrics");
+    assert!(metrics.contains("trellis_control_alarms 1"), "{metrics}");
+    assert!(
+        metrics.contains("trellis_control_ca_root_expiry_timestamp_seconds{"),
+        "{metrics}"
+    );
+    drop(control);
+
+    // With the default window there is no alarm and check passes.
+    let control = start_control("127.0.23.251:15012", &[]);
+    let check = Command::new(BIN)
+        .args(["check", "--api", "127.0.23.251:15014"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    drop(control);
+}
+
+/// A plain HTTP/1.1 GET, enough for a metrics page.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 #[test]

@@ -44,13 +44,21 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// What the CA contributes to a snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustState {
+    pub trust_domain: String,
+    pub bundle_pem: String,
+    pub signing_root_fingerprint: String,
+}
+
 /// Compiles the snapshot every proxy receives.
 pub fn compile(
     config: &ConfigSet,
     registered: &[RegisteredWorkload],
-    trust_domain: &str,
-    trust_bundle_pem: &str,
+    trust: &TrustState,
 ) -> proto::SnapshotMessage {
+    let trust_domain = trust.trust_domain.as_str();
     let mut services = Vec::new();
     for res in &config.resources {
         let Resource::Service(svc) = &res.value else {
@@ -86,9 +94,10 @@ pub fn compile(
     services.sort_by(|a, b| a.host.cmp(&b.host));
     let mut snap = proto::SnapshotMessage {
         version: String::new(),
-        trust_bundle_pem: trust_bundle_pem.to_string(),
+        trust_bundle_pem: trust.bundle_pem.clone(),
         services,
         trust_domain: trust_domain.to_string(),
+        signing_root_fingerprint: trust.signing_root_fingerprint.clone(),
     };
     snap.version = hex::encode(&Sha256::digest(snap.encode_to_vec())[..8]);
     snap
@@ -213,23 +222,18 @@ fn http_routes(config: &ConfigSet, host: &str) -> Vec<proto::HttpRoute> {
     Vec::new()
 }
 
-/// Recompiles whenever the config revision or the registry changes and publishes the
-/// result; streams read the latest from the returned receiver.
+/// Recompiles whenever the config revision, the registry or the CA's trust state changes
+/// and publishes the result; streams read the latest from the returned receiver.
 pub fn publisher(
     mut revisions: watch::Receiver<Arc<Revision>>,
     registry: Arc<Registry>,
-    trust_domain: String,
-    trust_bundle_pem: String,
+    mut trust: watch::Receiver<TrustState>,
 ) -> watch::Receiver<Arc<proto::SnapshotMessage>> {
-    let build = move |rev: &Revision, registry: &Registry| {
-        compile(
-            &rev.config,
-            &registry.workloads(),
-            &trust_domain,
-            &trust_bundle_pem,
-        )
-    };
-    let first = build(&revisions.borrow_and_update(), &registry);
+    let first = compile(
+        &revisions.borrow_and_update().config,
+        &registry.workloads(),
+        &trust.borrow_and_update(),
+    );
     let (tx, rx) = watch::channel(Arc::new(first));
     let mut reg_changes = registry.changes();
     tokio::spawn(async move {
@@ -237,9 +241,11 @@ pub fn publisher(
             tokio::select! {
                 r = revisions.changed() => if r.is_err() { return },
                 r = reg_changes.changed() => if r.is_err() { return },
+                r = trust.changed() => if r.is_err() { return },
             }
             let rev = revisions.borrow_and_update().clone();
-            let snap = build(&rev, &registry);
+            let trust_now = trust.borrow_and_update().clone();
+            let snap = compile(&rev.config, &registry.workloads(), &trust_now);
             if snap.version != tx.borrow().version {
                 tracing::info!(version = %snap.version, revision = rev.number, services = snap.services.len(), "snapshot published");
                 tx.send_replace(Arc::new(snap));

@@ -84,10 +84,9 @@ impl AsyncWrite for TlsConn {
 /// Accepts TCP connections and hands finished TLS connections to `tx`.
 pub async fn accept_loop(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     tx: mpsc::Sender<io::Result<TlsConn>>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
@@ -97,7 +96,9 @@ pub async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
+        // The current config for each connection: a rotation swaps in a new certificate.
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
+        let conn_tx = tx.clone();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,

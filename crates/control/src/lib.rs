@@ -6,17 +6,24 @@
 //! * [`compile`]: config + registry → the snapshot pushed to proxies;
 //! * the CA (from `trellis-identity`), serving certificates to proxies that prove themselves
 //!   with a join token or their current certificate;
-//! * [`service`]: the gRPC API on port 15012, over TLS ([`incoming`]).
+//! * [`service`]: the gRPC API on port 15012, over TLS ([`incoming`]);
+//! * [`trust`]: the CA's state in snapshots, the control plane's own certificate, root
+//!   rotation; [`certs`]: what was issued to whom;
+//! * [`api`]: the HTTP API on port 15014 (status, certificates, metrics, admin operations).
 //!
 //! Snapshots are compiled by one publisher task outside any lock and handed to every stream
 //! through a `watch` channel.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod certs;
 pub mod compile;
 pub mod incoming;
+pub mod metrics;
 pub mod registry;
 pub mod service;
 pub mod store;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +33,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use trellis_api::proto;
-use trellis_identity::{tls, CertificateAuthority, SpiffeId, TokenStore};
+use trellis_identity::{CaSource, CertificateAuthority, SpiffeId, TokenStore};
 
 /// The namespace and service account the control plane's own certificate names.
 pub const CONTROL_NAMESPACE: &str = "trellis-system";
@@ -45,6 +52,12 @@ pub struct ControlConfig {
     pub data_dir: PathBuf,
     /// gRPC API (port 15012).
     pub listen: SocketAddr,
+    /// HTTP API (port 15014).
+    pub api_listen: SocketAddr,
+    /// Self-signed root in the data directory, or a user-supplied root and intermediate.
+    pub ca_source: CaSource,
+    /// Alarm when a root or the issuing certificate expires within this window.
+    pub expiry_warning: Duration,
     pub trust_domain: String,
     pub svid_ttl: Duration,
     /// How often the config directory is checked for changes.
@@ -60,8 +73,13 @@ pub enum ControlError {
     Ca(#[from] trellis_identity::CaError),
     #[error("join tokens: {0}")]
     Tokens(#[from] trellis_identity::TokenError),
-    #[error("TLS: {0}")]
-    Tls(#[from] trellis_identity::TlsError),
+    #[error("{0}")]
+    Trust(#[from] trust::RotationError),
+    #[error("admin token {path}: {source}")]
+    AdminToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -74,13 +92,15 @@ pub enum ControlError {
 /// Runs the control plane until `shutdown` resolves.
 pub async fn run(
     config: ControlConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
-    let ca = Arc::new(CertificateAuthority::load_or_create(
+    let ca = Arc::new(CertificateAuthority::load(
         &config.data_dir,
         &config.trust_domain,
+        config.ca_source.clone(),
     )?);
     let tokens = Arc::new(TokenStore::open(&config.data_dir)?);
+    let admin_token = admin_token(&config.data_dir)?;
     let first = store::initial(&config.config_dir)?;
     tracing::info!(
         resources = first.config.resources.len(),
@@ -94,46 +114,118 @@ pub async fn run(
         rev_tx,
     ));
 
+    let trust = trust::Trust::new(ca.clone())?;
     let registry = registry::Registry::new();
-    let snapshots = compile::publisher(
-        rev_rx,
-        registry.clone(),
-        config.trust_domain.clone(),
-        ca.trust_bundle_pem(),
-    );
+    let snapshots = compile::publisher(rev_rx.clone(), registry.clone(), trust.subscribe());
+    let ledger = Arc::new(certs::CertLedger::default());
+    let metrics = Arc::new(metrics::ControlMetrics::default());
 
-    // The control plane's own serving certificate: its key never leaves this process.
-    // Reissued at every start, so a year is plenty.
-    let own = ca.issue_with_local_key(
-        &control_identity(&config.trust_domain),
-        Duration::from_secs(365 * 24 * 3600),
-    )?;
-    let server_tls = tls::server_config(&own, &ca.trust_bundle(), tls::ClientAuth::Optional)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ControlError::Bind {
             addr: config.listen,
             source,
         })?;
+    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|source| ControlError::Bind {
+            addr: config.api_listen,
+            source,
+        })?;
     let (conn_tx, conn_rx) = mpsc::channel(64);
-    tokio::spawn(incoming::accept_loop(listener, server_tls, conn_tx));
+    tokio::spawn(incoming::accept_loop(listener, trust.server_tls(), conn_tx));
+
+    let api_state = Arc::new(api::ApiState {
+        trust: trust.clone(),
+        registry: registry.clone(),
+        ledger: ledger.clone(),
+        revisions: rev_rx,
+        snapshots: snapshots.clone(),
+        metrics: metrics.clone(),
+        admin_token,
+        expiry_warning: config.expiry_warning,
+    });
+    tokio::spawn(log_alarms(api_state.clone()));
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let api_server =
+        axum::serve(api_listener, api::router(api_state)).with_graceful_shutdown(async move {
+            let _ = stop_rx.changed().await;
+        });
+    tokio::spawn(async move {
+        if let Err(e) = api_server.await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
 
     let svc = service::ControlService {
-        ca: ca.clone(),
+        ca,
         tokens,
         registry,
+        ledger,
+        metrics,
         snapshots,
         svid_ttl: config.svid_ttl,
     };
     tracing::info!(
         listen = %config.listen,
+        api = %config.api_listen,
         trust_domain = %config.trust_domain,
         root = %config.data_dir.join("ca").join("root.pem").display(),
         "control plane serving"
     );
-    tonic::transport::Server::builder()
+    let result = tonic::transport::Server::builder()
         .add_service(proto::control_server::ControlServer::new(svc))
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
-        .await?;
+        .await;
+    let _ = stop_tx.send(true);
+    result?;
     Ok(())
+}
+
+/// The admin token in `DATA/admin-token`: created (mode 0600) on first start, read after.
+fn admin_token(data_dir: &std::path::Path) -> Result<String, ControlError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("admin-token");
+    let err = |source| ControlError::AdminToken {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(token.as_bytes()).map_err(err)?;
+    Ok(token)
+}
+
+/// Logs each alarm when it appears (and once an hour while it lasts), so an expiring root
+/// is in the logs weeks before it matters.
+async fn log_alarms(state: Arc<api::ApiState>) {
+    let mut seen: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    loop {
+        let now = std::time::Instant::now();
+        let current = api::alarms(&state);
+        seen.retain(|k, _| current.contains(k));
+        for a in current {
+            let due = seen
+                .get(&a)
+                .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(3600));
+            if due {
+                tracing::warn!(alarm = %a, "certificate alarm");
+                seen.insert(a, now);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }

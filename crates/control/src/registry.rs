@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// A workload registered by its connected proxy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RegisteredWorkload {
     pub name: String,
     pub namespace: String,
@@ -25,11 +25,22 @@ pub struct RegisteredWorkload {
     pub ports: BTreeMap<String, u16>,
 }
 
+/// What a connected proxy last told the control plane.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ProxyStatus {
+    /// The last snapshot version it ACKed.
+    pub acked_version: String,
+    /// The root its current certificate chains up to.
+    pub svid_issuer_root: String,
+    /// The last NACK's error, if the last answer was a NACK.
+    pub nack: Option<String>,
+}
+
 /// Live registrations, keyed by stream.
 pub struct Registry {
     next_id: AtomicU64,
     // Held only to insert, remove or copy out; never across an await.
-    workloads: Mutex<HashMap<u64, RegisteredWorkload>>,
+    workloads: Mutex<HashMap<u64, (RegisteredWorkload, ProxyStatus)>>,
     generation: watch::Sender<u64>,
 }
 
@@ -51,7 +62,7 @@ impl Registry {
     /// Adds a workload for as long as the returned guard lives.
     pub fn register(self: &Arc<Self>, w: RegisteredWorkload) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, w);
+        self.lock().insert(id, (w, ProxyStatus::default()));
         self.generation.send_modify(|g| *g += 1);
         Registration {
             registry: self.clone(),
@@ -61,8 +72,13 @@ impl Registry {
 
     /// A copy of the current registrations, in a stable order.
     pub fn workloads(&self) -> Vec<RegisteredWorkload> {
+        self.statuses().into_iter().map(|(w, _)| w).collect()
+    }
+
+    /// The current registrations with what each proxy last reported.
+    pub fn statuses(&self) -> Vec<(RegisteredWorkload, ProxyStatus)> {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
-        v.sort_by(|a, b| {
+        v.sort_by(|(a, _), (b, _)| {
             (&a.namespace, &a.name, a.address).cmp(&(&b.namespace, &b.name, b.address))
         });
         v
@@ -73,8 +89,17 @@ impl Registry {
         self.generation.subscribe()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RegisteredWorkload>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (RegisteredWorkload, ProxyStatus)>> {
         self.workloads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Registration {
+    /// Records what the proxy reported (an ACK or a NACK). Does not trigger a recompile.
+    pub fn report(&self, f: impl FnOnce(&mut ProxyStatus)) {
+        if let Some((_, status)) = self.registry.lock().get_mut(&self.id) {
+            f(status);
+        }
     }
 }
 
@@ -104,7 +129,9 @@ mod tests {
             ports: BTreeMap::new(),
         };
         let guard = reg.register(w.clone());
-        assert_eq!(reg.workloads(), vec![w]);
+        assert_eq!(reg.workloads(), vec![w.clone()]);
+        guard.report(|s| s.acked_version = "v1".into());
+        assert_eq!(reg.statuses()[0].1.acked_version, "v1");
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
         drop(guard);

@@ -11,7 +11,9 @@ use tonic::{Request, Response, Status, Streaming};
 use trellis_api::proto::{self, proxy_message::Kind};
 use trellis_identity::{CaError, CertificateAuthority, SpiffeId, TokenStore};
 
+use crate::certs::CertLedger;
 use crate::incoming::PeerInfo;
+use crate::metrics::ControlMetrics;
 use crate::registry::{RegisteredWorkload, Registry};
 
 /// State the API handlers share.
@@ -19,6 +21,8 @@ pub struct ControlService {
     pub ca: Arc<CertificateAuthority>,
     pub tokens: Arc<TokenStore>,
     pub registry: Arc<Registry>,
+    pub ledger: Arc<CertLedger>,
+    pub metrics: Arc<ControlMetrics>,
     pub snapshots: watch::Receiver<Arc<proto::SnapshotMessage>>,
     pub svid_ttl: Duration,
 }
@@ -42,9 +46,13 @@ impl proto::control_server::Control for ControlService {
             .map(|p| p.remote.to_string())
             .unwrap_or_default();
         let caller = peer.and_then(|p| p.identity);
-        let proto::SignRequest { token, csr_der } = req.into_inner();
-        let tokens = self.tokens.clone();
-        let authorize = |id: &SpiffeId| -> Result<(), String> {
+        let proto::SignRequest {
+            token,
+            csr_der,
+            workload_name,
+        } = req.into_inner();
+        let (tokens, ca, ttl) = (self.tokens.clone(), self.ca.clone(), self.svid_ttl);
+        let authorize = move |id: &SpiffeId| -> Result<(), String> {
             if !token.is_empty() {
                 return tokens.authorize(&token, id).map_err(|e| e.to_string());
             }
@@ -54,9 +62,21 @@ impl proto::control_server::Control for ControlService {
                 None => Err("no join token and no client certificate".to_string()),
             }
         };
-        match self.ca.sign_csr(&csr_der, authorize, self.svid_ttl) {
+        // The token store reads its file and signing is CPU work: both off the async threads.
+        let result = tokio::task::spawn_blocking(move || ca.sign_csr(&csr_der, authorize, ttl))
+            .await
+            .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
+        match result {
             Ok(issued) => {
-                tracing::info!(identity = %issued.spiffe_id, serial = %issued.serial_hex, %remote, "certificate issued");
+                tracing::info!(identity = %issued.spiffe_id, workload = %workload_name, serial = %issued.serial_hex, %remote, "certificate issued");
+                self.metrics.certificates_issued.inc();
+                self.ledger.issued(
+                    &issued.spiffe_id.to_string(),
+                    &workload_name,
+                    &issued.serial_hex,
+                    issued.not_after,
+                    &issued.issuer_fingerprint,
+                );
                 let not_after_unix = issued
                     .not_after
                     .duration_since(std::time::UNIX_EPOCH)
@@ -66,10 +86,18 @@ impl proto::control_server::Control for ControlService {
                     cert_chain_pem: issued.cert_chain_pem,
                     trust_bundle_pem: self.ca.trust_bundle_pem(),
                     not_after_unix,
+                    issuer_root_fingerprint: issued.issuer_fingerprint,
                 }))
             }
             Err(e) => {
-                tracing::warn!(%remote, error = %e, "certificate request refused");
+                tracing::warn!(%remote, workload = %workload_name, error = %e, "certificate request refused");
+                let requested = match &e {
+                    CaError::NotAuthorized { requested, .. } => Some(requested.as_str()),
+                    _ => None,
+                };
+                self.metrics.certificate_requests_refused.inc();
+                self.ledger
+                    .refused(requested, &workload_name, &e.to_string());
                 Err(match e {
                     CaError::NotAuthorized { .. } => Status::permission_denied(e.to_string()),
                     _ => Status::invalid_argument(e.to_string()),
@@ -108,7 +136,7 @@ impl proto::control_server::Control for ControlService {
         let mut snapshots = self.snapshots.clone();
         tokio::spawn(async move {
             // Dropped when this task ends, however it ends: the workload leaves the registry.
-            let _registration = registration;
+            let registration = registration;
             let mut sent = String::new();
             loop {
                 let snap = snapshots.borrow_and_update().clone();
@@ -123,9 +151,15 @@ impl proto::control_server::Control for ControlService {
                     m = inbound.message() => match m {
                         Ok(Some(proto::ProxyMessage { kind: Some(Kind::Ack(a)) })) => {
                             tracing::debug!(workload = %workload.name, version = %a.version, "snapshot ACK");
+                            registration.report(|s| {
+                                s.acked_version = a.version;
+                                s.svid_issuer_root = a.svid_issuer_root_fingerprint;
+                                s.nack = None;
+                            });
                         }
                         Ok(Some(proto::ProxyMessage { kind: Some(Kind::Nack(n)) })) => {
                             tracing::warn!(workload = %workload.name, version = %n.version, error = %n.error, "snapshot NACK");
+                            registration.report(|s| s.nack = Some(n.error));
                         }
                         Ok(Some(_)) => {
                             tracing::warn!(workload = %workload.name, "unexpected message on snapshot stream");

@@ -1,28 +1,70 @@
-//! The mesh's root certificate authority.
+//! The mesh's certificate authority.
 //!
-//! The control plane owns one self-signed ECDSA P-256 root per trust domain,
-//! stored as `<data_dir>/ca/root.pem` and `<data_dir>/ca/root-key.pem`. It is
-//! created on first start and loaded unchanged afterwards, so proxies keep
-//! trusting the same bundle across restarts. The root signs short-lived
-//! X.509-SVIDs directly (no intermediates): from proxies' CSRs via
+//! The CA signs short-lived X.509-SVIDs: from proxies' CSRs via
 //! [`CertificateAuthority::sign_csr`], or with an in-process key for the
 //! control plane's own serving certificate via
-//! [`CertificateAuthority::issue_with_local_key`].
+//! [`CertificateAuthority::issue_with_local_key`]. Where its authority comes
+//! from is chosen by [`CaSource`]:
+//!
+//! * **Self-signed** (the default): the control plane generates its own ECDSA
+//!   P-256 roots and keeps them in `<data_dir>/ca/`. Each root is a CA
+//!   certificate with O = the trust domain and a CN unique to its generation
+//!   ("Trellis root CA" for the first, "Trellis root CA 2", "… 3" after
+//!   rotations), so two roots that coexist during a rotation can never be
+//!   mistaken for one another when peers build certificate paths. Leaves are
+//!   signed by the root directly. `state.json` in the same directory records
+//!   which root files exist and what each is for. The root can be replaced
+//!   without downtime, see below.
+//! * **User-supplied files**: an operator's own PKI. One or more root
+//!   certificates form the trust bundle; an intermediate CA certificate and
+//!   its key (optionally followed in its file by further intermediates up to a
+//!   root) sign the leaves, and every issued chain is `leaf + intermediate(s)`.
+//!   The files are validated at load and never written.
+//!
+//! In both modes the trust domain is the configured one and every bundle the
+//! CA hands out states it explicitly ([`TrustBundle::explicit_trust_domain`]):
+//! user-supplied roots need not name the trust domain in their subject O,
+//! while self-signed roots do (and are checked to), so a bundle of them also
+//! works when parsed with plain [`TrustBundle::from_pem`].
+//!
+//! # Root rotation (self-signed mode)
+//!
+//! 1. [`CertificateAuthority::rotate_begin`] generates the next root R2 and a
+//!    cross-certificate: R2's subject and key, issued and signed by the current
+//!    root R1. The bundle becomes {R1, R2}; new leaves are issued by R2 and
+//!    shipped as `leaf + cross-certificate`, so a peer that still trusts only
+//!    R1 verifies them (leaf → cross-certificate → R1), and so does a peer that
+//!    already trusts R2 (leaf → R2). Old leaves still chain to R1, which
+//!    everyone trusts.
+//! 2. Once every workload holds a leaf from R2 and the combined bundle,
+//!    [`CertificateAuthority::rotate_finish`] retires R1: the bundle becomes
+//!    {R2}, leaves are shipped alone, and R1's key is deleted.
+//!
+//! Each step is committed by rewriting `state.json` atomically, so a restart
+//! resumes wherever the last step left off.
+//!
+//! # Sharing
+//!
+//! The CA is shared across threads as `Arc<CertificateAuthority>`. Everything
+//! needed to issue lives in an immutable snapshot that rotation steps replace
+//! as a whole; readers only clone an `Arc` under a lock, so issuing never
+//! waits for a rotation step's key generation or disk writes.
 //!
 //! The CA directory is assumed to be owned by a single control-plane process.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+#[cfg(test)]
+use rcgen::ExtendedKeyUsagePurpose;
+use rcgen::{KeyPair, SerialNumber, PKCS_ECDSA_P256_SHA256};
+#[cfg(test)]
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
-use x509_parser::certificate::X509Certificate;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
@@ -32,8 +74,15 @@ use crate::pem;
 use crate::spiffe::{spiffe_id_from_uris, validate_trust_domain, SpiffeError, SpiffeId};
 use crate::tls::{Svid, TlsError, TrustBundle};
 
-const ROOT_COMMON_NAME: &str = "Trellis root CA";
-const ROOT_VALIDITY: time::Duration = time::Duration::days(3650);
+mod files;
+mod self_signed;
+mod signer;
+
+use signer::Signer;
+
+/// Lifetime of a self-signed root unless configured otherwise: ten years.
+pub const DEFAULT_ROOT_LIFETIME: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 /// Certificates start slightly in the past so that peers whose clocks lag a
 /// little behind ours still accept them.
 const BACKDATE: time::Duration = time::Duration::seconds(60);
@@ -74,7 +123,16 @@ pub enum CaError {
         /// The file that is missing.
         missing: PathBuf,
     },
-    /// The stored root certificate is unusable.
+    /// `state.json` in the CA directory is unreadable or inconsistent.
+    #[error("CA state {} is invalid: {reason}", path.display())]
+    InvalidState {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A stored or supplied root certificate (or a self-signed root's
+    /// cross-certificate) is unusable.
     #[error("root CA certificate {} is invalid: {reason}", path.display())]
     InvalidRoot {
         /// The certificate file.
@@ -82,7 +140,7 @@ pub enum CaError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The stored root key is unusable.
+    /// A stored root key is unusable.
     #[error("root CA key {} is invalid: {reason}", path.display())]
     InvalidRootKey {
         /// The key file.
@@ -90,13 +148,75 @@ pub enum CaError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The stored root key does not belong to the stored root certificate.
-    #[error("root CA key {} does not match certificate {}", key_path.display(), cert_path.display())]
+    /// A supplied intermediate CA certificate file is unreadable.
+    #[error("intermediate CA certificate {} is invalid: {reason}", path.display())]
+    InvalidIntermediate {
+        /// The certificate file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The supplied intermediate CA key is unusable.
+    #[error("intermediate CA key {} is invalid: {reason}", path.display())]
+    InvalidIntermediateKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A CA key does not belong to the certificate it is paired with.
+    #[error("CA key {} does not match certificate {}", key_path.display(), cert_path.display())]
     KeyMismatch {
         /// The certificate file.
         cert_path: PathBuf,
         /// The key file.
         key_path: PathBuf,
+    },
+    /// A certificate that has to issue certificates is not allowed to.
+    #[error("certificate {subject:?} in {} cannot act as a CA: {reason}", path.display())]
+    NotACa {
+        /// The certificate file.
+        path: PathBuf,
+        /// The certificate's subject.
+        subject: String,
+        /// What it lacks.
+        reason: &'static str,
+    },
+    /// The intermediate does not chain to any of the supplied roots.
+    #[error(
+        "intermediate CA {subject:?} in {} does not chain to any root in {}: {reason}",
+        path.display(),
+        roots_path.display()
+    )]
+    NotChained {
+        /// The intermediate certificate file.
+        path: PathBuf,
+        /// The intermediate's subject.
+        subject: String,
+        /// The roots file.
+        roots_path: PathBuf,
+        /// Why each candidate failed.
+        reason: String,
+    },
+    /// A supplied CA certificate has expired.
+    #[error("CA certificate {subject:?} in {} expired at {not_after}", path.display())]
+    CertificateExpired {
+        /// The certificate file.
+        path: PathBuf,
+        /// The certificate's subject.
+        subject: String,
+        /// When it expired.
+        not_after: OffsetDateTime,
+    },
+    /// A supplied CA certificate is not valid yet.
+    #[error("CA certificate {subject:?} in {} is not valid before {not_before}", path.display())]
+    NotYetValid {
+        /// The certificate file.
+        path: PathBuf,
+        /// The certificate's subject.
+        subject: String,
+        /// When it becomes valid.
+        not_before: OffsetDateTime,
     },
     /// The stored root belongs to a different trust domain than configured.
     #[error(
@@ -112,7 +232,7 @@ pub enum CaError {
         /// The configured trust domain.
         expected: String,
     },
-    /// The stored root has expired.
+    /// The stored signing root has expired.
     #[error("root CA certificate {} expired at {not_after}", path.display())]
     RootExpired {
         /// The certificate file.
@@ -120,6 +240,37 @@ pub enum CaError {
         /// When it expired.
         not_after: OffsetDateTime,
     },
+    /// The certificate that signs leaves has expired while the CA was running.
+    #[error("the CA's signing certificate expired at {not_after}; no certificate can be issued")]
+    IssuerExpired {
+        /// When it expired.
+        not_after: OffsetDateTime,
+    },
+    /// A certificate issued by the freshly loaded or rotated CA does not
+    /// verify the way peers will verify it; nothing was changed.
+    #[error("CA self-test failed: {reason}")]
+    SelfTest {
+        /// What failed.
+        reason: String,
+    },
+    /// `rotate_begin` was called while a rotation is in progress.
+    #[error(
+        "a root rotation is already in progress (new root {next}); finish it before starting \
+         another"
+    )]
+    RotationInProgress {
+        /// Fingerprint of the root being rotated to.
+        next: String,
+    },
+    /// `rotate_finish` was called without a rotation in progress.
+    #[error("no root rotation is in progress")]
+    NoRotationInProgress,
+    /// Rotation was requested from a CA whose roots the operator supplies.
+    #[error(
+        "roots supplied by the operator cannot be rotated by Trellis; replace the files and \
+         restart instead"
+    )]
+    RotationUnsupported,
     /// Key or certificate generation failed.
     #[error("failed to {action}: {source}")]
     Generate {
@@ -190,7 +341,7 @@ pub enum CaError {
         #[source]
         source: rcgen::Error,
     },
-    /// The trust bundle could not be built from the root.
+    /// The trust bundle could not be built from the roots.
     #[error("cannot build the trust bundle: {source}")]
     Bundle {
         /// The underlying error.
@@ -199,205 +350,230 @@ pub enum CaError {
     },
 }
 
+/// Where the CA's signing authority comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaSource {
+    /// Roots generated and kept by the control plane in `<data_dir>/ca/`,
+    /// rotatable with [`CertificateAuthority::rotate_begin`].
+    SelfSigned {
+        /// Lifetime of roots created from now on (an existing root keeps its
+        /// own). [`DEFAULT_ROOT_LIFETIME`] unless configured.
+        root_lifetime: Duration,
+    },
+    /// An operator's PKI, read from files and never modified.
+    Files {
+        /// PEM file with one or more root certificates: the trust bundle.
+        roots_pem: PathBuf,
+        /// PEM file with the intermediate CA certificate that signs leaves,
+        /// optionally followed by further intermediates, each issued by the
+        /// next, the last one by a root.
+        intermediate_pem: PathBuf,
+        /// PEM file with the intermediate's private key (PKCS#8, SEC1 or
+        /// PKCS#1).
+        intermediate_key_pem: PathBuf,
+    },
+}
+
+impl Default for CaSource {
+    fn default() -> Self {
+        Self::SelfSigned {
+            root_lifetime: DEFAULT_ROOT_LIFETIME,
+        }
+    }
+}
+
+/// What a root in the trust bundle is currently for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RootStatus {
+    /// The root, with no rotation in progress (every supplied root in
+    /// [`CaSource::Files`] mode).
+    Active,
+    /// During a rotation: the new root, which new certificates chain to; it
+    /// becomes `Active` when the rotation finishes.
+    Next,
+    /// During a rotation: the old root, still trusted so that certificates
+    /// issued under it keep working; it leaves the bundle when the rotation
+    /// finishes.
+    Retiring,
+}
+
+/// A root certificate in the CA's trust bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootInfo {
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub fingerprint_sha256_hex: String,
+    /// The subject, e.g. `CN=Trellis root CA 2, O=cluster.local`.
+    pub subject: String,
+    /// When the root expires.
+    pub not_after: SystemTime,
+    /// What the root is for.
+    pub status: RootStatus,
+}
+
+/// Whether a root rotation is under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotationState {
+    /// One root (or, in [`CaSource::Files`] mode, the supplied roots), nothing
+    /// in flight.
+    Idle,
+    /// [`CertificateAuthority::rotate_begin`] has run and
+    /// [`CertificateAuthority::rotate_finish`] has not.
+    InProgress {
+        /// The root being retired.
+        old: RootInfo,
+        /// The root new certificates chain to.
+        new: RootInfo,
+    },
+}
+
 /// A certificate issued from a CSR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuedCert {
     /// The identity in the certificate.
     pub spiffe_id: SpiffeId,
-    /// The leaf certificate as PEM (the root is not included; peers get it
-    /// from the trust bundle).
+    /// The leaf certificate as PEM, followed by any certificates peers need
+    /// to reach a root (the intermediate in [`CaSource::Files`] mode, the
+    /// cross-certificate during a rotation). The root itself is not included;
+    /// peers get it from the trust bundle.
     pub cert_chain_pem: String,
     /// The certificate serial number, lowercase hex.
     pub serial_hex: String,
     /// When the certificate expires.
     pub not_after: SystemTime,
+    /// SHA-256 (lowercase hex) of the root the certificate chains up to: the
+    /// CA's [`CertificateAuthority::signing_root_fingerprint`] at issuance.
+    pub issuer_fingerprint: String,
 }
 
-/// The mesh root CA: its certificate and signing key.
+/// How the CA was set up, and what that allows.
+enum Mode {
+    SelfSigned(self_signed::Store),
+    Files,
+}
+
+/// The mesh CA: its roots, its signing key and, in self-signed mode, its
+/// on-disk state.
 pub struct CertificateAuthority {
     trust_domain: String,
-    root_pem: String,
-    root_der: CertificateDer<'static>,
-    root_not_after: OffsetDateTime,
-    issuer: Issuer<'static, KeyPair>,
+    mode: Mode,
+    /// The current signing snapshot. The lock is only ever held to clone or
+    /// replace the `Arc`.
+    signer: RwLock<Arc<Signer>>,
+    /// Serialises rotation steps, which generate keys and write files; issuing
+    /// never takes it.
+    rotation_lock: Mutex<()>,
 }
 
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The signing key stays out of logs.
+        let signer = self.signer();
         f.debug_struct("CertificateAuthority")
             .field("trust_domain", &self.trust_domain)
-            .field("root_not_after", &self.root_not_after)
+            .field("self_signed", &self.is_self_signed())
+            .field("signing_root", &signer.signing_root().fingerprint)
+            .field("roots", &signer.roots().len())
             .finish_non_exhaustive()
     }
 }
 
 impl CertificateAuthority {
-    /// Loads the root CA from `data_dir/ca/`, creating it on first start.
-    ///
-    /// A new root is an ECDSA P-256 self-signed CA certificate (CN
-    /// "Trellis root CA", O = `trust_domain`, valid ten years). The key file is
-    /// created with mode 0600 and the `ca` directory with mode 0700. An existing
-    /// root must belong to `trust_domain`, match its key and not be expired.
+    /// Loads the self-signed root CA from `data_dir/ca/`, creating it on first
+    /// start with a ten-year root: `load(data_dir, trust_domain,
+    /// CaSource::default())`.
     pub fn load_or_create(data_dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+        Self::load(data_dir, trust_domain, CaSource::default())
+    }
+
+    /// Loads the CA for `trust_domain` from `source`.
+    ///
+    /// * [`CaSource::SelfSigned`]: loads `data_dir/ca/`, resuming a rotation
+    ///   left in progress, or creates a first root there (ECDSA P-256, CN
+    ///   "Trellis root CA", O = `trust_domain`, valid `root_lifetime`; key file
+    ///   mode 0600, directory mode 0700). Stored roots must belong to
+    ///   `trust_domain`, match their keys, and the signing root must not have
+    ///   expired.
+    /// * [`CaSource::Files`]: reads and validates the operator's files (see
+    ///   [`CaSource::Files`]); `data_dir` is not used. The intermediate must be
+    ///   a CA certificate allowed to sign certificates, match its key, chain to
+    ///   one of the roots with valid signatures, and it and every certificate
+    ///   up to the root must be currently valid. The roots' subject O is not
+    ///   consulted: leaves are issued in `trust_domain`, which the bundle states
+    ///   explicitly. Leaf lifetimes are cut at the intermediate's expiry.
+    ///
+    /// Either way, before returning, the CA issues a throw-away certificate
+    /// and checks that it verifies against its bundle exactly as peers will
+    /// verify it ([`CaError::SelfTest`] otherwise).
+    pub fn load(data_dir: &Path, trust_domain: &str, source: CaSource) -> Result<Self, CaError> {
         validate_trust_domain(trust_domain).map_err(|source| CaError::InvalidTrustDomain {
             trust_domain: trust_domain.to_owned(),
             source,
         })?;
-        let ca_dir = data_dir.join("ca");
-        let cert_path = ca_dir.join("root.pem");
-        let key_path = ca_dir.join("root-key.pem");
-
-        std::fs::create_dir_all(data_dir).map_err(io_err("create data directory", data_dir))?;
-        fsutil::create_dir(&ca_dir, fsutil::PRIVATE_DIR_MODE)
-            .map_err(io_err("create CA directory", &ca_dir))?;
-        warn_if_exposed(&ca_dir);
-
-        let cert_exists = cert_path
-            .try_exists()
-            .map_err(io_err("check", &cert_path))?;
-        let key_exists = key_path.try_exists().map_err(io_err("check", &key_path))?;
-        match (cert_exists, key_exists) {
-            (true, true) => Self::load(trust_domain, &cert_path, &key_path),
-            (false, false) => Self::create(trust_domain, &cert_path, &key_path),
-            (true, false) => Err(CaError::Incomplete {
-                present: cert_path,
-                missing: key_path,
-            }),
-            (false, true) => Err(CaError::Incomplete {
-                present: key_path,
-                missing: cert_path,
-            }),
-        }
-    }
-
-    fn load(trust_domain: &str, cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
-        warn_if_exposed(key_path);
-        let cert_pem = std::fs::read_to_string(cert_path)
-            .map_err(io_err("read root CA certificate", cert_path))?;
-        let key_pem =
-            std::fs::read_to_string(key_path).map_err(io_err("read root CA key", key_path))?;
-        let ca = Self::from_pem(trust_domain, cert_pem, &key_pem, cert_path, key_path)?;
-        tracing::info!(trust_domain, path = %cert_path.display(), "loaded root CA");
+        let (mode, signer) = match source {
+            CaSource::SelfSigned { root_lifetime } => {
+                let (store, signer) =
+                    self_signed::Store::open(data_dir, trust_domain, root_lifetime)?;
+                (Mode::SelfSigned(store), signer)
+            }
+            CaSource::Files {
+                roots_pem,
+                intermediate_pem,
+                intermediate_key_pem,
+            } => {
+                let signer = files::load(
+                    trust_domain,
+                    &roots_pem,
+                    &intermediate_pem,
+                    &intermediate_key_pem,
+                )?;
+                (Mode::Files, signer)
+            }
+        };
+        let ca = Self {
+            trust_domain: trust_domain.to_owned(),
+            mode,
+            signer: RwLock::new(Arc::new(signer)),
+            rotation_lock: Mutex::new(()),
+        };
+        tracing::info!(
+            trust_domain,
+            self_signed = ca.is_self_signed(),
+            signing_root = %ca.signing_root_fingerprint(),
+            rotation = ?ca.rotation(),
+            "loaded CA"
+        );
         Ok(ca)
     }
 
-    fn create(trust_domain: &str, cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
-        let key =
-            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| CaError::Generate {
-                action: "generate the root CA key",
-                source,
-            })?;
-        let now = now_utc_seconds();
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, ROOT_COMMON_NAME);
-        name.push(DnType::OrganizationName, trust_domain);
-        params.distinguished_name = name;
-        params.not_before = now.checked_sub(BACKDATE).unwrap_or(now);
-        params.not_after = now + ROOT_VALIDITY;
-        params.serial_number = Some(random_serial().0);
-        // Path length 0: the root signs workload certificates directly.
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params
-            .self_signed(&key)
-            .map_err(|source| CaError::Generate {
-                action: "self-sign the root CA certificate",
-                source,
-            })?;
-        let cert_pem = pem::cert_to_pem(cert.der());
-        let key_pem = key.serialize_pem();
-
-        // Key first: if we die in between, the next start finds a key without
-        // a certificate and reports it instead of silently minting a new root.
-        fsutil::write_atomic(key_path, key_pem.as_bytes(), fsutil::PRIVATE_FILE_MODE)
-            .map_err(io_err("write root CA key", key_path))?;
-        fsutil::write_atomic(cert_path, cert_pem.as_bytes(), fsutil::PUBLIC_FILE_MODE)
-            .map_err(io_err("write root CA certificate", cert_path))?;
-        tracing::info!(trust_domain, path = %cert_path.display(), "created new root CA");
-        Self::from_pem(trust_domain, cert_pem, &key_pem, cert_path, key_path)
+    fn signer(&self) -> Arc<Signer> {
+        // A panic while holding the lock cannot leave a half-written `Arc`
+        // behind, so a poisoned lock is still consistent.
+        self.signer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    fn from_pem(
-        trust_domain: &str,
-        cert_pem: String,
-        key_pem: &str,
-        cert_path: &Path,
-        key_path: &Path,
-    ) -> Result<Self, CaError> {
-        let invalid_root = |reason: String| CaError::InvalidRoot {
-            path: cert_path.to_owned(),
-            reason,
-        };
-        let certs = pem::certs_from_pem(&cert_pem).map_err(|e| invalid_root(e.to_string()))?;
-        let root_der = match <[CertificateDer<'static>; 1]>::try_from(certs) {
-            Ok([root]) => root,
-            Err(certs) => {
-                return Err(invalid_root(format!(
-                    "expected exactly one certificate, found {}",
-                    certs.len()
-                )))
-            }
-        };
-        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::InvalidRootKey {
-            path: key_path.to_owned(),
-            reason: e.to_string(),
-        })?;
-
-        let root_not_after = {
-            let (_, x509) = X509Certificate::from_der(&root_der)
-                .map_err(|e| invalid_root(format!("unparseable: {e}")))?;
-            if !x509.is_ca() {
-                return Err(invalid_root("not a CA certificate".to_owned()));
-            }
-            let orgs: Vec<&str> = x509
-                .subject()
-                .iter_organization()
-                .filter_map(|attr| attr.as_str().ok())
-                .collect();
-            if orgs != [trust_domain] {
-                return Err(CaError::TrustDomainMismatch {
-                    path: cert_path.to_owned(),
-                    found: orgs.join(", "),
-                    expected: trust_domain.to_owned(),
-                });
-            }
-            if key.subject_public_key_info() != x509.public_key().raw {
-                return Err(CaError::KeyMismatch {
-                    cert_path: cert_path.to_owned(),
-                    key_path: key_path.to_owned(),
-                });
-            }
-            x509.validity().not_after.to_datetime()
-        };
-        if root_not_after <= OffsetDateTime::now_utc() {
-            return Err(CaError::RootExpired {
-                path: cert_path.to_owned(),
-                not_after: root_not_after,
-            });
-        }
-        let issuer = Issuer::from_ca_cert_der(&root_der, key)
-            .map_err(|e| invalid_root(format!("unusable as issuer: {e}")))?;
-        Ok(Self {
-            trust_domain: trust_domain.to_owned(),
-            root_pem: cert_pem,
-            root_der,
-            root_not_after,
-            issuer,
-        })
+    fn replace_signer(&self, signer: Signer) {
+        *self.signer.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(signer);
     }
 
-    /// The root certificate as PEM, byte-identical to `ca/root.pem`.
+    /// Whether the roots are the control plane's own ([`CaSource::SelfSigned`]).
+    pub fn is_self_signed(&self) -> bool {
+        matches!(self.mode, Mode::SelfSigned(_))
+    }
+
+    /// The trust bundle (every root peers must trust now) as concatenated PEM
+    /// blocks. With a single self-signed root this is byte-identical to its
+    /// file in `ca/`. Changes with rotation steps.
     pub fn trust_bundle_pem(&self) -> String {
-        self.root_pem.clone()
+        self.signer().bundle_pem().to_owned()
     }
 
-    /// The root certificate as a [`TrustBundle`].
+    /// The trust bundle, with [`TrustBundle::explicit_trust_domain`] set to
+    /// this CA's trust domain. Changes with rotation steps.
     pub fn trust_bundle(&self) -> TrustBundle {
-        TrustBundle {
-            roots: vec![self.root_der.clone()],
-        }
+        self.signer().bundle().clone()
     }
 
     /// The trust domain this CA issues identities in.
@@ -405,9 +581,97 @@ impl CertificateAuthority {
         &self.trust_domain
     }
 
-    /// When the root certificate expires.
+    /// When the root that new certificates chain up to expires.
     pub fn root_not_after(&self) -> SystemTime {
-        self.root_not_after.into()
+        self.signer().signing_root().not_after.into()
+    }
+
+    /// When the certificate that signs leaves expires: the intermediate in
+    /// [`CaSource::Files`] mode, the signing root in self-signed mode.
+    pub fn issuer_not_after(&self) -> SystemTime {
+        self.signer().issuer_not_after().into()
+    }
+
+    /// SHA-256 (lowercase hex) of the root that new certificates chain up to:
+    /// the new root as soon as a rotation has begun; in [`CaSource::Files`]
+    /// mode, the root the intermediate chains to.
+    pub fn signing_root_fingerprint(&self) -> String {
+        self.signer().signing_root().fingerprint.clone()
+    }
+
+    /// The roots in the trust bundle, in bundle order (during a rotation: the
+    /// retiring root, then the next one).
+    pub fn roots(&self) -> Vec<RootInfo> {
+        self.signer()
+            .roots()
+            .iter()
+            .map(|root| root.info())
+            .collect()
+    }
+
+    /// Whether a root rotation is in progress, and between which roots.
+    pub fn rotation(&self) -> RotationState {
+        let signer = self.signer();
+        let find = |status| signer.roots().iter().find(|root| root.status == status);
+        match (find(RootStatus::Retiring), find(RootStatus::Next)) {
+            (Some(old), Some(new)) => RotationState::InProgress {
+                old: old.info(),
+                new: new.info(),
+            },
+            _ => RotationState::Idle,
+        }
+    }
+
+    /// Starts a root rotation (see the module docs): creates the next root
+    /// (key file mode 0600) and its cross-certificate signed by the current
+    /// root, commits the new state to disk, and from then on issues under the
+    /// new root with the bundle holding both.
+    ///
+    /// Fails with [`CaError::RotationInProgress`] if a rotation has already
+    /// begun and [`CaError::RotationUnsupported`] for user-supplied roots. On
+    /// failure the CA keeps its previous state.
+    pub fn rotate_begin(&self) -> Result<(), CaError> {
+        let Mode::SelfSigned(store) = &self.mode else {
+            return Err(CaError::RotationUnsupported);
+        };
+        let _one_at_a_time = self
+            .rotation_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.signer();
+        let next = store.begin_rotation(&current)?;
+        tracing::info!(
+            old_root = %current.signing_root().fingerprint,
+            new_root = %next.signing_root().fingerprint,
+            "root rotation begun: issuing under the new root, trusting both"
+        );
+        self.replace_signer(next);
+        Ok(())
+    }
+
+    /// Finishes a root rotation: the retiring root leaves the bundle, leaves
+    /// are shipped without the cross-certificate, and the retiring root's key
+    /// is deleted.
+    ///
+    /// Fails with [`CaError::NoRotationInProgress`] unless
+    /// [`CertificateAuthority::rotate_begin`] has run (possibly before a
+    /// restart), and [`CaError::RotationUnsupported`] for user-supplied roots.
+    pub fn rotate_finish(&self) -> Result<(), CaError> {
+        let Mode::SelfSigned(store) = &self.mode else {
+            return Err(CaError::RotationUnsupported);
+        };
+        let _one_at_a_time = self
+            .rotation_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.signer();
+        let next = store.finish_rotation(&current)?;
+        tracing::info!(
+            root = %next.signing_root().fingerprint,
+            "root rotation finished: the old root is no longer trusted"
+        );
+        self.replace_signer(next);
+        Ok(())
     }
 
     /// Issues a leaf certificate for the identity requested in a DER PKCS#10 CSR.
@@ -417,7 +681,8 @@ impl CertificateAuthority {
     /// whether the requester may have that identity (its `Err` becomes
     /// [`CaError::NotAuthorized`]). Anything else the CSR asks for (subject,
     /// other SANs, extensions) is ignored: the certificate always has the fixed
-    /// SVID profile. Lifetimes beyond the root's expiry are cut short.
+    /// SVID profile. Lifetimes are cut short so that the leaf never outlives
+    /// any certificate of its chain.
     pub fn sign_csr(
         &self,
         csr_der: &[u8],
@@ -443,17 +708,23 @@ impl CertificateAuthority {
             tracing::warn!(error = %err, "refused CSR");
             return Err(err);
         }
-        let leaf = self.issue_leaf(&id, &public_key, lifetime)?;
+        // One snapshot for the whole issuance, so that the chain and the
+        // reported root match the key that signed, even mid-rotation.
+        let signer = self.signer();
+        let leaf = signer.issue(&id, &public_key, lifetime)?;
+        let chain = signer.chain(leaf.der);
         Ok(IssuedCert {
-            cert_chain_pem: pem::cert_to_pem(&leaf.der),
+            cert_chain_pem: pem::certs_to_pem(&chain),
             spiffe_id: id,
             serial_hex: leaf.serial_hex,
             not_after: leaf.not_after,
+            issuer_fingerprint: signer.signing_root().fingerprint.clone(),
         })
     }
 
     /// Issues a leaf certificate for `id` with a key generated in-process,
-    /// e.g. for the control plane's own serving certificate.
+    /// e.g. for the control plane's own serving certificate. The SVID's chain
+    /// is the same as [`CertificateAuthority::sign_csr`] would return.
     pub fn issue_with_local_key(&self, id: &SpiffeId, lifetime: Duration) -> Result<Svid, CaError> {
         id.validate().map_err(|source| CaError::InvalidIdentity {
             id: id.to_string(),
@@ -470,97 +741,25 @@ impl CertificateAuthority {
                 action: "generate a leaf key",
                 source,
             })?;
-        let leaf = self.issue_leaf(id, &key, lifetime)?;
+        let signer = self.signer();
+        let leaf = signer.issue(id, &key, lifetime)?;
         Ok(Svid {
             id: id.clone(),
-            cert_chain: vec![leaf.der],
+            cert_chain: signer.chain(leaf.der),
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             not_after: leaf.not_after,
         })
     }
 
-    fn issue_leaf(
-        &self,
-        id: &SpiffeId,
-        public_key: &impl PublicKeyData,
-        lifetime: Duration,
-    ) -> Result<Leaf, CaError> {
-        let (not_before, not_after) = self.leaf_validity(lifetime)?;
-        let (serial, serial_hex) = random_serial();
-        let sign_err = |source| CaError::Sign {
-            id: id.to_string(),
-            source,
-        };
-        let params = leaf_params(
-            &[id.to_string()],
-            not_before,
-            not_after,
-            serial,
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        )
-        .map_err(sign_err)?;
-        let cert = params
-            .signed_by(public_key, &self.issuer)
-            .map_err(sign_err)?;
-        tracing::info!(spiffe_id = %id, serial = %serial_hex, %not_after, "issued certificate");
-        Ok(Leaf {
-            der: cert.der().clone(),
-            serial_hex,
-            not_after: not_after.into(),
-        })
-    }
-
-    fn leaf_validity(
-        &self,
-        lifetime: Duration,
-    ) -> Result<(OffsetDateTime, OffsetDateTime), CaError> {
-        let invalid = |reason| CaError::InvalidLifetime { lifetime, reason };
-        if lifetime.is_zero() {
-            return Err(invalid("must be positive"));
-        }
-        let now = now_utc_seconds();
-        let not_after = time::Duration::try_from(lifetime)
-            .ok()
-            .and_then(|lifetime| now.checked_add(lifetime))
-            .ok_or_else(|| invalid("too long"))?;
-        // A leaf cannot outlive the root that vouches for it.
-        let not_after = if not_after > self.root_not_after {
-            tracing::warn!(
-                requested = ?lifetime,
-                root_not_after = %self.root_not_after,
-                "certificate lifetime cut short at root CA expiry"
-            );
-            self.root_not_after
-        } else {
-            not_after
-        };
-        Ok((now.checked_sub(BACKDATE).unwrap_or(now), not_after))
-    }
-
     /// Signs a leaf with an arbitrary profile, for tests that need certificates
     /// the CA would never issue (expired, wrong EKU, foreign trust domain...).
+    /// Only the leaf is returned, without any chain.
     #[cfg(test)]
     pub(crate) fn issue_custom(
         &self,
         leaf: &CustomLeaf,
     ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("generate key");
-        let params = leaf_params(
-            &leaf.uris,
-            leaf.not_before,
-            leaf.not_after,
-            random_serial().0,
-            leaf.ekus.clone(),
-        )
-        .expect("leaf params");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        (
-            cert.der().clone(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
+        self.signer().issue_custom(leaf)
     }
 }
 
@@ -571,41 +770,6 @@ pub(crate) struct CustomLeaf {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub ekus: Vec<ExtendedKeyUsagePurpose>,
-}
-
-struct Leaf {
-    der: CertificateDer<'static>,
-    serial_hex: String,
-    not_after: SystemTime,
-}
-
-/// The X.509-SVID leaf profile: empty subject, URI SANs only (rcgen marks the
-/// SAN extension critical because the subject is empty, as SPIFFE requires),
-/// not a CA.
-fn leaf_params(
-    uris: &[String],
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    serial: SerialNumber,
-    ekus: Vec<ExtendedKeyUsagePurpose>,
-) -> Result<CertificateParams, rcgen::Error> {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = uris
-        .iter()
-        .map(|uri| Ok(SanType::URI(uri.as_str().try_into()?)))
-        .collect::<Result<_, rcgen::Error>>()?;
-    params.not_before = not_before;
-    params.not_after = not_after;
-    params.serial_number = Some(serial);
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = ekus;
-    params.use_authority_key_identifier_extension = true;
-    Ok(params)
 }
 
 /// Parses and verifies a CSR, returning the identity it requests and its key.

@@ -2,8 +2,9 @@
 //!
 //! * [`spiffe`] — SPIFFE IDs of the form `spiffe://<td>/ns/<namespace>/sa/<service-account>`
 //!   and extracting them from X.509 certificates.
-//! * [`ca`] — the control plane's root certificate authority: persisted on disk,
-//!   signs proxies' CSRs into short-lived X.509-SVIDs.
+//! * [`ca`] — the control plane's certificate authority: self-signed roots
+//!   persisted on disk and rotatable without downtime, or an operator-supplied
+//!   intermediate; signs proxies' CSRs into short-lived X.509-SVIDs.
 //! * [`csr`] — key and CSR generation on the proxy side.
 //! * [`tokens`] — join tokens that authenticate a proxy's first certificate request.
 //! * [`tls`] — rustls client/server configurations whose verifiers authenticate peers
@@ -23,12 +24,18 @@ pub mod spiffe;
 pub mod tls;
 pub mod tokens;
 
-pub use ca::{CaError, CertificateAuthority, IssuedCert};
+#[cfg(test)]
+mod testutil;
+
+pub use ca::{
+    CaError, CaSource, CertificateAuthority, IssuedCert, RootInfo, RootStatus, RotationState,
+    DEFAULT_ROOT_LIFETIME,
+};
 pub use csr::{generate_csr, CsrError};
 pub use pem::PemError;
 pub use spiffe::{spiffe_id_from_cert, SpiffeError, SpiffeId};
 pub use tls::{
-    client_config, peer_identity, server_config, ClientAuth, ExpectedPeer, SpiffeClientVerifier,
-    SpiffeServerVerifier, Svid, TlsError, TrustBundle,
+    cert_fingerprint, client_config, peer_identity, server_config, ClientAuth, ExpectedPeer,
+    SpiffeClientVerifier, SpiffeServerVerifier, Svid, TlsError, TrustBundle,
 };
 pub use tokens::{TokenError, TokenInfo, TokenStore};

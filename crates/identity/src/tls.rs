@@ -115,26 +115,63 @@ pub enum TlsError {
     },
 }
 
-/// The set of root certificates that peers' certificates must chain to.
+/// The set of root certificates that peers' certificates must chain to, and
+/// the trust domain their SPIFFE IDs must lie in.
 ///
-/// All roots must belong to one trust domain, taken from their subject
-/// organization (O) as the Trellis CA writes it.
+/// The trust domain is either stated explicitly
+/// ([`TrustBundle::explicit_trust_domain`], set by
+/// [`TrustBundle::from_pem_with_domain`] and by the CA) or, when absent, taken
+/// from the roots' common subject organization (O), which is how the Trellis
+/// self-signed CA names its roots. User-supplied roots (see
+/// [`crate::ca::CaSource::Files`]) usually carry some other O, so bundles of
+/// them must state the trust domain explicitly.
+///
+/// PEM holds only the roots: [`TrustBundle::to_pem`] drops the explicit trust
+/// domain, and whoever parses the PEM again supplies it again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrustBundle {
     /// DER-encoded root CA certificates.
     pub roots: Vec<CertificateDer<'static>>,
+    /// The trust domain peers must belong to; `None` means "the roots'
+    /// common subject O".
+    pub explicit_trust_domain: Option<String>,
 }
 
 impl TrustBundle {
-    /// Parses a bundle from concatenated `CERTIFICATE` PEM blocks.
+    /// Parses a bundle from concatenated `CERTIFICATE` PEM blocks; its trust
+    /// domain is the roots' subject O.
     pub fn from_pem(pem: &str) -> Result<Self, TlsError> {
         let roots = pem::certs_from_pem(pem).map_err(|source| TlsError::Pem {
             what: "trust bundle",
             source,
         })?;
-        let bundle = Self { roots };
+        let bundle = Self {
+            roots,
+            explicit_trust_domain: None,
+        };
         bundle.trust_anchors()?;
         Ok(bundle)
+    }
+
+    /// Parses a bundle from concatenated `CERTIFICATE` PEM blocks, for peers in
+    /// `trust_domain` whatever the roots' subject names say.
+    pub fn from_pem_with_domain(pem: &str, trust_domain: &str) -> Result<Self, TlsError> {
+        let mut bundle = Self::from_pem(pem)?;
+        crate::spiffe::validate_trust_domain(trust_domain).map_err(|e| {
+            TlsError::BundleTrustDomain {
+                reason: e.to_string(),
+            }
+        })?;
+        bundle.explicit_trust_domain = Some(trust_domain.to_owned());
+        Ok(bundle)
+    }
+
+    /// SHA-256 fingerprints (lowercase hex) of the roots, in bundle order.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.roots
+            .iter()
+            .map(|root| cert_fingerprint(root))
+            .collect()
     }
 
     /// Encodes the bundle as concatenated `CERTIFICATE` PEM blocks.
@@ -142,8 +179,20 @@ impl TrustBundle {
         pem::certs_to_pem(&self.roots)
     }
 
-    /// The trust domain the roots belong to (their common subject O).
+    /// The trust domain peers must belong to: the explicit one if set,
+    /// otherwise the roots' common subject O.
     pub fn trust_domain(&self) -> Result<String, TlsError> {
+        if let Some(td) = &self.explicit_trust_domain {
+            if self.roots.is_empty() {
+                return Err(TlsError::EmptyBundle);
+            }
+            // The field is public, so it may not have gone through
+            // `from_pem_with_domain`'s check.
+            crate::spiffe::validate_trust_domain(td).map_err(|e| TlsError::BundleTrustDomain {
+                reason: e.to_string(),
+            })?;
+            return Ok(td.clone());
+        }
         let mut found: Option<String> = None;
         for (index, root) in self.roots.iter().enumerate() {
             let (_, cert) = X509Certificate::from_der(root).map_err(|e| TlsError::InvalidRoot {
@@ -270,6 +319,63 @@ impl Svid {
     pub fn key_pem(&self) -> String {
         pem::private_key_to_pem(&self.key)
     }
+
+    /// The SHA-256 fingerprint (lowercase hex) of the root in `bundle` that
+    /// this SVID's chain verifies against now, or `None` if it verifies against
+    /// none of them (or has expired).
+    ///
+    /// Roots are tried in bundle order, but a root that issued a certificate of
+    /// the chain directly wins over a path through a cross-certificate: during a
+    /// root rotation, a certificate issued under the new root reports the new
+    /// root whenever the bundle holds it. The trust domain is not checked.
+    pub fn issuer_root_fingerprint(&self, bundle: &TrustBundle) -> Option<String> {
+        let anchors = bundle.trust_anchors().ok()?;
+        let (leaf, intermediates) = self.cert_chain.split_first()?;
+        let leaf = EndEntityCert::try_from(leaf).ok()?;
+        let algs = provider().signature_verification_algorithms.all;
+        let now = UnixTime::now();
+        // Our leaves carry both usages, but a foreign one may carry only one.
+        let path = [KeyUsage::server_auth(), KeyUsage::client_auth()]
+            .into_iter()
+            .find_map(|usage| {
+                leaf.verify_for_usage(algs, &anchors, intermediates, now, usage, None, None)
+                    .ok()
+            })?;
+        let anchor = path.anchor();
+        anchors
+            .iter()
+            .zip(&bundle.roots)
+            .find(|(candidate, _)| {
+                candidate.subject == anchor.subject
+                    && candidate.subject_public_key_info == anchor.subject_public_key_info
+            })
+            .map(|(_, root)| cert_fingerprint(root))
+    }
+}
+
+/// The SHA-256 fingerprint of a DER certificate, lowercase hex: how Trellis
+/// names roots in snapshots, logs and the CA state.
+pub fn cert_fingerprint(cert_der: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(cert_der))
+}
+
+/// Path-validates `chain` (leaf first) against `bundle` exactly as the TLS
+/// verifiers do, for both client and server use, returning the leaf's
+/// identity; the CA uses it to check its own issuance before relying on it.
+pub(crate) fn verify_chain_for_mesh(
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'_>],
+) -> Result<SpiffeId, String> {
+    let verifier = ChainVerifier::new(bundle, provider()).map_err(|e| e.to_string())?;
+    let (leaf, intermediates) = chain.split_first().ok_or("empty chain")?;
+    let now = UnixTime::now();
+    verifier
+        .verify("server", leaf, intermediates, now, KeyUsage::server_auth())
+        .map_err(|e| format!("as a server certificate: {e}"))?;
+    verifier
+        .verify("client", leaf, intermediates, now, KeyUsage::client_auth())
+        .map_err(|e| format!("as a client certificate: {e}"))
 }
 
 fn leaf_not_after(leaf: &[u8]) -> Result<SystemTime, TlsError> {

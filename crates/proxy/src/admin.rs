@@ -1,5 +1,6 @@
-//! The proxy's health endpoints (port 15020): `/healthz/live` answers as soon as the process
-//! serves, `/healthz/ready` only once the proxy has its certificate and a snapshot.
+//! The proxy's health and metrics endpoints (port 15020): `/healthz/live` answers as soon as
+//! the process serves, `/healthz/ready` only once the proxy has its certificate and a
+//! snapshot, `/metrics` in Prometheus text format.
 
 use std::sync::Arc;
 
@@ -44,6 +45,16 @@ fn handle(req: Request<Incoming>, state: &ProxyState) -> Response<Body> {
     }
     match req.uri().path() {
         "/healthz/live" => Response::new(full("live\n")),
+        "/metrics" => {
+            let mut resp = Response::new(full(state.metrics.encode()));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
         "/healthz/ready" if state.is_ready() => Response::new(full("ready\n")),
         "/healthz/ready" => {
             let why = if state.creds.load().is_none() {

@@ -64,8 +64,11 @@ impl ControlClient {
     /// Gets the first certificate, retrying with back-off until the control plane answers.
     /// A refusal (bad token, identity not allowed) is final and returned.
     pub async fn bootstrap(&self) -> Result<(), ControlError> {
-        let bundle = TrustBundle::from_pem(&self.state.config.ca_bundle_pem)
-            .map_err(|e| ControlError::Bundle(e.to_string()))?;
+        let bundle = TrustBundle::from_pem_with_domain(
+            &self.state.config.ca_bundle_pem,
+            &self.state.config.identity.trust_domain,
+        )
+        .map_err(|e| ControlError::Bundle(e.to_string()))?;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.sign(None, &bundle).await {
@@ -75,11 +78,13 @@ impl ControlClient {
                         not_after = ?creds.svid.not_after,
                         "certificate issued"
                     );
-                    self.state.creds.store(Some(Arc::new(creds)));
+                    self.state.metrics.count_renewal(true);
+                    self.state.set_creds(creds);
                     return Ok(());
                 }
                 Err(e) if e.is_permanent() => return Err(e),
                 Err(e) => {
+                    self.state.metrics.count_renewal(false);
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot get a certificate; retrying");
                     tokio::time::sleep(delay).await;
@@ -105,7 +110,11 @@ impl ControlClient {
             cfg.token.clone()
         };
         let resp = Grpc::new(channel)
-            .sign(proto::SignRequest { token, csr_der })
+            .sign(proto::SignRequest {
+                token,
+                csr_der,
+                workload_name: cfg.workload_name.clone(),
+            })
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::PermissionDenied
@@ -122,9 +131,10 @@ impl ControlClient {
                 cfg.identity, svid.id
             )));
         }
-        let bundle = TrustBundle::from_pem(&resp.trust_bundle_pem)
-            .map_err(|e| ControlError::BadCertificate(format!("trust bundle: {e}")))?;
-        credentials(svid, bundle)
+        let bundle =
+            TrustBundle::from_pem_with_domain(&resp.trust_bundle_pem, &cfg.identity.trust_domain)
+                .map_err(|e| ControlError::BadCertificate(format!("trust bundle: {e}")))?;
+        credentials(svid, bundle, resp.issuer_root_fingerprint)
     }
 
     /// A gRPC channel to the control plane over TLS, verifying its SPIFFE ID.
@@ -215,29 +225,70 @@ impl ControlClient {
             .await
             .map_err(|s| ControlError::Stream(format!("{}: {}", s.code(), s.message())))?
             .into_inner();
-        while let Some(msg) = stream
-            .message()
-            .await
-            .map_err(|s| ControlError::Stream(format!("{}: {}", s.code(), s.message())))?
-        {
+        let mut creds_changed = self.state.creds_changed.subscribe();
+        let mut version = String::new();
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m.map_err(|s| ControlError::Stream(format!("{}: {}", s.code(), s.message())))?,
+                // A renewed certificate is reported at once: the control plane waits for
+                // every proxy to be on the new root before it retires the old one.
+                r = creds_changed.changed() => {
+                    if r.is_ok() && !version.is_empty() {
+                        send(&tx, Kind::Ack(self.ack(&version))).await?;
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             backoff.reset();
-            let version = msg.version.clone();
+            let msg_version = msg.version.clone();
             let bundle_pem = msg.trust_bundle_pem.clone();
             match Snapshot::try_from(msg) {
                 Ok(snap) => {
                     self.update_bundle(&bundle_pem);
-                    tracing::info!(%version, services = snap.services.len(), "snapshot applied");
-                    self.state.snapshot.store(Some(Arc::new(snap)));
-                    send(&tx, Kind::Ack(proto::Ack { version })).await?;
+                    tracing::info!(version = %msg_version, services = snap.services.len(), "snapshot applied");
+                    let signing_root = snap.signing_root_fingerprint.clone();
+                    self.state.set_snapshot(snap);
+                    self.state.metrics.count_snapshot(true);
+                    version = msg_version;
+                    creds_changed.mark_unchanged();
+                    send(&tx, Kind::Ack(self.ack(&version))).await?;
+                    if let Some(creds) = self.state.creds.load_full() {
+                        if !signing_root.is_empty() && creds.issuer_root != signing_root {
+                            tracing::info!(new_root = %signing_root, "the mesh issues under a new root; renewing now");
+                            self.state.renew_now.notify_one();
+                        }
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(%version, error = %e, "snapshot rejected; keeping the previous one");
+                    tracing::warn!(version = %msg_version, error = %e, "snapshot rejected; keeping the previous one");
+                    self.state.metrics.count_snapshot(false);
                     let error = e.to_string();
-                    send(&tx, Kind::Nack(proto::Nack { version, error })).await?;
+                    send(
+                        &tx,
+                        Kind::Nack(proto::Nack {
+                            version: msg_version,
+                            error,
+                        }),
+                    )
+                    .await?;
                 }
             }
         }
         Ok(())
+    }
+
+    fn ack(&self, version: &str) -> proto::Ack {
+        proto::Ack {
+            version: version.to_string(),
+            svid_issuer_root_fingerprint: self
+                .state
+                .creds
+                .load()
+                .as_ref()
+                .map(|c| c.issuer_root.clone())
+                .unwrap_or_default(),
+        }
     }
 
     /// Adopts a new trust bundle from a snapshot (root rotation), keeping the SVID.
@@ -248,16 +299,21 @@ impl ControlClient {
         if pem.is_empty() || creds.bundle.to_pem() == pem {
             return;
         }
-        match TrustBundle::from_pem(pem).and_then(|b| {
-            tls::server_config(&creds.svid, &b, tls::ClientAuth::Required).map(|sc| (b, sc))
-        }) {
+        match TrustBundle::from_pem_with_domain(pem, &self.state.config.identity.trust_domain)
+            .and_then(|b| {
+                tls::server_config(&creds.svid, &b, tls::ClientAuth::Required).map(|sc| (b, sc))
+            }) {
             Ok((bundle, server_config)) => {
-                self.state.creds.store(Some(Arc::new(Credentials {
+                self.state.set_creds(Credentials {
                     svid: creds.svid.clone(),
                     bundle,
+                    issuer_root: creds.issuer_root.clone(),
                     server_config,
-                })));
-                tracing::info!("trust bundle updated");
+                });
+                tracing::info!(
+                    roots = pem.matches("BEGIN CERTIFICATE").count(),
+                    "trust bundle updated"
+                );
             }
             Err(e) => tracing::warn!(error = %e, "trust bundle in snapshot rejected"),
         }
@@ -274,17 +330,27 @@ impl ControlClient {
             let wait = delay.take().unwrap_or_else(|| half_life(&creds.svid));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.state.renew_now.notified() => {
+                    // Spread the renewals of a whole mesh told at once over half a second.
+                    let jitter = Duration::from_millis(rand::random::<u64>() % 500);
+                    tokio::time::sleep(jitter).await;
+                }
                 _ = stop.changed() => return,
             }
+            let Some(creds) = self.state.creds.load_full() else {
+                return;
+            };
             match self.sign(Some(&creds), &creds.bundle).await {
                 Ok(new) => {
-                    tracing::info!(not_after = ?new.svid.not_after, "certificate renewed");
-                    self.state.creds.store(Some(Arc::new(new)));
+                    tracing::info!(not_after = ?new.svid.not_after, issuer_root = %new.issuer_root, "certificate renewed");
+                    self.state.metrics.count_renewal(true);
+                    self.state.set_creds(new);
                     backoff.reset();
                 }
                 Err(e) => {
                     let d = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?d, "certificate renewal failed");
+                    self.state.metrics.count_renewal(false);
+                    tracing::warn!(error = %e, retry_in = ?d, "certificate renewal failed; the current certificate keeps serving");
                     delay = Some(d);
                 }
             }
@@ -292,12 +358,17 @@ impl ControlClient {
     }
 }
 
-fn credentials(svid: Svid, bundle: TrustBundle) -> Result<Credentials, ControlError> {
+fn credentials(
+    svid: Svid,
+    bundle: TrustBundle,
+    issuer_root: String,
+) -> Result<Credentials, ControlError> {
     let server_config = tls::server_config(&svid, &bundle, tls::ClientAuth::Required)
         .map_err(|e| ControlError::Tls(e.to_string()))?;
     Ok(Credentials {
         svid,
         bundle,
+        issuer_root,
         server_config,
     })
 }

@@ -9,7 +9,7 @@
 //! * [`inbound`]: the mTLS listener other proxies connect to; it learns the caller's identity
 //!   from the TLS session and forwards to the local app over HTTP/1.1;
 //! * [`control_client`]: certificate requests and the snapshot stream, with back-off;
-//! * [`admin`]: health endpoints.
+//! * [`admin`]: health endpoints and metrics.
 //!
 //! Shared state lives in [`ProxyState`]: the current snapshot and credentials, each swapped
 //! atomically so requests in flight keep the version they started with.
@@ -22,6 +22,7 @@ pub mod config;
 pub mod control_client;
 pub mod headers;
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
 pub mod pool;
 pub mod state;

@@ -62,6 +62,10 @@ pub struct Pool {
     state: Arc<ProxyState>,
     // A plain mutex: it guards a map lookup and is never held across an await.
     conns: Mutex<HashMap<PoolKey, SendRequest<Body>>>,
+    /// One TLS client config per expected peer identity, kept across connections: its
+    /// session cache is what lets a reconnect resume instead of doing a full handshake.
+    /// Tagged with the credentials generation it was built from.
+    tls: Mutex<HashMap<String, (u64, Arc<rustls::ClientConfig>)>>,
 }
 
 impl Pool {
@@ -69,6 +73,7 @@ impl Pool {
         Self {
             state,
             conns: Mutex::new(HashMap::new()),
+            tls: Mutex::new(HashMap::new()),
         }
     }
 
@@ -109,25 +114,46 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, key: &PoolKey) -> Result<SendRequest<Body>, PoolError> {
+    /// The client config for connections to `identity`, rebuilt only when the proxy's own
+    /// credentials (certificate or trust bundle) changed.
+    fn client_config(&self, identity: &str) -> Result<Arc<rustls::ClientConfig>, PoolError> {
+        let generation = *self.state.creds_changed.borrow();
+        if let Some((g, cfg)) = self
+            .tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(identity)
+        {
+            if *g == generation {
+                return Ok(cfg.clone());
+            }
+        }
         let creds = self
             .state
             .creds
             .load_full()
             .ok_or(PoolError::NoCredentials)?;
-        let expected: SpiffeId =
-            key.identity
-                .parse()
-                .map_err(|e: trellis_identity::SpiffeError| PoolError::BadIdentity {
-                    identity: key.identity.clone(),
-                    reason: e.to_string(),
-                })?;
+        let expected: SpiffeId = identity
+            .parse()
+            .map_err(|e: trellis_identity::SpiffeError| PoolError::BadIdentity {
+                identity: identity.to_string(),
+                reason: e.to_string(),
+            })?;
         let config = tls::client_config(
             Some(&creds.svid),
             &creds.bundle,
             tls::ExpectedPeer::OneOf(vec![expected]),
         )
         .map_err(|e| PoolError::Config(e.to_string()))?;
+        self.tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(identity.to_string(), (generation, config.clone()));
+        Ok(config)
+    }
+
+    async fn connect(&self, key: &PoolKey) -> Result<SendRequest<Body>, PoolError> {
+        let config = self.client_config(&key.identity)?;
         let addr = key.addr;
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let tcp = TcpStream::connect(addr)

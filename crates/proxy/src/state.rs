@@ -3,17 +3,22 @@
 //! request in flight finishes on the version it started with.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
+use tokio::sync::{watch, Notify};
 use trellis_api::snapshot::Snapshot;
 use trellis_identity::{Svid, TrustBundle};
 
 use crate::config::ProxyConfig;
+use crate::metrics::ProxyMetrics;
 
 /// What the proxy proves itself with and whom it trusts.
 pub struct Credentials {
     pub svid: Svid,
     pub bundle: TrustBundle,
+    /// SHA-256 (hex) of the root the SVID chains up to, as the CA said.
+    pub issuer_root: String,
     /// Built once per SVID or bundle change, not per connection.
     pub server_config: Arc<rustls::ServerConfig>,
 }
@@ -23,6 +28,11 @@ pub struct ProxyState {
     pub config: ProxyConfig,
     pub creds: ArcSwapOption<Credentials>,
     pub snapshot: ArcSwapOption<Snapshot>,
+    /// Wakes the renewal task early (the control plane moved to another root).
+    pub renew_now: Notify,
+    /// Bumped whenever the credentials change, so the snapshot stream can report them.
+    pub creds_changed: watch::Sender<u64>,
+    pub metrics: ProxyMetrics,
 }
 
 impl ProxyState {
@@ -31,11 +41,38 @@ impl ProxyState {
             config,
             creds: ArcSwapOption::empty(),
             snapshot: ArcSwapOption::empty(),
+            renew_now: Notify::new(),
+            creds_changed: watch::channel(0).0,
+            metrics: ProxyMetrics::default(),
         }
     }
 
     /// Ready once it has both an identity and a snapshot to route with.
     pub fn is_ready(&self) -> bool {
         self.creds.load().is_some() && self.snapshot.load().is_some()
+    }
+
+    /// Installs new credentials: new connections use them at once, existing ones keep the
+    /// session they have.
+    pub fn set_creds(&self, creds: Credentials) {
+        let expiry = creds
+            .svid
+            .not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.metrics.svid_expiry.set(expiry);
+        self.creds.store(Some(Arc::new(creds)));
+        self.creds_changed.send_modify(|g| *g += 1);
+        self.update_ready();
+    }
+
+    pub fn set_snapshot(&self, snap: Snapshot) {
+        self.snapshot.store(Some(Arc::new(snap)));
+        self.update_ready();
+    }
+
+    fn update_ready(&self) {
+        self.metrics.ready.set(i64::from(self.is_ready()));
     }
 }

@@ -7,9 +7,11 @@
 //! its own address.
 
 pub mod http_client;
+pub mod load;
 pub mod mesh;
 
 pub use http_client::{HttpClient, HttpResponse};
+pub use load::{Load, LoadReport};
 pub use mesh::Mesh;
 
 use std::path::PathBuf;

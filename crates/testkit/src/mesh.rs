@@ -18,6 +18,8 @@ pub struct Mesh {
     /// Where the front service is published.
     pub front: SocketAddr,
     pub control: SocketAddr,
+    /// The control plane's HTTP API.
+    pub api: SocketAddr,
     pub subnet: u8,
     output: Arc<Mutex<Vec<String>>>,
     // Kept for the mesh's lifetime; removed on drop.
@@ -28,6 +30,11 @@ impl Mesh {
     /// Copies `example` (rewriting its `127.0.1.x` addresses to `127.0.SUBNET.x`) and runs
     /// `trellis up` on it, returning once it reports the mesh is up.
     pub fn up(bin: &Path, example: &Path, subnet: u8) -> anyhow::Result<Mesh> {
+        Self::up_with(bin, example, subnet, &[])
+    }
+
+    /// As [`Mesh::up`], with extra arguments for `trellis up` (e.g. `--svid-ttl 1m`).
+    pub fn up_with(bin: &Path, example: &Path, subnet: u8, extra: &[&str]) -> anyhow::Result<Mesh> {
         let tmp = tempfile::Builder::new().prefix("trellis-test-").tempdir()?;
         let config_dir = tmp.path().join("config");
         let data_dir = tmp.path().join("data");
@@ -42,11 +49,14 @@ impl Mesh {
         }
         let front = SocketAddr::from((Ipv4Addr::new(127, 0, subnet, 250), 8080));
         let control = SocketAddr::from((Ipv4Addr::new(127, 0, subnet, 251), 15012));
+        let api = SocketAddr::from((Ipv4Addr::new(127, 0, subnet, 251), 15014));
         let mut child = Command::new(bin)
             .arg("up")
             .arg(&config_dir)
             .args(["--listen", &front.to_string()])
             .args(["--control", &control.to_string()])
+            .args(["--api", &api.to_string()])
+            .args(extra)
             .arg("--data-dir")
             .arg(&data_dir)
             .stdin(Stdio::null())
@@ -83,6 +93,7 @@ impl Mesh {
             data_dir,
             front,
             control,
+            api,
             subnet,
             output,
             tmp,

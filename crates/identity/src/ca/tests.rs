@@ -3,12 +3,17 @@
 use std::fs;
 use std::time::Duration;
 
-use rustls_pki_types::UnixTime;
+use rcgen::{CertificateParams, SanType};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 
 use super::*;
 use crate::csr::generate_csr;
 use crate::spiffe::spiffe_id_from_cert;
+
+mod files;
+mod rotation;
 
 const TD: &str = "trellis.local";
 const HOUR: Duration = Duration::from_secs(3600);
@@ -21,6 +26,15 @@ fn new_ca() -> (tempfile::TempDir, CertificateAuthority) {
 
 fn allow(_: &SpiffeId) -> Result<(), String> {
     Ok(())
+}
+
+/// An SVID obtained the way a proxy gets one: local key, CSR, signed by the CA.
+fn issue(ca: &CertificateAuthority, ns: &str, sa: &str) -> (Svid, IssuedCert) {
+    let id = SpiffeId::new(ca.trust_domain(), ns, sa);
+    let (key, csr) = generate_csr(&id).unwrap();
+    let issued = ca.sign_csr(&csr, allow, HOUR).unwrap();
+    let svid = Svid::from_pem(&issued.cert_chain_pem, key).unwrap();
+    (svid, issued)
 }
 
 #[cfg(unix)]
@@ -37,7 +51,12 @@ fn root_files_are_private() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(leftovers.len(), 2, "unexpected files: {leftovers:?}");
+    let mut leftovers: Vec<_> = leftovers
+        .iter()
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    leftovers.sort();
+    assert_eq!(leftovers, ["root-key.pem", "root.pem", "state.json"]);
 }
 
 #[test]
@@ -74,6 +93,9 @@ fn root_profile() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert_eq!(cn, ["Trellis root CA"]);
+    // Room for exactly one CA below it: its successor's cross-certificate.
+    let bc = root.basic_constraints().unwrap().unwrap().value;
+    assert_eq!(bc.path_len_constraint, Some(1));
     assert_eq!(bundle.trust_domain().unwrap(), TD);
     let ku = root.key_usage().unwrap().unwrap().value;
     assert!(ku.key_cert_sign() && ku.crl_sign());
@@ -163,6 +185,11 @@ fn csr_round_trip() {
         .unwrap();
     assert_eq!(seen.as_ref(), Some(&id));
     assert_eq!(issued.spiffe_id, id);
+    assert_eq!(issued.issuer_fingerprint, ca.signing_root_fingerprint());
+    assert_eq!(
+        issued.issuer_fingerprint,
+        crate::tls::cert_fingerprint(&ca.trust_bundle().roots[0])
+    );
 
     let svid = Svid::from_pem(&issued.cert_chain_pem, key).unwrap();
     assert_eq!(svid.id, id);
@@ -362,6 +389,55 @@ fn lifetimes() {
         .issue_with_local_key(&id, Duration::from_secs(100 * 365 * 86400))
         .unwrap();
     assert_eq!(century.not_after, ca.root_not_after());
+    assert_eq!(ca.issuer_not_after(), ca.root_not_after());
+}
+
+#[test]
+fn root_lifetime_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let month = Duration::from_secs(30 * 86400);
+    let ca = CertificateAuthority::load(
+        dir.path(),
+        TD,
+        CaSource::SelfSigned {
+            root_lifetime: month,
+        },
+    )
+    .unwrap();
+    let expected = SystemTime::now() + month;
+    let diff = expected
+        .duration_since(ca.root_not_after())
+        .unwrap_or_else(|e| e.duration());
+    assert!(diff < Duration::from_secs(5), "{diff:?}");
+
+    for root_lifetime in [Duration::ZERO, Duration::MAX] {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            CertificateAuthority::load(dir.path(), TD, CaSource::SelfSigned { root_lifetime })
+                .unwrap_err();
+        assert!(matches!(err, CaError::InvalidLifetime { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn single_root_reports_idle_and_active() {
+    let (_dir, ca) = new_ca();
+    assert!(ca.is_self_signed());
+    assert_eq!(ca.rotation(), RotationState::Idle);
+    let roots = ca.roots();
+    assert_eq!(roots.len(), 1);
+    assert_eq!(roots[0].status, RootStatus::Active);
+    assert_eq!(
+        roots[0].fingerprint_sha256_hex,
+        ca.signing_root_fingerprint()
+    );
+    assert_eq!(roots[0].not_after, ca.root_not_after());
+    assert!(
+        roots[0].subject.contains("CN=Trellis root CA"),
+        "{}",
+        roots[0].subject
+    );
+    assert!(roots[0].subject.contains(TD), "{}", roots[0].subject);
 }
 
 #[test]

@@ -1,18 +1,17 @@
 //! Real TLS handshakes between the configurations built here, over in-memory
 //! pipes, covering the accepted case and each kind of rejected peer.
 
-use std::io;
 use std::time::Duration;
 
 use rcgen::ExtendedKeyUsagePurpose;
 use rustls::{NamedGroup, ProtocolVersion};
 use time::OffsetDateTime;
-use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::ca::{CertificateAuthority, CustomLeaf};
 use crate::csr::generate_csr;
+use crate::testutil::{handshake, tls_error};
 
 const TD: &str = "trellis.local";
 const HOUR: Duration = Duration::from_secs(3600);
@@ -71,42 +70,6 @@ fn currently_valid() -> (OffsetDateTime, OffsetDateTime) {
         now - time::Duration::hours(1),
         now + time::Duration::hours(1),
     )
-}
-
-type ServerStream = tokio_rustls::server::TlsStream<DuplexStream>;
-type ClientStream = tokio_rustls::client::TlsStream<DuplexStream>;
-
-/// Runs both ends of a handshake concurrently. Neither side can hang the
-/// other: a failing side drops its pipe end, which the other side sees as EOF.
-async fn handshake(
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-) -> (io::Result<ServerStream>, io::Result<ClientStream>) {
-    let (server_io, client_io) = duplex(64 * 1024);
-    let acceptor = TlsAcceptor::from(server);
-    let connector = TlsConnector::from(client);
-    // Deliberately a name that matches nothing in the certificates: it must
-    // play no part in authentication.
-    let name = ServerName::try_from("unrelated.example").unwrap();
-    let run = async {
-        tokio::join!(
-            acceptor.accept(server_io),
-            connector.connect(name, client_io)
-        )
-    };
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("handshake timed out")
-}
-
-/// The rustls error behind a failed handshake.
-fn tls_error(result: &io::Result<impl Sized>) -> &rustls::Error {
-    let Err(err) = result else {
-        panic!("handshake unexpectedly succeeded");
-    };
-    err.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .unwrap_or_else(|| panic!("not a rustls error: {err:?}"))
 }
 
 #[tokio::test]
@@ -527,9 +490,24 @@ fn expected_peer_must_be_satisfiable() {
 fn bundle_pem_round_trip() {
     let ca = new_ca(TD);
     let bundle = TrustBundle::from_pem(&ca.ca.trust_bundle_pem()).unwrap();
-    assert_eq!(bundle, ca.ca.trust_bundle());
+    assert_eq!(bundle.explicit_trust_domain, None);
+    assert_eq!(bundle.roots, ca.ca.trust_bundle().roots);
     assert_eq!(TrustBundle::from_pem(&bundle.to_pem()).unwrap(), bundle);
+    // Self-signed roots name the trust domain in their O, so plain PEM is enough.
     assert_eq!(bundle.trust_domain().unwrap(), TD);
+    // The CA's own bundle states it, and PEM plus the domain restores it exactly.
+    assert_eq!(
+        ca.ca.trust_bundle().explicit_trust_domain.as_deref(),
+        Some(TD)
+    );
+    assert_eq!(
+        TrustBundle::from_pem_with_domain(&ca.ca.trust_bundle_pem(), TD).unwrap(),
+        ca.ca.trust_bundle()
+    );
+    assert_eq!(
+        bundle.fingerprints(),
+        vec![ca.ca.signing_root_fingerprint()]
+    );
 
     let other = new_ca("other.example");
     let mixed = TrustBundle {
@@ -537,6 +515,7 @@ fn bundle_pem_round_trip() {
             bundle.roots[0].clone(),
             other.ca.trust_bundle().roots[0].clone(),
         ],
+        explicit_trust_domain: None,
     };
     assert!(matches!(
         mixed.trust_domain(),
@@ -547,7 +526,21 @@ fn bundle_pem_round_trip() {
         Err(TlsError::Pem { .. })
     ));
     assert!(matches!(
-        TrustBundle { roots: vec![] }.trust_domain(),
+        TrustBundle::from_pem_with_domain(&bundle.to_pem(), "Not Valid"),
+        Err(TlsError::BundleTrustDomain { .. })
+    ));
+    // An explicit trust domain overrides the roots' O, even a mixed one.
+    let declared = TrustBundle {
+        explicit_trust_domain: Some("declared.example".to_owned()),
+        ..mixed
+    };
+    assert_eq!(declared.trust_domain().unwrap(), "declared.example");
+    assert!(matches!(
+        TrustBundle {
+            roots: vec![],
+            explicit_trust_domain: Some(TD.to_owned())
+        }
+        .trust_domain(),
         Err(TlsError::EmptyBundle)
     ));
 }

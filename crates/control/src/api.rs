@@ -1,0 +1,234 @@
+//! The control plane's HTTP API (port 15014): status, certificates, metrics, and the admin
+//! operations behind `trellis ca rotate`.
+//!
+//! Reads are open (bind the API to loopback or a management network); operations that change
+//! state require the admin token kept in the data directory (`DATA/admin-token`, mode 0600),
+//! sent as `Authorization: Bearer TOKEN`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::sync::watch;
+use trellis_api::proto;
+use trellis_identity::{RootInfo, RotationState};
+
+use crate::certs::{unix, CertLedger, CertRecord};
+use crate::metrics::ControlMetrics;
+use crate::registry::{ProxyStatus, RegisteredWorkload, Registry};
+use crate::store::Revision;
+use crate::trust::Trust;
+
+/// How long `POST /api/v1/ca/rotate` waits for proxies at each step.
+const ROTATION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Everything the API reads.
+pub struct ApiState {
+    pub trust: Arc<Trust>,
+    pub registry: Arc<Registry>,
+    pub ledger: Arc<CertLedger>,
+    pub revisions: watch::Receiver<Arc<Revision>>,
+    pub snapshots: watch::Receiver<Arc<proto::SnapshotMessage>>,
+    pub metrics: Arc<ControlMetrics>,
+    pub admin_token: String,
+    /// Warn when a root or issuer expires within this window.
+    pub expiry_warning: Duration,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/certs", get(certs))
+        .route("/api/v1/ca/rotate", post(rotate))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Root {
+    fingerprint: String,
+    subject: String,
+    not_after_unix: u64,
+    status: String,
+}
+
+impl From<RootInfo> for Root {
+    fn from(r: RootInfo) -> Self {
+        Root {
+            fingerprint: r.fingerprint_sha256_hex,
+            subject: r.subject,
+            not_after_unix: unix(r.not_after),
+            status: format!("{:?}", r.status).to_lowercase(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Proxy {
+    #[serde(flatten)]
+    workload: RegisteredWorkload,
+    #[serde(flatten)]
+    status: ProxyStatus,
+}
+
+#[derive(Serialize)]
+struct Status {
+    revision: u64,
+    config_hash: String,
+    snapshot_version: String,
+    signing_root: String,
+    rotation: String,
+    roots: Vec<Root>,
+    proxies: Vec<Proxy>,
+    alarms: Vec<String>,
+}
+
+/// Expiry and renewal problems worth a person's attention, one sentence each.
+pub fn alarms(state: &ApiState) -> Vec<String> {
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    let days = |t: SystemTime| {
+        t.duration_since(now)
+            .map(|d| d.as_secs() / 86_400)
+            .unwrap_or(0)
+    };
+    for r in state.trust.ca.roots() {
+        if r.not_after <= now + state.expiry_warning {
+            out.push(format!(
+                "root {} ({}) expires in {} days",
+                short(&r.fingerprint_sha256_hex),
+                r.subject,
+                days(r.not_after)
+            ));
+        }
+    }
+    // A self-signed CA issues from its root, already checked above.
+    let issuer = state.trust.ca.issuer_not_after();
+    if !state.trust.ca.is_self_signed() && issuer <= now + state.expiry_warning {
+        out.push(format!(
+            "the issuing CA certificate expires in {} days",
+            days(issuer)
+        ));
+    }
+    for c in state.ledger.list() {
+        if c.renewal_overdue(now) {
+            out.push(format!(
+                "certificate of {} ({}) is overdue for renewal: last result {}",
+                c.workload, c.identity, c.last_result
+            ));
+        }
+    }
+    for (w, s) in state.registry.statuses() {
+        if let Some(e) = s.nack {
+            out.push(format!(
+                "proxy {} rejected the latest snapshot: {e}",
+                w.name
+            ));
+        }
+    }
+    out
+}
+
+fn short(fp: &str) -> &str {
+    fp.get(..16).unwrap_or(fp)
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> Json<Status> {
+    let rev = state.revisions.borrow().clone();
+    let rotation = match state.trust.ca.rotation() {
+        RotationState::Idle => "idle".to_string(),
+        RotationState::InProgress { old, new } => format!(
+            "in progress: {} -> {}",
+            short(&old.fingerprint_sha256_hex),
+            short(&new.fingerprint_sha256_hex)
+        ),
+    };
+    Json(Status {
+        revision: rev.number,
+        config_hash: rev.config.hash.clone(),
+        snapshot_version: state.snapshots.borrow().version.clone(),
+        signing_root: state.trust.ca.signing_root_fingerprint(),
+        rotation,
+        roots: state.trust.ca.roots().into_iter().map(Root::from).collect(),
+        proxies: state
+            .registry
+            .statuses()
+            .into_iter()
+            .map(|(workload, status)| Proxy { workload, status })
+            .collect(),
+        alarms: alarms(&state),
+    })
+}
+
+#[derive(Serialize)]
+struct Certs {
+    now_unix: u64,
+    certs: Vec<CertRecord>,
+    roots: Vec<Root>,
+    alarms: Vec<String>,
+}
+
+async fn certs(State(state): State<Arc<ApiState>>) -> Json<Certs> {
+    Json(Certs {
+        now_unix: unix(SystemTime::now()),
+        certs: state.ledger.list(),
+        roots: state.trust.ca.roots().into_iter().map(Root::from).collect(),
+        alarms: alarms(&state),
+    })
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let body = state.metrics.encode(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Constant-time comparison: the token must not leak through timing.
+    let (a, b) = (given.as_bytes(), state.admin_token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn rotate(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"error": "admin token required (Authorization: Bearer ...)"})),
+        )
+            .into_response();
+    }
+    match state
+        .trust
+        .rotate(&state.registry, &state.snapshots, ROTATION_TIMEOUT)
+        .await
+    {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "root rotation failed");
+            (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({"error": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}

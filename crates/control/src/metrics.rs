@@ -1,0 +1,107 @@
+//! Control-plane metrics, served on the HTTP API's `/metrics` in Prometheus text format.
+//!
+//! Gauges that mirror state (connected proxies, revision, root expiry) are set from that state
+//! at scrape time, so they can never drift from it. Labels are bounded: a root's label is its
+//! fingerprint prefix, and a mesh has at most a few roots at once.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use prometheus_client::registry::Registry;
+
+use crate::api::ApiState;
+use crate::certs::unix;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RootLabels {
+    pub root: String,
+    pub status: String,
+}
+
+/// The control plane's metrics.
+pub struct ControlMetrics {
+    registry: Mutex<Registry>,
+    pub connected_proxies: Gauge,
+    pub config_revision: Gauge,
+    pub certificates_issued: Counter,
+    pub certificate_requests_refused: Counter,
+    pub root_expiry: Family<RootLabels, Gauge>,
+    pub alarms: Gauge,
+}
+
+impl Default for ControlMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("trellis_control");
+        let connected_proxies = Gauge::default();
+        registry.register(
+            "connected_proxies",
+            "Proxies with an open snapshot stream",
+            connected_proxies.clone(),
+        );
+        let config_revision = Gauge::default();
+        registry.register(
+            "config_revision",
+            "Number of the config revision being served",
+            config_revision.clone(),
+        );
+        let certificates_issued = Counter::default();
+        registry.register(
+            "certificates_issued",
+            "Workload certificates issued",
+            certificates_issued.clone(),
+        );
+        let certificate_requests_refused = Counter::default();
+        registry.register(
+            "certificate_requests_refused",
+            "Certificate requests refused (bad token, identity not allowed, bad CSR)",
+            certificate_requests_refused.clone(),
+        );
+        let root_expiry = Family::<RootLabels, Gauge>::default();
+        registry.register(
+            "ca_root_expiry_timestamp_seconds",
+            "When each root of the trust bundle expires (Unix time)",
+            root_expiry.clone(),
+        );
+        let alarms = Gauge::default();
+        registry.register(
+            "alarms",
+            "Open alarms: roots or issuer near expiry, overdue renewals, rejected snapshots",
+            alarms.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            connected_proxies,
+            config_revision,
+            certificates_issued,
+            certificate_requests_refused,
+            root_expiry,
+            alarms,
+        }
+    }
+}
+
+impl ControlMetrics {
+    /// Sets the state-mirroring gauges from `state`, then encodes everything.
+    pub fn encode(&self, state: &ApiState) -> String {
+        self.connected_proxies
+            .set(state.registry.workloads().len() as i64);
+        self.config_revision
+            .set(state.revisions.borrow().number as i64);
+        self.root_expiry.clear();
+        for r in state.trust.ca.roots() {
+            self.root_expiry
+                .get_or_create(&RootLabels {
+                    root: r.fingerprint_sha256_hex.chars().take(16).collect(),
+                    status: format!("{:?}", r.status).to_lowercase(),
+                })
+                .set(unix(r.not_after) as i64);
+        }
+        self.alarms.set(crate::api::alarms(state).len() as i64);
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
