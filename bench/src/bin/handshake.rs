@@ -632,8 +632,18 @@ fn main() -> Result<()> {
         &resuming,
         kx_group::X25519,
         &svid_a,
-        SpiffeServerVerifier::new(&bundle, expected)?,
+        SpiffeServerVerifier::new(&bundle, expected.clone())?,
     )?;
+    // For comparison only: how much of a resumption is the hybrid key exchange.
+    let mut resuming_x25519 = (*client_config_with_group(
+        &resuming,
+        kx_group::X25519,
+        &svid_a,
+        SpiffeServerVerifier::new(&bundle, expected)?,
+    )?)
+    .clone();
+    resuming_x25519.resumption = Resumption::default();
+    let resuming_x25519 = Arc::new(resuming_x25519);
 
     // Tell the reader up front whether the server can resume at all: with no ticketer,
     // rustls falls back to stateful TLS 1.3 tickets kept in `session_storage`.
@@ -683,6 +693,13 @@ fn main() -> Result<()> {
             NamedGroup::X25519MLKEM768,
             capacity,
         ),
+        Scenario::new(
+            "resumed",
+            resuming_x25519.clone(),
+            HandshakeKind::Resumed,
+            NamedGroup::X25519,
+            capacity,
+        ),
     ];
 
     // Prime the resuming client's session cache: its first connection is necessarily full.
@@ -691,6 +708,14 @@ fn main() -> Result<()> {
         resuming,
         HandshakeKind::Full,
         NamedGroup::X25519MLKEM768,
+        0,
+    );
+    prime.run(&mut env, false)?;
+    let mut prime = Scenario::new(
+        "priming the X25519 session cache",
+        resuming_x25519,
+        HandshakeKind::Full,
+        NamedGroup::X25519,
         0,
     );
     prime.run(&mut env, false)?;

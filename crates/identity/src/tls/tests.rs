@@ -448,6 +448,45 @@ async fn rejects_client_without_spiffe_id() {
 }
 
 #[tokio::test]
+async fn rejects_malformed_spiffe_ids_on_either_side() {
+    let ca = new_ca(TD);
+    let bundle = ca.ca.trust_bundle();
+    let good = svid(&ca, "shop", "api");
+    let malformed = [
+        "spiffe://trellis.local/not/a/workload",
+        "spiffe://trellis.local/ns/shop/sa/",
+        "spiffe://trellis.local/ns/shop/sa/api?x=1",
+    ];
+    for uri in malformed {
+        let bad = custom_svid(&ca, &[uri], currently_valid(), both_ekus());
+        // As a client certificate: the server refuses it.
+        let server_cfg = server_config(&good, &bundle, ClientAuth::Required).unwrap();
+        let client_cfg = client_config(
+            Some(&bad),
+            &bundle,
+            ExpectedPeer::OneOf(vec![good.id.clone()]),
+        )
+        .unwrap();
+        let (server, _client) = handshake(server_cfg, client_cfg).await;
+        let msg = tls_error(&server).to_string();
+        assert!(msg.contains("SPIFFE"), "{uri}: {msg}");
+        // As a server certificate: the client refuses it.
+        let server_cfg = server_config(&bad, &bundle, ClientAuth::Required).unwrap_or_else(|e| {
+            panic!("{uri}: server config should build (the peer decides): {e}")
+        });
+        let client_cfg = client_config(
+            Some(&good),
+            &bundle,
+            ExpectedPeer::AnyInTrustDomain(TD.to_owned()),
+        )
+        .unwrap();
+        let (_server, client) = handshake(server_cfg, client_cfg).await;
+        let msg = tls_error(&client).to_string();
+        assert!(msg.contains("SPIFFE"), "{uri}: {msg}");
+    }
+}
+
+#[tokio::test]
 async fn required_client_auth_needs_a_certificate() {
     let ca = new_ca(TD);
     let bundle = ca.ca.trust_bundle();
