@@ -17,6 +17,7 @@ pub async fn call(
     method: http::Method,
     path: &str,
     bearer: Option<&str>,
+    body: Option<&Value>,
     timeout: Duration,
 ) -> anyhow::Result<Value> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -26,7 +27,12 @@ pub async fn call(
     if let Some(t) = bearer {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let req = req.body(Full::new(Bytes::new()))?;
+    let req = match body {
+        Some(b) => req
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(b)?)))?,
+        None => req.body(Full::new(Bytes::new()))?,
+    };
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .with_context(|| format!("control plane API at {api} did not answer in {timeout:?}"))?
@@ -40,14 +46,32 @@ pub async fn call(
         )
     })?;
     if !status.is_success() {
-        bail!(
-            "{api}{path}: {status}: {}",
-            v["error"].as_str().unwrap_or("no message")
-        );
+        let mut msg = v["error"].as_str().unwrap_or("no message").to_string();
+        for e in v["errors"].as_array().into_iter().flatten() {
+            msg.push_str("\n  ");
+            msg.push_str(e.as_str().unwrap_or(""));
+        }
+        bail!("{msg}");
     }
     Ok(v)
 }
 
+/// Reads the admin token the control plane keeps in its data directory.
+pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("admin-token");
+    let token = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the admin token {}", path.display()))?;
+    Ok(token.trim().to_string())
+}
+
 pub async fn get(api: SocketAddr, path: &str) -> anyhow::Result<Value> {
-    call(api, http::Method::GET, path, None, Duration::from_secs(10)).await
+    call(
+        api,
+        http::Method::GET,
+        path,
+        None,
+        None,
+        Duration::from_secs(10),
+    )
+    .await
 }

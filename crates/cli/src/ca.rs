@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -24,15 +23,14 @@ pub enum CaCommand {
 pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
     match cmd {
         CaCommand::Rotate { api, data_dir } => {
-            let path = data_dir.join("admin-token");
-            let token = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading the admin token {}", path.display()))?;
+            let token = crate::api_client::admin_token(&data_dir)?;
             eprintln!("rotating the root; this waits for every connected proxy...");
             let report = crate::api_client::call(
                 api,
                 http::Method::POST,
                 "/api/v1/ca/rotate",
-                Some(token.trim()),
+                Some(&token),
+                None,
                 Duration::from_secs(700),
             )
             .await?;

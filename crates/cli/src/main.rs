@@ -5,6 +5,7 @@ mod api_client;
 mod ca;
 mod certs;
 mod check;
+mod config_cmds;
 mod control;
 mod demo_app;
 mod duration;
@@ -13,6 +14,7 @@ mod proxy;
 mod signal;
 mod token;
 mod up;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +42,17 @@ enum Command {
     /// Manage join tokens, the credential a proxy uses for its first certificate.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Validate config files or directories as the control plane would (exit 1 if invalid).
+    Validate(validate::ValidateArgs),
+    /// Show state from the control plane.
+    #[command(subcommand)]
+    Get(config_cmds::GetCommand),
+    /// Show what serving DIR would change: resources, and each proxy's snapshot.
+    Diff(config_cmds::DiffArgs),
+    /// Validate DIR as a whole and serve it as the next revision.
+    Apply(config_cmds::ApplyArgs),
+    /// Serve an earlier revision's content again, as a new revision.
+    Rollback(config_cmds::RollbackArgs),
     /// Show every workload certificate: serial, expiry, time left, root, last renewal.
     Certs(certs::CertsArgs),
     /// Check the mesh's health: control plane, certificate alarms, proxies in sync.
@@ -70,6 +83,11 @@ fn main() -> std::process::ExitCode {
             Command::DemoApp(a) => demo_app::run(a).await,
             Command::Token(c) => token::run(c),
             Command::Certs(a) => certs::run(a).await,
+            Command::Validate(a) => validate::run(a),
+            Command::Get(c) => config_cmds::get(c).await,
+            Command::Diff(a) => config_cmds::diff(a).await,
+            Command::Apply(a) => config_cmds::apply(a).await,
+            Command::Rollback(a) => config_cmds::rollback(a).await,
             Command::Check(a) => check::run(a).await,
             Command::Ca(c) => ca::run(c).await,
         }

@@ -21,7 +21,8 @@ use trellis_identity::{RootInfo, RotationState};
 use crate::certs::{unix, CertLedger, CertRecord};
 use crate::metrics::ControlMetrics;
 use crate::registry::{ProxyStatus, RegisteredWorkload, Registry};
-use crate::store::Revision;
+use crate::revisions::Source;
+use crate::store::{ChangeError, ConfigStore};
 use crate::trust::Trust;
 
 /// How long `POST /api/v1/ca/rotate` waits for proxies at each step.
@@ -32,7 +33,7 @@ pub struct ApiState {
     pub trust: Arc<Trust>,
     pub registry: Arc<Registry>,
     pub ledger: Arc<CertLedger>,
-    pub revisions: watch::Receiver<Arc<Revision>>,
+    pub store: Arc<ConfigStore>,
     pub snapshots: watch::Receiver<Arc<proto::SnapshotMessage>>,
     pub metrics: Arc<ControlMetrics>,
     pub admin_token: String,
@@ -47,6 +48,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/certs", get(certs))
         .route("/api/v1/ca/rotate", post(rotate))
+        .route("/api/v1/revisions", get(revisions))
+        .route("/api/v1/diff", post(diff))
+        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/rollback", post(rollback))
         .with_state(state)
 }
 
@@ -80,6 +85,8 @@ struct Proxy {
 #[derive(Serialize)]
 struct Status {
     revision: u64,
+    /// The newest change that was rejected after the served revision, if any.
+    rejected: Option<crate::revisions::RevisionMeta>,
     config_hash: String,
     snapshot_version: String,
     signing_root: String,
@@ -140,7 +147,7 @@ fn short(fp: &str) -> &str {
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Json<Status> {
-    let rev = state.revisions.borrow().clone();
+    let rev = state.store.current();
     let rotation = match state.trust.ca.rotation() {
         RotationState::Idle => "idle".to_string(),
         RotationState::InProgress { old, new } => format!(
@@ -149,8 +156,15 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<Status> {
             short(&new.fingerprint_sha256_hex)
         ),
     };
+    let rejected = state
+        .store
+        .history()
+        .into_iter()
+        .rev()
+        .find(|m| m.number > rev.number && m.status == crate::revisions::Status::Rejected);
     Json(Status {
         revision: rev.number,
+        rejected,
         config_hash: rev.config.hash.clone(),
         snapshot_version: state.snapshots.borrow().version.clone(),
         signing_root: state.trust.ca.signing_root_fingerprint(),
@@ -210,11 +224,7 @@ fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
 
 async fn rotate(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({"error": "admin token required (Authorization: Bearer ...)"})),
-        )
-            .into_response();
+        return unauthorized();
     }
     match state
         .trust
@@ -230,5 +240,159 @@ async fn rotate(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Respo
             )
                 .into_response()
         }
+    }
+}
+
+// === config lifecycle ===
+
+async fn revisions(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "current": state.store.current().number,
+        "revisions": state.store.history(),
+    }))
+}
+
+/// A change set sent by `trellis diff` / `apply`: relative file name → content.
+#[derive(serde::Deserialize)]
+struct ChangeRequest {
+    files: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// What a valid change set does: resource changes and snapshot changes.
+fn describe(state: &ApiState, config: &trellis_api::load::ConfigSet) -> serde_json::Value {
+    let current = state.store.current();
+    let resources = crate::diff::resource_diff(&current.config, config);
+    let trust = state.trust.subscribe().borrow().clone();
+    let candidate = crate::compile::compile(config, &state.registry.workloads(), &trust);
+    let snapshot = crate::diff::snapshot_diff(&state.snapshots.borrow(), &candidate);
+    // Every proxy receives the whole snapshot today, so a snapshot change reaches them all.
+    let proxies: Vec<String> = if snapshot.is_empty() {
+        vec![]
+    } else {
+        state
+            .registry
+            .workloads()
+            .into_iter()
+            .map(|w| w.name)
+            .collect()
+    };
+    serde_json::json!({
+        "from_revision": current.number,
+        "resources": resources,
+        "snapshot": snapshot,
+        "affected_proxies": proxies,
+        "warnings": config.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+fn invalid(diags: &[trellis_api::load::Diagnostic]) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(serde_json::json!({
+            "error": format!("the change set is invalid ({} errors)", diags.len()),
+            "errors": diags.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "diagnostics": diags,
+        })),
+    )
+        .into_response()
+}
+
+fn change_failed(e: ChangeError) -> Response {
+    match e {
+        ChangeError::Invalid(diags) => invalid(&diags),
+        ChangeError::Store(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(serde_json::json!({"error": "admin token required (Authorization: Bearer ...)"})),
+    )
+        .into_response()
+}
+
+async fn diff(State(state): State<Arc<ApiState>>, Json(req): Json<ChangeRequest>) -> Response {
+    match crate::store::parse_files(&req.files, std::path::Path::new("")) {
+        Ok(config) => Json(describe(&state, &config)).into_response(),
+        Err(trellis_api::load::LoadError::Invalid(diags)) => {
+            let errors: Vec<_> = diags.into_iter().filter(|d| d.is_error()).collect();
+            invalid(&errors)
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn apply(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(req): Json<ChangeRequest>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    // Described against the revision before the change.
+    let before = state.store.current();
+    match state
+        .store
+        .change(req.files, Source::Apply, None, req.dry_run)
+        .await
+    {
+        Ok(accepted) => {
+            let mut body = describe_from(&state, &before, &accepted.config);
+            body["revision"] = serde_json::to_value(&accepted.meta).unwrap_or_default();
+            body["dry_run"] = req.dry_run.into();
+            Json(body).into_response()
+        }
+        Err(e) => change_failed(e),
+    }
+}
+
+/// As [`describe`], against a given earlier revision (the served one may already be new).
+fn describe_from(
+    state: &ApiState,
+    before: &crate::store::Revision,
+    config: &trellis_api::load::ConfigSet,
+) -> serde_json::Value {
+    let resources = crate::diff::resource_diff(&before.config, config);
+    serde_json::json!({
+        "from_revision": before.number,
+        "resources": resources,
+        "warnings": config.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+        "affected_proxies": state.registry.workloads().into_iter().map(|w| w.name).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct RollbackRequest {
+    revision: u64,
+}
+
+async fn rollback(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(req): Json<RollbackRequest>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let before = state.store.current();
+    match state.store.rollback(req.revision).await {
+        Ok(accepted) => {
+            let mut body = describe_from(&state, &before, &accepted.config);
+            body["revision"] = serde_json::to_value(&accepted.meta).unwrap_or_default();
+            Json(body).into_response()
+        }
+        Err(e) => change_failed(e),
     }
 }

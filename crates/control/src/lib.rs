@@ -1,7 +1,9 @@
 //! Trellis control plane: `trellis control`.
 //!
-//! * [`store`]: the config directory, watched; changes validated whole and applied
-//!   atomically, the last good revision serving otherwise;
+//! * [`store`]: the config directory, watched; changes (from the directory, `apply`,
+//!   `rollback`) validated whole and applied atomically as revisions, the last good revision
+//!   serving otherwise; [`revisions`]: the history behind a storage trait;
+//!   [`diff`]: what a change set would change, in resources and in snapshots;
 //! * [`registry`]: workloads whose proxies are connected;
 //! * [`compile`]: config + registry → the snapshot pushed to proxies;
 //! * the CA (from `trellis-identity`), serving certificates to proxies that prove themselves
@@ -18,9 +20,11 @@
 pub mod api;
 pub mod certs;
 pub mod compile;
+pub mod diff;
 pub mod incoming;
 pub mod metrics;
 pub mod registry;
+pub mod revisions;
 pub mod service;
 pub mod store;
 pub mod trust;
@@ -101,22 +105,22 @@ pub async fn run(
     )?);
     let tokens = Arc::new(TokenStore::open(&config.data_dir)?);
     let admin_token = admin_token(&config.data_dir)?;
-    let first = store::initial(&config.config_dir)?;
+    let history =
+        revisions::FileRevisionStore::open(&config.data_dir).map_err(store::StoreError::from)?;
+    let config_store = store::ConfigStore::open(&config.config_dir, Box::new(history))?;
+    let first = config_store.current();
     tracing::info!(
+        revision = first.number,
         resources = first.config.resources.len(),
         dir = %config.config_dir.display(),
-        "config revision 1 applied"
+        "config revision serving"
     );
-    let (rev_tx, rev_rx) = watch::channel(Arc::new(first));
-    tokio::spawn(store::watch_dir(
-        config.config_dir.clone(),
-        config.poll_interval,
-        rev_tx,
-    ));
+    let rev_rx = config_store.subscribe();
+    tokio::spawn(config_store.clone().watch_dir(config.poll_interval));
 
     let trust = trust::Trust::new(ca.clone())?;
     let registry = registry::Registry::new();
-    let snapshots = compile::publisher(rev_rx.clone(), registry.clone(), trust.subscribe());
+    let snapshots = compile::publisher(rev_rx, registry.clone(), trust.subscribe());
     let ledger = Arc::new(certs::CertLedger::default());
     let metrics = Arc::new(metrics::ControlMetrics::default());
 
@@ -139,7 +143,7 @@ pub async fn run(
         trust: trust.clone(),
         registry: registry.clone(),
         ledger: ledger.clone(),
-        revisions: rev_rx,
+        store: config_store,
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         admin_token,

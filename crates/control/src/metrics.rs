@@ -87,7 +87,7 @@ impl ControlMetrics {
         self.connected_proxies
             .set(state.registry.workloads().len() as i64);
         self.config_revision
-            .set(state.revisions.borrow().number as i64);
+            .set(state.store.current().number as i64);
         self.root_expiry.clear();
         for r in state.trust.ca.roots() {
             self.root_expiry

@@ -1,94 +1,468 @@
-//! The embedded config store: a directory of YAML, watched.
+//! The config store: the current revision, how it changes, and its history.
 //!
-//! The directory is polled (cheap metadata listing) and reloaded whole when anything in it
-//! changes. A change set is validated as a whole: if any file has an error, nothing of it is
-//! applied, the errors are logged with file, line and field, and the last good config keeps
-//! serving.
+//! Changes come from three places: the watched config directory (polled; reloaded whole when
+//! anything in it changes), `trellis apply` and `trellis rollback`. Each change set is
+//! validated as a whole: if any document has an error, nothing of it is applied, the errors
+//! are logged with file, line and field and recorded as a rejected revision, and the last
+//! good revision keeps serving. A valid change becomes the next revision, published on a
+//! `watch` channel and appended to the history ([`crate::revisions`]).
+//!
+//! The directory stays the source of truth: an `apply` or `rollback` holds until the next
+//! change in the directory (commit the change or the revert in git to keep it).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use trellis_api::load::{load_dir, ConfigSet, LoadError};
+use trellis_api::load::{load_dir, ConfigSet, Diagnostic, LoadError};
 
-/// One applied config.
+use crate::certs::unix;
+use crate::revisions::{
+    git_commit, RevisionMeta, RevisionRecord, RevisionStore, RevisionStoreError, Source, Status,
+};
+
+/// The revision being served.
 #[derive(Debug)]
 pub struct Revision {
-    /// Counts applied revisions since start, from 1.
     pub number: u64,
     pub config: ConfigSet,
+    pub meta: RevisionMeta,
+    /// The files it was parsed from (relative path → content).
+    pub files: BTreeMap<String, String>,
 }
 
-/// Why the store could not start.
+/// Why the store could not start or a change could not be recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("config directory {dir}: {source}")]
     Load { dir: PathBuf, source: LoadError },
+    #[error("config directory {dir} is invalid:\n{}", .errors.join("\n"))]
+    Invalid { dir: PathBuf, errors: Vec<String> },
+    #[error(transparent)]
+    History(#[from] RevisionStoreError),
+    #[error("reading config files under {dir}: {source}")]
+    Read {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no applied revision {0} in the history")]
+    NoSuchRevision(u64),
 }
 
-/// Loads the first revision; an invalid directory at start is an error (there is no last
-/// good config to fall back on).
-pub fn initial(dir: &Path) -> Result<Revision, StoreError> {
-    let config = load_dir(dir).map_err(|source| StoreError::Load {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    for w in &config.warnings {
-        tracing::warn!("{w}");
+/// Why a change set was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("the change set is invalid ({} errors)", .0.len())]
+    Invalid(Vec<Diagnostic>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The outcome of a change that passed validation.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The new revision's record; `None` for a dry run or when nothing changed.
+    pub meta: Option<RevisionMeta>,
+    /// The validated config (what would be or was applied).
+    pub config: ConfigSet,
+}
+
+/// The store: current revision, history, and the lock that makes changes one at a time.
+pub struct ConfigStore {
+    dir: PathBuf,
+    history: Box<dyn RevisionStore>,
+    current: watch::Sender<Arc<Revision>>,
+    /// Serialises changes so two never interleave; held across validation, never while
+    /// anything waits on the network.
+    change: tokio::sync::Mutex<()>,
+    /// History entries, kept in memory for `get revisions`.
+    log: std::sync::Mutex<Vec<RevisionMeta>>,
+}
+
+impl ConfigStore {
+    /// Loads the history and the directory. An invalid directory at start is an error: there
+    /// is no last good config to fall back on.
+    pub fn open(dir: &Path, history: Box<dyn RevisionStore>) -> Result<Arc<Self>, StoreError> {
+        let records = history.load_all()?;
+        let files = read_files(dir)?;
+        let config = parse_files(&files, dir).map_err(|e| match e {
+            LoadError::Invalid(diags) => StoreError::Invalid {
+                dir: dir.to_path_buf(),
+                errors: diags
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(|d| d.to_string())
+                    .collect(),
+            },
+            source => StoreError::Load {
+                dir: dir.to_path_buf(),
+                source,
+            },
+        })?;
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        let last_applied = records
+            .iter()
+            .rev()
+            .find(|r| r.meta.status == Status::Applied);
+        let next = records.last().map_or(1, |r| r.meta.number + 1);
+        let (meta, new_record) = match last_applied {
+            // Restarted on the same content: keep serving that revision's number.
+            Some(r) if r.meta.hash == config.hash => (r.meta.clone(), false),
+            _ => (
+                meta(
+                    next,
+                    &config,
+                    Source::Start,
+                    dir,
+                    Status::Applied,
+                    vec![],
+                    None,
+                ),
+                true,
+            ),
+        };
+        if new_record {
+            history.append(&RevisionRecord {
+                meta: meta.clone(),
+                files: files.clone(),
+            })?;
+        }
+        let mut log: Vec<RevisionMeta> = records.into_iter().map(|r| r.meta).collect();
+        if new_record {
+            log.push(meta.clone());
+        }
+        let revision = Revision {
+            number: meta.number,
+            config,
+            meta,
+            files,
+        };
+        Ok(Arc::new(Self {
+            dir: dir.to_path_buf(),
+            history,
+            current: watch::channel(Arc::new(revision)).0,
+            change: tokio::sync::Mutex::new(()),
+            log: std::sync::Mutex::new(log),
+        }))
     }
-    Ok(Revision { number: 1, config })
-}
 
-/// Watches `dir` and publishes each valid change on `tx`, until every receiver is gone.
-pub async fn watch_dir(dir: PathBuf, interval: Duration, tx: watch::Sender<Arc<Revision>>) {
-    let mut seen = fingerprint(&dir);
-    let mut rejected_hash = None;
-    loop {
-        tokio::time::sleep(interval).await;
-        if tx.is_closed() {
-            return;
-        }
-        let now = fingerprint(&dir);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        let current = tx.borrow().clone();
-        match load_dir(&dir) {
-            Ok(config) if config.hash == current.config.hash => {}
-            Ok(config) => {
-                for w in &config.warnings {
-                    tracing::warn!("{w}");
-                }
-                let number = current.number + 1;
-                tracing::info!(revision = number, hash = %short(&config.hash), resources = config.resources.len(), "config revision applied");
-                rejected_hash = None;
-                tx.send_replace(Arc::new(Revision { number, config }));
-            }
+    /// The served revision, and its changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Revision>> {
+        self.current.subscribe()
+    }
+
+    pub fn current(&self) -> Arc<Revision> {
+        self.current.borrow().clone()
+    }
+
+    /// Every change set seen, oldest first.
+    pub fn history(&self) -> Vec<RevisionMeta> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Validates `files` as a whole config and, unless `dry_run`, applies it as the next
+    /// revision. A rejected change is recorded in the history (not for dry runs).
+    pub async fn change(
+        &self,
+        files: BTreeMap<String, String>,
+        source: Source,
+        rolled_back_to: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Accepted, ChangeError> {
+        let _one = self.change.lock().await;
+        let label = match source {
+            Source::FileChange | Source::Start => self.dir.clone(),
+            Source::Apply | Source::Rollback => PathBuf::new(),
+        };
+        let config = match parse_files(&files, &label) {
+            Ok(c) => c,
             Err(LoadError::Invalid(diags)) => {
-                // Log a rejected change once, not at every poll while it stays broken.
-                let key = format!("{diags:?}");
-                if rejected_hash.as_ref() != Some(&key) {
+                let errors: Vec<Diagnostic> = diags.into_iter().filter(|d| d.is_error()).collect();
+                if !dry_run {
+                    let current = self.current();
+                    let m = meta(
+                        self.next_number(),
+                        &ConfigSet {
+                            resources: vec![],
+                            warnings: vec![],
+                            hash: hash_files(&files),
+                        },
+                        source,
+                        &self.dir,
+                        Status::Rejected,
+                        errors.iter().map(|d| d.to_string()).collect(),
+                        rolled_back_to,
+                    );
                     tracing::error!(
+                        rejected = m.number,
                         keeping = current.number,
+                        source = ?source,
                         "config change rejected; the last good revision keeps serving"
                     );
-                    for d in &diags {
+                    for d in &errors {
                         tracing::error!("{d}");
                     }
-                    rejected_hash = Some(key);
+                    self.record(m, BTreeMap::new())?;
                 }
+                return Err(ChangeError::Invalid(errors));
             }
             Err(e) => {
-                tracing::error!(error = %e, "config directory unreadable; keeping the last good revision")
+                return Err(ChangeError::Store(StoreError::Load {
+                    dir: label,
+                    source: e,
+                }))
+            }
+        };
+        if dry_run || config.hash == self.current().config.hash {
+            return Ok(Accepted { meta: None, config });
+        }
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        let m = meta(
+            self.next_number(),
+            &config,
+            source,
+            &self.dir,
+            Status::Applied,
+            vec![],
+            rolled_back_to,
+        );
+        self.record(m.clone(), files.clone())?;
+        tracing::info!(
+            revision = m.number,
+            hash = %short(&m.hash),
+            source = ?source,
+            resources = m.resources,
+            "config revision applied"
+        );
+        self.current.send_replace(Arc::new(Revision {
+            number: m.number,
+            config: config.clone(),
+            meta: m.clone(),
+            files,
+        }));
+        Ok(Accepted {
+            meta: Some(m),
+            config,
+        })
+    }
+
+    /// Applies the content of an earlier applied revision as a new revision.
+    pub async fn rollback(&self, to: u64) -> Result<Accepted, ChangeError> {
+        let record = self
+            .history
+            .load_all()
+            .map_err(StoreError::from)?
+            .into_iter()
+            .find(|r| r.meta.number == to && r.meta.status == Status::Applied)
+            .ok_or(StoreError::NoSuchRevision(to))?;
+        self.change(record.files, Source::Rollback, Some(to), false)
+            .await
+    }
+
+    fn next_number(&self) -> u64 {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .map_or(1, |m| m.number + 1)
+    }
+
+    fn record(
+        &self,
+        meta: RevisionMeta,
+        files: BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.history.append(&RevisionRecord {
+            meta: meta.clone(),
+            files,
+        })?;
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(meta);
+        Ok(())
+    }
+
+    /// Watches the config directory, applying each change, until the store is dropped.
+    pub async fn watch_dir(self: Arc<Self>, interval: Duration) {
+        let mut seen = fingerprint(&self.dir);
+        // A broken directory is reported once, not at every poll while it stays broken.
+        let mut rejected_hash: Option<String> = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            if Arc::strong_count(&self) == 1 {
+                return;
+            }
+            let now = fingerprint(&self.dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let files = match read_files(&self.dir) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "config directory unreadable; keeping the last good revision");
+                    continue;
+                }
+            };
+            let hash = hash_files(&files);
+            if rejected_hash.as_deref() == Some(hash.as_str()) {
+                continue;
+            }
+            match self.change(files, Source::FileChange, None, false).await {
+                Ok(_) => rejected_hash = None,
+                Err(ChangeError::Invalid(_)) => rejected_hash = Some(hash),
+                Err(e) => tracing::error!(error = %e, "config change could not be recorded"),
             }
         }
+    }
+}
+
+fn meta(
+    number: u64,
+    config: &ConfigSet,
+    source: Source,
+    dir: &Path,
+    status: Status,
+    errors: Vec<String>,
+    rolled_back_to: Option<u64>,
+) -> RevisionMeta {
+    RevisionMeta {
+        number,
+        hash: config.hash.clone(),
+        time_unix: unix(SystemTime::now()),
+        source,
+        git_commit: match source {
+            Source::Start | Source::FileChange => git_commit(dir),
+            Source::Apply | Source::Rollback => None,
+        },
+        status,
+        errors,
+        resources: config.resources.len(),
+        rolled_back_to,
     }
 }
 
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
+}
+
+/// Every `*.yaml`/`*.yml` file under `dir` (hidden files and directories skipped), by path
+/// relative to `dir`.
+pub fn read_files(dir: &Path) -> Result<BTreeMap<String, String>, StoreError> {
+    let err = |source| StoreError::Read {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(err)? {
+            let e = e.map_err(err)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
+                let text = std::fs::read(&path).map_err(err)?;
+                // Not UTF-8: kept lossily so the loader reports it as an error at its line.
+                out.insert(rel, String::from_utf8_lossy(&text).into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses and validates a set of files as one config, exactly as a directory is loaded.
+/// Diagnostics name the files under `label` (the watched directory, or nothing for files
+/// sent by `apply`).
+pub fn parse_files(files: &BTreeMap<String, String>, label: &Path) -> Result<ConfigSet, LoadError> {
+    let tmp = tempfile::Builder::new()
+        .prefix("trellis-change-")
+        .tempdir()
+        .map_err(|source| LoadError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    for (rel, content) in files {
+        // Only plain relative paths: a name with `..` or a root would escape the directory.
+        let rel_path = Path::new(rel);
+        if rel_path.is_absolute()
+            || rel_path
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(LoadError::Invalid(vec![Diagnostic {
+                severity: trellis_api::load::Severity::Error,
+                file: PathBuf::from(rel),
+                line: 1,
+                column: 1,
+                kind: None,
+                namespace: None,
+                name: None,
+                field: None,
+                message: "file names must be plain relative paths".into(),
+            }]));
+        }
+        let path = tmp.path().join(rel_path);
+        let io = |source| LoadError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, content).map_err(io)?;
+    }
+    let relabel = |d: &mut Diagnostic| {
+        if let Ok(rel) = d.file.strip_prefix(tmp.path()) {
+            d.file = label.join(rel);
+        }
+    };
+    match load_dir(tmp.path()) {
+        Ok(mut c) => {
+            c.warnings.iter_mut().for_each(relabel);
+            for r in &mut c.resources {
+                if let Ok(rel) = r.file.strip_prefix(tmp.path()) {
+                    r.file = label.join(rel);
+                }
+            }
+            Ok(c)
+        }
+        Err(LoadError::Invalid(mut diags)) => {
+            diags.iter_mut().for_each(relabel);
+            Err(LoadError::Invalid(diags))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The hash `load_dir` computes for the same files: SHA-256 over the sorted, length-prefixed
+/// (path, content) pairs.
+fn hash_files(files: &BTreeMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (p, c) in files {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+        h.update((c.len() as u64).to_be_bytes());
+        h.update(c.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 /// Paths, sizes and modification times of every file: changes when any file does.
