@@ -50,6 +50,16 @@ pub struct UpArgs {
     /// Data directory of the control plane (CA root, tokens); a temporary one when absent.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Your own CA instead of a self-signed root: PEM file of the root(s) to trust (with
+    /// --ca-intermediate and --ca-intermediate-key; leaves are issued by the intermediate).
+    #[arg(long, requires_all = ["ca_intermediate", "ca_intermediate_key"])]
+    pub ca_roots: Option<PathBuf>,
+    /// Your own CA: the intermediate certificate, PEM.
+    #[arg(long, requires = "ca_roots")]
+    pub ca_intermediate: Option<PathBuf>,
+    /// Your own CA: the intermediate's private key, PEM.
+    #[arg(long, requires = "ca_roots")]
+    pub ca_intermediate_key: Option<PathBuf>,
     /// How long to wait for everything to become ready, in seconds.
     #[arg(long, default_value_t = 60)]
     pub ready_timeout_secs: u64,
@@ -256,21 +266,34 @@ async fn start_and_wait(
 ) -> anyhow::Result<()> {
     let ready_deadline = Instant::now() + Duration::from_secs(a.ready_timeout_secs);
     let control_log = std::env::var("TRELLIS_LOG").unwrap_or_else(|_| "info".into());
-    children.spawn(
-        "control".into(),
-        Command::new(exe)
-            .arg("control")
-            .arg("--config")
-            .arg(&a.dir)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(a.control.to_string())
-            .args(["--api-listen", &a.api.to_string()])
-            .args(["--svid-ttl", &a.svid_ttl])
-            .env("TRELLIS_LOG", &control_log),
-    )?;
-    let root = data_dir.join("ca").join("root.pem");
+    let mut control = Command::new(exe);
+    control
+        .arg("control")
+        .arg("--config")
+        .arg(&a.dir)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(a.control.to_string())
+        .args(["--api-listen", &a.api.to_string()])
+        .args(["--svid-ttl", &a.svid_ttl])
+        .env("TRELLIS_LOG", &control_log);
+    // Proxies trust what the CA's leaves chain to: the self-signed root the control plane
+    // writes on first start, or the user's roots.
+    let root = match (&a.ca_roots, &a.ca_intermediate, &a.ca_intermediate_key) {
+        (Some(roots), Some(int), Some(key)) => {
+            control
+                .arg("--ca-roots")
+                .arg(roots)
+                .arg("--ca-intermediate")
+                .arg(int)
+                .arg("--ca-intermediate-key")
+                .arg(key);
+            roots.clone()
+        }
+        _ => data_dir.join("ca").join("root.pem"),
+    };
+    children.spawn("control".into(), &mut control)?;
     wait_until(ready_deadline, children, "the control plane", || {
         let root = root.clone();
         let addr = a.control;

@@ -172,3 +172,79 @@ async fn root_rotation_under_load_fails_no_request() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+/// A root and an intermediate made the way an operator's PKI would: the root's subject says
+/// nothing about the mesh's trust domain.
+fn operator_ca(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_params = |cn: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Example Corp PKI");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca_params("Example Corp Root");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let int_key = KeyPair::generate().unwrap();
+    let int = ca_params("Example Corp Mesh Intermediate")
+        .signed_by(&int_key, &Issuer::new(root_params, root_key))
+        .unwrap();
+    let paths = ["roots.pem", "intermediate.pem", "intermediate-key.pem"].map(|f| dir.join(f));
+    std::fs::write(&paths[0], root.pem()).unwrap();
+    std::fs::write(&paths[1], int.pem()).unwrap();
+    std::fs::write(&paths[2], int_key.serialize_pem()).unwrap();
+    let [a, b, c] = paths.map(|p| p.to_string_lossy().into_owned());
+    (a, b, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_supplied_root_and_intermediate_issue_every_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let (roots, int, key) = operator_ca(pki.path());
+    let mesh = Mesh::up_with(
+        BIN.as_ref(),
+        &workspace_root().join("examples/quickstart"),
+        19,
+        &[
+            "--ca-roots",
+            &roots,
+            "--ca-intermediate",
+            &int,
+            "--ca-intermediate-key",
+            &key,
+        ],
+    )
+    .expect("mesh starts on the operator's CA");
+    let client = HttpClient::new();
+    for _ in 0..20 {
+        let resp = client
+            .get(mesh.front, "productpage", "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let c = certs(&mesh);
+    let roots_seen = c["roots"].as_array().unwrap();
+    assert_eq!(roots_seen.len(), 1, "{roots_seen:?}");
+    assert!(
+        roots_seen[0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("Example Corp Root"),
+        "{roots_seen:?}"
+    );
+    let fp = roots_seen[0]["fingerprint"].as_str().unwrap();
+    let issued = c["certs"].as_array().unwrap();
+    assert!(issued.len() >= 7, "{issued:?}");
+    for cert in issued {
+        assert_eq!(cert["issuer_root"], fp, "{cert}");
+    }
+    // Nothing of the CA was written to the data directory: the operator keeps the keys.
+    assert!(!mesh.data_dir.join("ca").join("root-key.pem").exists());
+}
