@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::resources::gateway::{GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute};
 use crate::resources::{
     DestinationRule, Resource, ResourceKey, Service, VirtualService, WorkloadEntry,
 };
@@ -195,6 +196,38 @@ impl ConfigSet {
     pub fn virtual_services(&self) -> impl Iterator<Item = &VirtualService> + '_ {
         self.resources.iter().filter_map(|r| match &r.value {
             Resource::VirtualService(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The Gateway API HTTPRoutes, with schema defaults applied.
+    pub fn http_routes(&self) -> impl Iterator<Item = &HttpRoute> + '_ {
+        self.resources.iter().filter_map(|r| match &r.value {
+            Resource::HttpRoute(h) => Some(h),
+            _ => None,
+        })
+    }
+
+    /// The Gateway API GRPCRoutes, with schema defaults applied.
+    pub fn grpc_routes(&self) -> impl Iterator<Item = &GrpcRoute> + '_ {
+        self.resources.iter().filter_map(|r| match &r.value {
+            Resource::GrpcRoute(g) => Some(g),
+            _ => None,
+        })
+    }
+
+    /// The Gateway API TCPRoutes, with schema defaults applied.
+    pub fn tcp_routes(&self) -> impl Iterator<Item = &TcpRoute> + '_ {
+        self.resources.iter().filter_map(|r| match &r.value {
+            Resource::TcpRoute(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// The Gateway API ReferenceGrants.
+    pub fn reference_grants(&self) -> impl Iterator<Item = &ReferenceGrant> + '_ {
+        self.resources.iter().filter_map(|r| match &r.value {
+            Resource::ReferenceGrant(g) => Some(g),
             _ => None,
         })
     }

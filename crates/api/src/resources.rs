@@ -4,33 +4,77 @@
 //!
 //! Field names are the camelCase ones of the upstream schemas. Every spec struct rejects
 //! unknown fields, so a typo is an error rather than a silently dropped setting. Fields that
-//! exist upstream but that the mesh does not act on yet are still accepted (as raw JSON where
-//! their shape does not matter yet); [`Resource::unimplemented_fields`] lists the ones present
-//! so the loader can warn about each of them.
+//! exist upstream but that the mesh does not act on yet are still accepted, typed and
+//! validated; [`Resource::unimplemented_fields`] lists the ones present so the loader can warn
+//! about each of them. The Istio kinds the mesh validates but does not act on at all
+//! (`ServiceEntry`, `WorkloadGroup` and the `security.istio.io` kinds) get one notice each.
+//!
+//! The Gateway API kinds (`HTTPRoute`, `GRPCRoute`, `TCPRoute`, `ReferenceGrant`) live in
+//! [`gateway`], typed after their CRDs; the loader applies their schema defaults
+//! ([`Resource::apply_defaults`]) before validating them, and reports what the mesh does not
+//! act on through [`Resource::notices`].
 //!
 //! Parsing with source positions lives in [`crate::load`]; this module only knows the shapes
 //! and the semantic rules ([`Resource::validate`]).
 
 mod destination_rule;
+pub mod gateway;
+mod istio;
+mod notice;
 mod path;
+mod security;
 mod service;
+mod service_entry;
 mod validate;
 mod virtual_service;
 mod workload_entry;
+mod workload_group;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use destination_rule::{DestinationRule, DestinationRuleSpec, Subset, WorkloadSelector};
+pub use destination_rule::{
+    BackendUtilization, ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb,
+    CookieAttribute, DestinationRule, DestinationRuleError, DestinationRuleSpec, H2UpgradePolicy,
+    Http2KeepAlive, HttpCookie, HttpSettings, LoadBalancerSettings, LocalityDistribute,
+    LocalityFailover, LocalityLbSetting, Maglev, OutlierDetection, PortTrafficPolicy,
+    ProxyProtocol, ProxyProtocolVersion, RetryBudget, RingHash, SimpleLb, Subset, TcpKeepalive,
+    TcpSettings, TrafficPolicy, TunnelSettings, WarmupConfiguration, WorkloadSelector,
+    ZoneAwareLbSetting,
+};
+pub use istio::{
+    Duration, DurationError, HeaderValueMatch, IstioError, Percent, PolicyTargetReference,
+    StringMatch,
+};
+pub use notice::{Notice, NoticeReason};
 pub use path::{FieldPath, PathSegment};
+pub use security::{
+    AuthorizationAction, AuthorizationPolicy, AuthorizationPolicySpec, AuthorizationRule,
+    ClaimToHeader, Condition, ExtensionProvider, JwtHeader, JwtPresence, JwtRule, MtlsMode,
+    Operation, PeerAuthentication, PeerAuthenticationMtls, PeerAuthenticationSpec,
+    RequestAuthentication, RequestAuthenticationSpec, RuleFrom, RuleTo, SecurityError, Source,
+    ISTIO_SECURITY_API_VERSIONS, ISTIO_SECURITY_GROUP,
+};
 pub use service::{IntOrString, Service, ServicePort, ServiceSpec};
+pub use service_entry::{
+    Location, Resolution, ServiceEntry, ServiceEntryError, ServiceEntryPort, ServiceEntrySelector,
+    ServiceEntrySpec,
+};
 pub use validate::{is_dns1123_label, is_dns1123_subdomain, ValidationError, Violation};
 pub use virtual_service::{
-    Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualService, VirtualServiceSpec,
+    CorsPolicy, Delegate, Destination, HeaderOperations, Headers, HttpAbort, HttpBody, HttpDelay,
+    HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpMirrorPolicy, HttpRedirect,
+    HttpRetry, HttpRewrite, HttpRoute, HttpRouteDestination, L4MatchAttributes, PortSelector,
+    RedirectPortSelection, RegexRewrite, RouteDestination, TcpRoute, TlsMatchAttributes, TlsRoute,
+    UnmatchedPreflights, VirtualService, VirtualServiceError, VirtualServiceSpec,
 };
 pub use workload_entry::{WorkloadEntry, WorkloadEntrySpec};
+pub use workload_group::{
+    ExecHealthCheck, GrpcHealthCheck, HttpHealthCheck, ProbeHeader, ReadinessProbe, TcpHealthCheck,
+    WorkloadGroup, WorkloadGroupError, WorkloadGroupMetadata, WorkloadGroupSpec,
+};
 
 /// Namespace of a resource whose metadata names none, as in Kubernetes.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -102,6 +146,28 @@ pub enum Resource {
     DestinationRule(DestinationRule),
     /// An Istio `VirtualService`: how requests to hosts are routed.
     VirtualService(VirtualService),
+    /// An Istio `ServiceEntry`: a service from outside the registry (validated, not acted on).
+    ServiceEntry(ServiceEntry),
+    /// An Istio `WorkloadGroup`: a template for self-registering workloads (validated, not
+    /// acted on).
+    WorkloadGroup(WorkloadGroup),
+    /// An Istio `PeerAuthentication`: mutual TLS modes (validated, not enforced).
+    PeerAuthentication(PeerAuthentication),
+    /// An Istio `AuthorizationPolicy`: access control (validated, not enforced).
+    AuthorizationPolicy(AuthorizationPolicy),
+    /// An Istio `RequestAuthentication`: JWT verification (validated, not enforced).
+    RequestAuthentication(RequestAuthentication),
+    /// A Gateway API `HTTPRoute`: HTTP routing rules attached to Services (mesh) or Gateways.
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute(gateway::HttpRoute),
+    /// A Gateway API `GRPCRoute`: gRPC routing rules.
+    #[serde(rename = "GRPCRoute")]
+    GrpcRoute(gateway::GrpcRoute),
+    /// A Gateway API `TCPRoute`: weighted TCP backends.
+    #[serde(rename = "TCPRoute")]
+    TcpRoute(gateway::TcpRoute),
+    /// A Gateway API `ReferenceGrant`: cross-namespace references allowed into a namespace.
+    ReferenceGrant(gateway::ReferenceGrant),
 }
 
 impl Resource {
@@ -112,6 +178,15 @@ impl Resource {
             Resource::WorkloadEntry(_) => "WorkloadEntry",
             Resource::DestinationRule(_) => "DestinationRule",
             Resource::VirtualService(_) => "VirtualService",
+            Resource::ServiceEntry(_) => "ServiceEntry",
+            Resource::WorkloadGroup(_) => "WorkloadGroup",
+            Resource::PeerAuthentication(_) => "PeerAuthentication",
+            Resource::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Resource::RequestAuthentication(_) => "RequestAuthentication",
+            Resource::HttpRoute(_) => "HTTPRoute",
+            Resource::GrpcRoute(_) => "GRPCRoute",
+            Resource::TcpRoute(_) => "TCPRoute",
+            Resource::ReferenceGrant(_) => "ReferenceGrant",
         }
     }
 
@@ -122,6 +197,15 @@ impl Resource {
             Resource::WorkloadEntry(r) => &r.api_version,
             Resource::DestinationRule(r) => &r.api_version,
             Resource::VirtualService(r) => &r.api_version,
+            Resource::ServiceEntry(r) => &r.api_version,
+            Resource::WorkloadGroup(r) => &r.api_version,
+            Resource::PeerAuthentication(r) => &r.api_version,
+            Resource::AuthorizationPolicy(r) => &r.api_version,
+            Resource::RequestAuthentication(r) => &r.api_version,
+            Resource::HttpRoute(r) => &r.api_version,
+            Resource::GrpcRoute(r) => &r.api_version,
+            Resource::TcpRoute(r) => &r.api_version,
+            Resource::ReferenceGrant(r) => &r.api_version,
         }
     }
 
@@ -132,6 +216,15 @@ impl Resource {
             Resource::WorkloadEntry(r) => &r.meta,
             Resource::DestinationRule(r) => &r.meta,
             Resource::VirtualService(r) => &r.meta,
+            Resource::ServiceEntry(r) => &r.meta,
+            Resource::WorkloadGroup(r) => &r.meta,
+            Resource::PeerAuthentication(r) => &r.meta,
+            Resource::AuthorizationPolicy(r) => &r.meta,
+            Resource::RequestAuthentication(r) => &r.meta,
+            Resource::HttpRoute(r) => &r.meta,
+            Resource::GrpcRoute(r) => &r.meta,
+            Resource::TcpRoute(r) => &r.meta,
+            Resource::ReferenceGrant(r) => &r.meta,
         }
     }
 
@@ -142,6 +235,15 @@ impl Resource {
             Resource::WorkloadEntry(r) => &mut r.meta,
             Resource::DestinationRule(r) => &mut r.meta,
             Resource::VirtualService(r) => &mut r.meta,
+            Resource::ServiceEntry(r) => &mut r.meta,
+            Resource::WorkloadGroup(r) => &mut r.meta,
+            Resource::PeerAuthentication(r) => &mut r.meta,
+            Resource::AuthorizationPolicy(r) => &mut r.meta,
+            Resource::RequestAuthentication(r) => &mut r.meta,
+            Resource::HttpRoute(r) => &mut r.meta,
+            Resource::GrpcRoute(r) => &mut r.meta,
+            Resource::TcpRoute(r) => &mut r.meta,
+            Resource::ReferenceGrant(r) => &mut r.meta,
         }
     }
 
@@ -174,6 +276,15 @@ impl Resource {
             Resource::WorkloadEntry(r) => r.spec.validate(&mut out),
             Resource::DestinationRule(r) => r.spec.validate(&mut out),
             Resource::VirtualService(r) => r.spec.validate(&mut out),
+            Resource::ServiceEntry(r) => r.spec.validate(&mut out),
+            Resource::WorkloadGroup(r) => r.spec.validate(&mut out),
+            Resource::PeerAuthentication(r) => r.spec.validate(&mut out),
+            Resource::AuthorizationPolicy(r) => r.spec.validate(&mut out),
+            Resource::RequestAuthentication(r) => r.spec.validate(&mut out),
+            Resource::HttpRoute(r) => r.spec.validate(&mut out),
+            Resource::GrpcRoute(r) => r.spec.validate(&mut out),
+            Resource::TcpRoute(r) => r.validate(&mut out),
+            Resource::ReferenceGrant(r) => r.spec.validate(&mut out),
         }
         out
     }
@@ -188,6 +299,55 @@ impl Resource {
             Resource::WorkloadEntry(r) => r.spec.unimplemented_fields(&spec, &mut out),
             Resource::DestinationRule(r) => r.spec.unimplemented_fields(&spec, &mut out),
             Resource::VirtualService(r) => r.spec.unimplemented_fields(&spec, &mut out),
+            // Validated but not acted on at all yet: one notice for the whole resource (see
+            // `notices`) instead of a warning per field.
+            Resource::ServiceEntry(_)
+            | Resource::WorkloadGroup(_)
+            | Resource::PeerAuthentication(_)
+            | Resource::AuthorizationPolicy(_)
+            | Resource::RequestAuthentication(_) => {}
+            // The Gateway API kinds are not acted on at all yet: one notice for the whole
+            // resource (see `notices`) says more than a warning per field would.
+            Resource::HttpRoute(_)
+            | Resource::GrpcRoute(_)
+            | Resource::TcpRoute(_)
+            | Resource::ReferenceGrant(_) => {}
+        }
+        out
+    }
+
+    /// Fills in the defaults the kind's schema declares, as the Kubernetes API server does
+    /// on admission (`HTTPRoute` path matches default to `PathPrefix /`, backend weights to
+    /// 1, ...), so that consumers see concrete values. The loader calls this after parsing
+    /// and before [`Resource::validate`], whose rules assume it; calling it again changes
+    /// nothing.
+    pub fn apply_defaults(&mut self) {
+        match self {
+            Resource::HttpRoute(r) => r.spec.apply_defaults(),
+            Resource::GrpcRoute(r) => r.spec.apply_defaults(),
+            Resource::TcpRoute(r) => r.apply_defaults(),
+            // No schema defaults the mesh relies on (the namespace is the loader's job).
+            _ => {}
+        }
+    }
+
+    /// What a user should know about this valid resource beyond unimplemented fields: kinds
+    /// accepted but not acted on yet, references to things outside the mesh. The loader
+    /// turns each into a warning.
+    pub fn notices(&self) -> Vec<Notice> {
+        let mut out = Vec::new();
+        match self {
+            Resource::HttpRoute(r) => r.spec.notices(&mut out),
+            Resource::GrpcRoute(r) => r.spec.notices(&mut out),
+            Resource::TcpRoute(r) => r.notices(&mut out),
+            Resource::ReferenceGrant(r) => r.spec.notices(&mut out),
+            Resource::VirtualService(r) => r.spec.notices(&mut out),
+            Resource::ServiceEntry(r) => r.spec.notices(&mut out),
+            Resource::WorkloadGroup(r) => r.spec.notices(&mut out),
+            Resource::PeerAuthentication(r) => r.spec.notices(&mut out),
+            Resource::AuthorizationPolicy(r) => r.spec.notices(&mut out),
+            Resource::RequestAuthentication(r) => r.spec.notices(&mut out),
+            _ => {}
         }
         out
     }

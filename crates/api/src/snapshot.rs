@@ -33,6 +33,8 @@ pub enum SnapshotError {
     UnknownSubset { host: String, subset: String },
     #[error("duplicate service host {0}")]
     DuplicateHost(String),
+    #[error("service {host}: invalid virtual IP {vip:?}")]
+    BadVip { host: String, vip: String },
 }
 
 /// Labels of a workload or a subset selector.
@@ -48,6 +50,11 @@ pub struct Snapshot {
     pub trust_bundle_pem: String,
     /// Services by fully qualified host (`NAME.NS.svc.cluster.local`).
     pub services: HashMap<String, Arc<Service>>,
+    /// Service hosts by virtual IP, for connections captured transparently.
+    pub by_vip: HashMap<IpAddr, String>,
+    /// (service host, endpoint index) by endpoint address: a connection straight to a
+    /// workload's address still goes through its proxy, with its identity checked.
+    pub by_endpoint: HashMap<IpAddr, (String, usize)>,
     /// SHA-256 (hex) of the root new certificates are issued under; a proxy whose certificate
     /// chains to another root renews at once. Empty when the control plane does not say.
     pub signing_root_fingerprint: String,
@@ -64,6 +71,7 @@ pub struct Service {
     /// First route wins; empty means "all endpoints, equal weight".
     pub http_routes: Vec<HttpRoute>,
     pub endpoints: Vec<Endpoint>,
+    pub vips: Vec<IpAddr>,
 }
 
 /// One port of a service.
@@ -216,9 +224,17 @@ impl TryFrom<proto::SnapshotMessage> for Snapshot {
             return Err(SnapshotError::NoVersion);
         }
         let mut services = HashMap::with_capacity(msg.services.len());
+        let mut by_vip = HashMap::new();
+        let mut by_endpoint = HashMap::new();
         for svc in msg.services {
             let svc = Service::try_from(svc)?;
             let host = svc.host.clone();
+            for vip in &svc.vips {
+                by_vip.insert(*vip, host.clone());
+            }
+            for (i, ep) in svc.endpoints.iter().enumerate() {
+                by_endpoint.entry(ep.address).or_insert((host.clone(), i));
+            }
             if services.insert(host.clone(), Arc::new(svc)).is_some() {
                 return Err(SnapshotError::DuplicateHost(host));
             }
@@ -228,6 +244,8 @@ impl TryFrom<proto::SnapshotMessage> for Snapshot {
             trust_domain: msg.trust_domain,
             trust_bundle_pem: msg.trust_bundle_pem,
             services,
+            by_vip,
+            by_endpoint,
             signing_root_fingerprint: msg.signing_root_fingerprint,
         })
     }
@@ -332,7 +350,18 @@ impl TryFrom<proto::Service> for Service {
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
+        let vips = svc
+            .vips
+            .iter()
+            .map(|v| {
+                v.parse::<IpAddr>().map_err(|_| SnapshotError::BadVip {
+                    host: host.clone(),
+                    vip: v.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Service {
+            vips,
             host,
             name: svc.name,
             namespace: svc.namespace,
@@ -385,6 +414,7 @@ mod tests {
                     inbound_port: 15008,
                     ports: [("http-alt".to_string(), 9081)].into(),
                 }],
+                vips: vec!["240.240.0.7".into()],
             }],
         }
     }
@@ -403,6 +433,13 @@ mod tests {
             assert_eq!(svc.name, "reviews", "{name}");
         }
         assert!(snap.resolve("reviews", "other").is_none());
+        let vip: IpAddr = "240.240.0.7".parse().unwrap();
+        assert_eq!(snap.by_vip[&vip], "reviews.default.svc.cluster.local");
+        let ep: IpAddr = "127.0.1.3".parse().unwrap();
+        assert_eq!(
+            snap.by_endpoint[&ep],
+            ("reviews.default.svc.cluster.local".to_string(), 0)
+        );
         let svc = snap.resolve("reviews", "default").unwrap();
         let sp = svc.port(Some(9080)).unwrap();
         let eps = svc.endpoints_in(Some("v1"));

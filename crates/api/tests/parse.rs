@@ -266,9 +266,10 @@ fn unimplemented_field_warns_and_resource_loads() {
         panic!("expected a VirtualService");
     };
     assert_eq!(vs.meta.namespace.as_deref(), Some("bookinfo"));
+    // Typed now: a typo inside `retries` would have been an error.
     assert_eq!(
-        vs.spec.http[0].retries,
-        Some(serde_json::json!({"attempts": 3, "perTryTimeout": "2s"}))
+        serde_json::to_value(&vs.spec.http[0].retries).unwrap(),
+        serde_json::json!({"attempts": 3, "perTryTimeout": "2s"})
     );
     assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
     let d = &diagnostics[0];
@@ -373,7 +374,7 @@ fn kinds_not_supported_yet_and_kubernetes_kinds_warn() {
     let text =
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec: {}\n\
                 ---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec: {}\n\
-                ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  \
+                ---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata:\n  \
                 name: r\n";
     let (resources, diagnostics) = parse_str(Path::new("k.yaml"), text);
     assert!(resources.is_empty());
@@ -397,7 +398,7 @@ fn kinds_not_supported_yet_and_kubernetes_kinds_warn() {
             (
                 Severity::Warning,
                 14,
-                "kind HTTPRoute (gateway.networking.k8s.io) is not supported yet and is ignored"
+                "kind TLSRoute (gateway.networking.k8s.io) is not supported yet and is ignored"
             ),
         ]
     );

@@ -119,7 +119,8 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(handle(req, &app).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                // HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port.
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), svc)
                     .await;
             });
@@ -154,6 +155,22 @@ async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
             )
         })
         .collect();
+    let version = format!("{:?}", req.version());
+    let path = req.uri().path().to_string();
+    // The body is counted as it streams in, never held whole: tests send 10 MB through.
+    let mut body_bytes: u64 = 0;
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("reading the body: {e}")}),
+                )
+            }
+        }
+    }
     let mut calls = Vec::with_capacity(app.args.calls.len());
     let mut failed = false;
     for url in &app.args.calls {
@@ -171,7 +188,9 @@ async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
         "service": app.args.service,
         "version": app.args.app_version,
         "instance": app.args.instance,
-        "path": req.uri().path(),
+        "path": path,
+        "http_version": version,
+        "body_bytes": body_bytes,
         "headers": headers,
         "calls": calls,
     });

@@ -47,6 +47,20 @@ pub struct ProxyArgs {
     /// Health endpoints; default ADDRESS:15020.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// How the app's traffic reaches the proxy: `explicit` (the app uses it as its HTTP
+    /// proxy) or `transparent` (captured with nftables in the workload's network namespace;
+    /// needs root there).
+    #[arg(long, value_parser = ["explicit", "transparent"], default_value = "explicit")]
+    pub mode: String,
+    /// Transparent mode: install the nftables capture rules at start and remove them on exit.
+    #[arg(long)]
+    pub capture: bool,
+    /// Transparent mode: plaintext inbound listener for captured connections.
+    #[arg(long, default_value = "0.0.0.0:15006")]
+    pub inbound_plain: SocketAddr,
+    /// Destinations outside the mesh: `allow-any` (connect directly) or `registry-only`.
+    #[arg(long, value_parser = ["allow-any", "registry-only"], default_value = "allow-any")]
+    pub outbound_policy: String,
     /// Send every outbound request to this service authority (e.g. `productpage:9080`),
     /// whatever its Host: the proxy becomes the mesh's front door.
     #[arg(long)]
@@ -75,6 +89,7 @@ pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--port {name}={port}: not a port number"))?;
         ports.insert(name, p);
     }
+    let transparent = a.mode == "transparent";
     let config = trellis_proxy::ProxyConfig {
         control_addr: a.control,
         control_identity: trellis_control::control_identity(&a.trust_domain),
@@ -85,12 +100,33 @@ pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
         address: a.address,
         labels: a.labels.into_iter().collect(),
         ports,
-        outbound_addr: a.outbound.unwrap_or(SocketAddr::new(a.address, 15001)),
+        // Captured connections arrive at 127.0.0.1:15001 (REDIRECT from the output hook).
+        outbound_addr: a.outbound.unwrap_or(if transparent {
+            SocketAddr::from(([127, 0, 0, 1], 15001))
+        } else {
+            SocketAddr::new(a.address, 15001)
+        }),
         inbound_addr: a.inbound.unwrap_or(SocketAddr::new(a.address, 15008)),
         admin_addr: a.admin.unwrap_or(SocketAddr::new(a.address, 15020)),
         front: a.front,
         control_timeout: Duration::from_secs(5),
+        mode: if transparent {
+            trellis_proxy::config::Mode::Transparent
+        } else {
+            trellis_proxy::config::Mode::Explicit
+        },
+        inbound_plain_addr: a.inbound_plain,
+        outbound_policy: if a.outbound_policy == "registry-only" {
+            trellis_proxy::config::OutboundPolicy::RegistryOnly
+        } else {
+            trellis_proxy::config::OutboundPolicy::AllowAny
+        },
+        mark: trellis_proxy::capture::PROXY_MARK,
+        capture: a.capture,
     };
+    if a.capture && !transparent {
+        bail!("--capture needs --mode transparent");
+    }
     trellis_proxy::run(config, crate::signal::shutdown())
         .await
         .context("proxy")

@@ -78,7 +78,7 @@ pub fn compile(
                     Some(IntOrString::String(s)) => s.clone(),
                     None => String::new(),
                 },
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                protocol: app_protocol(p.app_protocol.as_deref(), p.name.as_deref()),
             })
             .collect();
         services.push(proto::Service {
@@ -89,9 +89,18 @@ pub fn compile(
             subsets: subsets(config, &host),
             http_routes: http_routes(config, &host),
             endpoints: endpoints(config, registered, ns, &svc.spec.selector, trust_domain),
+            vips: svc
+                .spec
+                .cluster_ip
+                .as_ref()
+                .and_then(|v| v.as_str())
+                .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+                .map(|ip| vec![ip.to_string()])
+                .unwrap_or_default(),
         });
     }
     services.sort_by(|a, b| a.host.cmp(&b.host));
+    allocate_vips(&mut services);
     let mut snap = proto::SnapshotMessage {
         version: String::new(),
         trust_bundle_pem: trust.bundle_pem.clone(),
@@ -101,6 +110,55 @@ pub fn compile(
     };
     snap.version = hex::encode(&Sha256::digest(snap.encode_to_vec())[..8]);
     snap
+}
+
+/// The application protocol of a Service port, as Istio reads it: `appProtocol` first, then
+/// the port name's prefix (`http`, `http-web`, `grpc-api`, `tcp-db`…). Empty when neither
+/// says: the proxy detects it.
+fn app_protocol(app_protocol: Option<&str>, name: Option<&str>) -> String {
+    const KNOWN: [&str; 12] = [
+        "http", "http2", "https", "grpc", "grpc-web", "h2c", "tcp", "tls", "mongo", "mysql",
+        "redis", "opaque",
+    ];
+    if let Some(p) = app_protocol {
+        // Kubernetes' standard values (kubernetes.io/h2c, kubernetes.io/ws) and plain ones.
+        let p = p.rsplit('/').next().unwrap_or(p).to_ascii_lowercase();
+        return p;
+    }
+    let name = name.unwrap_or("").to_ascii_lowercase();
+    let prefix = name.split('-').next().unwrap_or("");
+    if KNOWN.contains(&prefix) {
+        prefix.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// The range virtual IPs are allocated from when a Service names no `clusterIP`: reserved
+/// (240.0.0.0/4), so it can never be a real destination.
+const VIP_RANGE: [u8; 2] = [240, 240];
+
+/// Gives every service without a virtual IP one, derived from its host so that it stays the
+/// same across revisions and restarts (collisions move to the next free address).
+fn allocate_vips(services: &mut [proto::Service]) {
+    let mut used: std::collections::HashSet<String> = services
+        .iter()
+        .flat_map(|s| s.vips.iter().cloned())
+        .collect();
+    for svc in services.iter_mut().filter(|s| s.vips.is_empty()) {
+        let digest = Sha256::digest(svc.host.as_bytes());
+        let mut n = u16::from_be_bytes([digest[0], digest[1]]);
+        loop {
+            let [hi, lo] = n.to_be_bytes();
+            let vip = format!("{}.{}.{hi}.{lo}", VIP_RANGE[0], VIP_RANGE[1]);
+            // .0 and .255 last octets are left alone: some tools treat them as special.
+            if lo != 0 && lo != 255 && used.insert(vip.clone()) {
+                svc.vips.push(vip);
+                break;
+            }
+            n = n.wrapping_add(1);
+        }
+    }
 }
 
 fn endpoints(
@@ -253,4 +311,40 @@ pub fn publisher(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(host: &str, vips: &[&str]) -> proto::Service {
+        proto::Service {
+            host: host.into(),
+            vips: vips.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vips_are_stable_distinct_and_respect_cluster_ips() {
+        let mut a = vec![
+            svc("a.default.svc.cluster.local", &[]),
+            svc("b.default.svc.cluster.local", &["10.96.0.10"]),
+        ];
+        allocate_vips(&mut a);
+        assert_eq!(a[1].vips, vec!["10.96.0.10"]);
+        assert!(a[0].vips[0].starts_with("240.240."), "{:?}", a[0].vips);
+        // The same host gets the same address in another snapshot.
+        let mut again = vec![svc("a.default.svc.cluster.local", &[])];
+        allocate_vips(&mut again);
+        assert_eq!(again[0].vips, a[0].vips);
+        // Many services: no two share an address.
+        let mut many: Vec<_> = (0..2000)
+            .map(|i| svc(&format!("s{i}.default.svc.cluster.local"), &[]))
+            .collect();
+        allocate_vips(&mut many);
+        let distinct: std::collections::HashSet<_> =
+            many.iter().map(|s| s.vips[0].clone()).collect();
+        assert_eq!(distinct.len(), 2000);
+    }
 }

@@ -6,6 +6,25 @@ use std::time::Duration;
 
 use trellis_identity::SpiffeId;
 
+/// How the app's traffic reaches the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The app uses the proxy as its HTTP proxy (no root needed).
+    Explicit,
+    /// nftables in the workload's network namespace sends its TCP traffic to the proxy.
+    Transparent,
+}
+
+/// What happens to captured traffic for destinations outside the mesh (Istio's
+/// `outboundTrafficPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundPolicy {
+    /// Connect directly.
+    AllowAny,
+    /// Refuse: only services in the registry are reachable.
+    RegistryOnly,
+}
+
 /// Everything a proxy needs to know before it talks to the control plane.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -36,6 +55,14 @@ pub struct ProxyConfig {
     pub front: Option<String>,
     /// How long a connection attempt to the control plane may take.
     pub control_timeout: Duration,
+    pub mode: Mode,
+    /// Plaintext inbound listener for captured connections (port 15006, transparent mode).
+    pub inbound_plain_addr: SocketAddr,
+    pub outbound_policy: OutboundPolicy,
+    /// Socket mark on the proxy's own outbound connections, so capture rules let them pass.
+    pub mark: u32,
+    /// Install (and on exit remove) the nftables capture rules in the proxy's namespace.
+    pub capture: bool,
 }
 
 impl ProxyConfig {

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -152,10 +151,11 @@ impl ControlClient {
         .map_err(|e| ControlError::Tls(e.to_string()))?;
         let connector = tokio_rustls::TlsConnector::from(tls);
         let addr = cfg.control_addr;
+        let mark = self.state.own_mark();
         let connect = tower::service_fn(move |_: http::Uri| {
             let connector = connector.clone();
             async move {
-                let tcp = TcpStream::connect(addr).await?;
+                let tcp = crate::capture::connect_marked(addr, mark).await?;
                 let _ = tcp.set_nodelay(true);
                 let stream = connector
                     .connect(ServerName::IpAddress(addr.ip().into()), tcp)

@@ -7,6 +7,10 @@ use http::header::{HeaderMap, HeaderName, CONNECTION};
 /// proxy before the request reaches the app.
 pub const TARGET_PORT: HeaderName = HeaderName::from_static("x-trellis-target-port");
 
+/// Set by the client proxy when the app spoke HTTP/2 (h2c, gRPC), so the server proxy
+/// speaks HTTP/2 to its app too; removed before the app sees the request.
+pub const APP_PROTOCOL: HeaderName = HeaderName::from_static("x-trellis-app-protocol");
+
 /// Envoy's header naming the verified client identity.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 

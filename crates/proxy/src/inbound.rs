@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,15 +26,27 @@ use crate::state::ProxyState;
 /// A handshake that has not finished by then is dropped, so a stalled peer holds no task.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type AppClient = Client<HttpConnector, Body>;
+/// HTTP/1.1 and HTTP/2 (prior knowledge) clients of the local app: the client proxy says
+/// which one the app spoke.
+#[derive(Clone)]
+struct AppClient {
+    h1: Client<HttpConnector, Body>,
+    h2: Client<HttpConnector, Body>,
+}
 
 /// Accepts peer proxies until `stop` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut stop: watch::Receiver<bool>) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let app: AppClient = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector);
+    let app = AppClient {
+        h1: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector.clone()),
+        h2: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_only(true)
+            .build(connector),
+    };
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -96,6 +108,9 @@ async fn handle(
     app: &AppClient,
     caller: &SpiffeId,
 ) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        return tunnel(req, state, caller).await;
+    }
     let port = match req
         .headers()
         .get(TARGET_PORT)
@@ -113,6 +128,10 @@ async fn handle(
         );
     }
     let (mut parts, body) = req.into_parts();
+    let h2 = parts
+        .headers
+        .get(crate::headers::APP_PROTOCOL)
+        .is_some_and(|v| v == "h2c");
     let authority = parts
         .uri
         .authority()
@@ -146,8 +165,19 @@ async fn handle(
     if let Ok(host) = HeaderValue::from_str(&authority) {
         parts.headers.insert(header::HOST, host);
     }
-    parts.version = Version::HTTP_11;
-    match app.request(Request::from_parts(parts, boxed(body))).await {
+    let client = if h2 {
+        parts.version = Version::HTTP_2;
+        // HTTP/2 carries the authority in the URI, not in a Host header.
+        parts.headers.remove(header::HOST);
+        &app.h2
+    } else {
+        parts.version = Version::HTTP_11;
+        &app.h1
+    };
+    match client
+        .request(Request::from_parts(parts, boxed(body)))
+        .await
+    {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -162,4 +192,65 @@ async fn handle(
             )
         }
     }
+}
+
+/// An opaque TCP tunnel (HTTP/2 `CONNECT`): the authority names this workload's address and
+/// port; the app is connected first, so a refused port is reported to the caller as 502.
+async fn tunnel(
+    mut req: Request<Incoming>,
+    state: &ProxyState,
+    caller: &SpiffeId,
+) -> Response<Body> {
+    let Some(target) = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+    else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "CONNECT needs an IP:port authority",
+        );
+    };
+    if target.ip() != state.config.address {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            format!("tunnel target {target} is not this workload"),
+        );
+    }
+    let ports = &state.config.ports;
+    if !ports.is_empty() && !ports.values().any(|p| *p == target.port()) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            format!(
+                "port {} is not an application port of this workload",
+                target.port()
+            ),
+        );
+    }
+    let mut app = match TcpStream::connect(target).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%target, error = %e, "tunnel: local app refused");
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                format!("local app at {target}: {e}"),
+            );
+        }
+    };
+    let _ = app.set_nodelay(true);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let caller = caller.to_string();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => {
+                let mut up = TokioIo::new(up);
+                match crate::tunnel::splice(&mut up, &mut app).await {
+                    Ok((rx, tx)) => tracing::debug!(%target, %caller, rx, tx, "tunnel closed"),
+                    Err(e) => tracing::debug!(%target, %caller, error = %e, "tunnel ended"),
+                }
+            }
+            Err(e) => tracing::debug!(%target, error = %e, "tunnel upgrade failed"),
+        }
+    });
+    Response::new(crate::body::full(bytes::Bytes::new()))
 }

@@ -18,14 +18,18 @@
 pub mod admin;
 pub mod backoff;
 pub mod body;
+pub mod capture;
 pub mod config;
 pub mod control_client;
+pub mod detect;
 pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod pool;
 pub mod state;
+pub mod transparent;
+pub mod tunnel;
 
 use std::sync::Arc;
 
@@ -42,6 +46,8 @@ pub enum ProxyError {
     },
     #[error(transparent)]
     Control(#[from] control_client::ControlError),
+    #[error("traffic capture: {0}")]
+    Capture(#[from] capture::CaptureError),
 }
 
 /// Runs the proxy until `shutdown` resolves.
@@ -59,6 +65,10 @@ pub async fn run(
     let admin = bind(&mut config.admin_addr).await?;
     let outbound = bind(&mut config.outbound_addr).await?;
     let inbound = bind(&mut config.inbound_addr).await?;
+    let inbound_plain = match config.mode {
+        config::Mode::Transparent => Some(bind(&mut config.inbound_plain_addr).await?),
+        config::Mode::Explicit => None,
+    };
     let state = Arc::new(ProxyState::new(config));
     let client = control_client::ControlClient::new(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -67,17 +77,44 @@ pub async fn run(
     client.bootstrap().await?;
 
     let pool = Arc::new(pool::Pool::new(state.clone()));
-    tokio::spawn(outbound::serve(
-        outbound,
-        state.clone(),
-        pool,
-        stop_rx.clone(),
-    ));
+    match state.config.mode {
+        config::Mode::Explicit => {
+            tokio::spawn(outbound::serve(
+                outbound,
+                state.clone(),
+                pool,
+                stop_rx.clone(),
+            ));
+        }
+        config::Mode::Transparent => {
+            tokio::spawn(transparent::serve_outbound(
+                outbound,
+                state.clone(),
+                pool,
+                stop_rx.clone(),
+            ));
+        }
+    }
+    if let Some(listener) = inbound_plain {
+        tokio::spawn(transparent::serve_inbound_plain(
+            listener,
+            state.clone(),
+            stop_rx.clone(),
+        ));
+    }
     tokio::spawn(inbound::serve(inbound, state.clone(), stop_rx.clone()));
     tokio::spawn(client.clone().subscribe_forever(stop_rx.clone()));
     tokio::spawn(client.renew_forever(stop_rx));
+    // Capture last: the workload's traffic is sent to listeners that are serving, with a
+    // certificate, so nothing the app sends in between is lost or refused.
+    let capture = if state.config.capture {
+        Some(install_capture(&state.config)?)
+    } else {
+        None
+    };
     tracing::info!(
         identity = %state.config.identity,
+        mode = ?state.config.mode,
         outbound = %state.config.outbound_addr,
         inbound = %state.config.inbound_addr,
         admin = %state.config.admin_addr,
@@ -86,8 +123,44 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("proxy stopping");
+    if let Some(c) = capture {
+        match c.remove() {
+            Ok(()) => tracing::info!("capture rules removed"),
+            Err(e) => tracing::error!(error = %e, "capture rules could not be removed"),
+        }
+    }
     let _ = stop_tx.send(true);
     Ok(())
+}
+
+/// The capture rules for this proxy: its own ports, and its own address excluded (the proxy
+/// reaches its app there; an app talking to itself is not mesh traffic).
+fn install_capture(config: &ProxyConfig) -> Result<capture::Capture, ProxyError> {
+    let own = capture::Cidr::new(
+        config.address,
+        if config.address.is_ipv4() { 32 } else { 128 },
+    )?;
+    let cfg = capture::CaptureConfig {
+        outbound_port: config.outbound_addr.port(),
+        inbound_port: config.inbound_plain_addr.port(),
+        proxy_ports: vec![
+            config.inbound_addr.port(),
+            config.admin_addr.port(),
+            config.outbound_addr.port(),
+            config.inbound_plain_addr.port(),
+            15000,
+        ],
+        exclude_outbound_cidrs: vec![own],
+        mark: config.mark,
+        ..capture::CaptureConfig::default()
+    };
+    let c = capture::Capture::install(&cfg)?;
+    tracing::info!(
+        outbound = cfg.outbound_port,
+        inbound = cfg.inbound_port,
+        "capture rules installed"
+    );
+    Ok(c)
 }
 
 /// Binds `addr` and replaces it with the bound address (the real port when it was 0).

@@ -52,11 +52,12 @@ pub async fn serve(
     }
 }
 
-/// A destination chosen for one request.
-struct Target<'a> {
-    service: &'a Service,
-    endpoint: &'a Endpoint,
-    port: u16,
+/// A destination chosen for one request or connection.
+pub struct Target<'a> {
+    pub service: &'a Service,
+    pub endpoint: &'a Endpoint,
+    /// The workload port on the endpoint.
+    pub port: u16,
 }
 
 async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Pool) -> Response<Body> {
@@ -70,13 +71,40 @@ async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Pool) -> Resp
             None => return error_response(StatusCode::BAD_REQUEST, "request names no host"),
         },
     };
-    let target = match choose(&snapshot, &authority, state.config.namespace()) {
+    let Some(service) = snapshot.resolve(&authority, state.config.namespace()) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            format!("no service in the mesh for {authority:?}"),
+        );
+    };
+    forward(
+        req,
+        pool,
+        &snapshot,
+        service,
+        authority_port(&authority),
+        &authority,
+    )
+    .await
+}
+
+/// Sends an app's HTTP request to `service` (already resolved, by authority in explicit mode
+/// or by virtual IP in transparent mode): route, pick an endpoint, send over the pool.
+pub async fn forward(
+    req: Request<Incoming>,
+    pool: &Pool,
+    snapshot: &Snapshot,
+    service: &Service,
+    port: Option<u16>,
+    authority: &str,
+) -> Response<Body> {
+    let target = match choose(snapshot, service, port) {
         Ok(t) => t,
         Err((status, msg)) => return error_response(status, msg),
     };
     let peer_addr = target.endpoint.proxy_addr();
     let identity = target.endpoint.identity.clone();
-    let req = match to_upstream(req, &authority, target.port) {
+    let req = match to_upstream(req, authority, target.port) {
         Ok(r) => r,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, msg),
     };
@@ -107,18 +135,13 @@ fn request_authority(req: &Request<Incoming>) -> Option<String> {
 }
 
 /// Resolves the authority to a service, applies its route and picks an endpoint.
-fn choose<'a>(
+/// Applies the service's route and picks an endpoint. `pub` for transparent TCP, which
+/// routes the same way without HTTP.
+pub fn choose<'a>(
     snapshot: &'a Snapshot,
-    authority: &str,
-    client_ns: &str,
+    service: &'a Service,
+    requested_port: Option<u16>,
 ) -> Result<Target<'a>, (StatusCode, String)> {
-    let service = snapshot.resolve(authority, client_ns).ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            format!("no service in the mesh for {authority:?}"),
-        )
-    })?;
-    let requested_port = authority_port(authority);
     let (dest_service, subset, dest_port) = match service.http_routes.first() {
         Some(route) => {
             let d = pick_weighted(route);
@@ -134,7 +157,7 @@ fn choose<'a>(
                 d.port.or(requested_port),
             )
         }
-        None => (service.as_ref(), None, requested_port),
+        None => (service, None, requested_port),
     };
     let sp = dest_service.port(dest_port).ok_or_else(|| {
         (
@@ -211,6 +234,14 @@ fn to_upstream(
         .map_err(|e| format!("invalid authority or path: {e}"))?;
     strip_hop_by_hop(&mut parts.headers);
     strip_trellis_headers(&mut parts.headers);
+    // An app that spoke HTTP/2 (h2c, gRPC) gets HTTP/2 to its peer app too: the server
+    // proxy reads this and removes it.
+    if parts.version == Version::HTTP_2 {
+        parts.headers.insert(
+            crate::headers::APP_PROTOCOL,
+            http::HeaderValue::from_static("h2c"),
+        );
+    }
     parts.headers.remove(header::HOST);
     parts.headers.insert(TARGET_PORT, port.into());
     parts.version = Version::HTTP_2;

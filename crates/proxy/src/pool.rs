@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use trellis_identity::{tls, SpiffeId};
 
 use crate::body::Body;
@@ -156,7 +155,7 @@ impl Pool {
         let config = self.client_config(&key.identity)?;
         let addr = key.addr;
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            let tcp = TcpStream::connect(addr)
+            let tcp = crate::capture::connect_marked(addr, self.state.own_mark())
                 .await
                 .map_err(|source| PoolError::Connect { addr, source })?;
             let _ = tcp.set_nodelay(true);

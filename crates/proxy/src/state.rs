@@ -47,6 +47,12 @@ impl ProxyState {
         }
     }
 
+    /// The mark for the proxy's own connections: set in transparent mode, so the capture
+    /// rules let them through instead of sending them back to the proxy.
+    pub fn own_mark(&self) -> Option<u32> {
+        (self.config.mode == crate::config::Mode::Transparent).then_some(self.config.mark)
+    }
+
     /// Ready once it has both an identity and a snapshot to route with.
     pub fn is_ready(&self) -> bool {
         self.creds.load().is_some() && self.snapshot.load().is_some()

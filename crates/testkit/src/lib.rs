@@ -9,6 +9,7 @@
 pub mod http_client;
 pub mod load;
 pub mod mesh;
+pub mod netns;
 
 pub use http_client::{HttpClient, HttpResponse};
 pub use load::{Load, LoadReport};

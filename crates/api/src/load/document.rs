@@ -3,8 +3,9 @@
 //! The steps: read `apiVersion` and `kind`; decide from them whether to parse, skip with a
 //! warning or reject; drop the Kubernetes bookkeeping fields the mesh does not model (with a
 //! warning each); deserialize strictly, turning a serde error into a field path and the
-//! position of that field; apply the default namespace; run the semantic checks; warn about
-//! every field that is accepted but not implemented yet.
+//! position of that field; apply the default namespace and the kind's schema defaults; run the
+//! semantic checks; warn about every field that is accepted but not implemented yet, and
+//! about the resource's notices (kinds not acted on yet, references outside the mesh).
 
 use std::path::Path;
 
@@ -191,6 +192,15 @@ pub(crate) fn process(
         Supported::WorkloadEntry => typed(json).map(Resource::WorkloadEntry),
         Supported::DestinationRule => typed(json).map(Resource::DestinationRule),
         Supported::VirtualService => typed(json).map(Resource::VirtualService),
+        Supported::ServiceEntry => typed(json).map(Resource::ServiceEntry),
+        Supported::WorkloadGroup => typed(json).map(Resource::WorkloadGroup),
+        Supported::PeerAuthentication => typed(json).map(Resource::PeerAuthentication),
+        Supported::AuthorizationPolicy => typed(json).map(Resource::AuthorizationPolicy),
+        Supported::RequestAuthentication => typed(json).map(Resource::RequestAuthentication),
+        Supported::HttpRoute => typed(json).map(Resource::HttpRoute),
+        Supported::GrpcRoute => typed(json).map(Resource::GrpcRoute),
+        Supported::TcpRoute => typed(json).map(Resource::TcpRoute),
+        Supported::ReferenceGrant => typed(json).map(Resource::ReferenceGrant),
     };
     let mut resource = match parsed {
         Ok(resource) => resource,
@@ -208,6 +218,9 @@ pub(crate) fn process(
         .meta_mut()
         .namespace
         .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+    // Before validation: the kinds' rules are written against the defaulted values, as
+    // Kubernetes evaluates CRD rules after admission defaulting.
+    resource.apply_defaults();
 
     let violations = resource.validate();
     for violation in &violations {
@@ -221,6 +234,10 @@ pub(crate) fn process(
     for path in resource.unimplemented_fields() {
         let message = format!("field {path} is not implemented yet and is ignored");
         out.push(ctx.field(Severity::Warning, &path, Anchor::Key, message));
+    }
+    for notice in resource.notices() {
+        let message = notice.reason.to_string();
+        out.push(ctx.field(Severity::Warning, &notice.path, Anchor::Key, message));
     }
     violations.is_empty().then(|| Located {
         file: file.to_path_buf(),

@@ -3,8 +3,13 @@
 //! same files), and which it rejects as unknown, so that a typo in `kind` is an error rather
 //! than a silently skipped document.
 
+use crate::resources::gateway::{
+    GRPC_ROUTE_API_VERSIONS, HTTP_ROUTE_API_VERSIONS, REFERENCE_GRANT_API_VERSIONS,
+    TCP_ROUTE_API_VERSIONS,
+};
 use crate::resources::{
-    ISTIO_NETWORKING_API_VERSIONS, ISTIO_NETWORKING_GROUP, SERVICE_API_VERSION,
+    ISTIO_NETWORKING_API_VERSIONS, ISTIO_NETWORKING_GROUP, ISTIO_SECURITY_API_VERSIONS,
+    SERVICE_API_VERSION,
 };
 
 /// Kinds of Istio and the Gateway API that the mesh recognises but does not implement yet,
@@ -12,22 +17,7 @@ use crate::resources::{
 const NOT_SUPPORTED_YET: &[(&str, &[&str])] = &[
     (
         ISTIO_NETWORKING_GROUP,
-        &[
-            "ServiceEntry",
-            "Gateway",
-            "Sidecar",
-            "EnvoyFilter",
-            "WorkloadGroup",
-            "ProxyConfig",
-        ],
-    ),
-    (
-        "security.istio.io",
-        &[
-            "AuthorizationPolicy",
-            "PeerAuthentication",
-            "RequestAuthentication",
-        ],
+        &["Gateway", "Sidecar", "EnvoyFilter", "ProxyConfig"],
     ),
     ("telemetry.istio.io", &["Telemetry"]),
     ("extensions.istio.io", &["WasmPlugin", "TrafficExtension"]),
@@ -36,12 +26,8 @@ const NOT_SUPPORTED_YET: &[(&str, &[&str])] = &[
         &[
             "Gateway",
             "GatewayClass",
-            "HTTPRoute",
-            "GRPCRoute",
-            "TCPRoute",
             "TLSRoute",
             "UDPRoute",
-            "ReferenceGrant",
             "BackendTLSPolicy",
             "ListenerSet",
         ],
@@ -94,6 +80,15 @@ pub(crate) enum Supported {
     WorkloadEntry,
     DestinationRule,
     VirtualService,
+    ServiceEntry,
+    WorkloadGroup,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication,
+    HttpRoute,
+    GrpcRoute,
+    TcpRoute,
+    ReferenceGrant,
 }
 
 impl Supported {
@@ -103,21 +98,46 @@ impl Supported {
             Supported::WorkloadEntry => "WorkloadEntry",
             Supported::DestinationRule => "DestinationRule",
             Supported::VirtualService => "VirtualService",
+            Supported::ServiceEntry => "ServiceEntry",
+            Supported::WorkloadGroup => "WorkloadGroup",
+            Supported::PeerAuthentication => "PeerAuthentication",
+            Supported::AuthorizationPolicy => "AuthorizationPolicy",
+            Supported::RequestAuthentication => "RequestAuthentication",
+            Supported::HttpRoute => "HTTPRoute",
+            Supported::GrpcRoute => "GRPCRoute",
+            Supported::TcpRoute => "TCPRoute",
+            Supported::ReferenceGrant => "ReferenceGrant",
         }
     }
 
     fn api_versions(self) -> &'static [&'static str] {
         match self {
             Supported::Service => &[SERVICE_API_VERSION],
+            Supported::PeerAuthentication
+            | Supported::AuthorizationPolicy
+            | Supported::RequestAuthentication => &ISTIO_SECURITY_API_VERSIONS,
+            Supported::HttpRoute => &HTTP_ROUTE_API_VERSIONS,
+            Supported::GrpcRoute => &GRPC_ROUTE_API_VERSIONS,
+            Supported::TcpRoute => &TCP_ROUTE_API_VERSIONS,
+            Supported::ReferenceGrant => &REFERENCE_GRANT_API_VERSIONS,
             _ => &ISTIO_NETWORKING_API_VERSIONS,
         }
     }
 
-    const ALL: [Supported; 4] = [
+    const ALL: [Supported; 13] = [
         Supported::Service,
         Supported::WorkloadEntry,
         Supported::DestinationRule,
         Supported::VirtualService,
+        Supported::ServiceEntry,
+        Supported::WorkloadGroup,
+        Supported::PeerAuthentication,
+        Supported::AuthorizationPolicy,
+        Supported::RequestAuthentication,
+        Supported::HttpRoute,
+        Supported::GrpcRoute,
+        Supported::TcpRoute,
+        Supported::ReferenceGrant,
     ];
 }
 
@@ -227,6 +247,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn istio_kinds_validated_but_not_acted_on_are_supported() {
+        for kind in ["ServiceEntry", "WorkloadGroup"] {
+            for v in ISTIO_NETWORKING_API_VERSIONS {
+                assert!(
+                    matches!(classify(v, kind), Class::Supported(_)),
+                    "{v} {kind}"
+                );
+            }
+        }
+        for kind in [
+            "PeerAuthentication",
+            "AuthorizationPolicy",
+            "RequestAuthentication",
+        ] {
+            for v in ISTIO_SECURITY_API_VERSIONS {
+                assert!(
+                    matches!(classify(v, kind), Class::Supported(_)),
+                    "{v} {kind}"
+                );
+            }
+            assert!(matches!(
+                classify("networking.istio.io/v1", kind),
+                Class::Rejected(KindError::Unknown { .. })
+            ));
+        }
+        assert!(matches!(
+            classify("security.istio.io/v1alpha1", "AuthorizationPolicy"),
+            Class::Rejected(KindError::WrongVersion { .. })
+        ));
+        assert_eq!(
+            classify("telemetry.istio.io/v1", "Telemetry"),
+            Class::NotSupportedYet {
+                group: "telemetry.istio.io".into()
+            }
+        );
+    }
+
+    #[test]
     fn supported_kinds_and_versions() {
         assert_eq!(
             classify("v1", "Service"),
@@ -251,6 +309,34 @@ mod tests {
     }
 
     #[test]
+    fn gateway_api_kinds_and_versions() {
+        let group = "gateway.networking.k8s.io";
+        for (kind, versions, supported) in [
+            ("HTTPRoute", &["v1", "v1beta1"][..], Supported::HttpRoute),
+            ("GRPCRoute", &["v1"], Supported::GrpcRoute),
+            ("TCPRoute", &["v1", "v1alpha2"], Supported::TcpRoute),
+            (
+                "ReferenceGrant",
+                &["v1", "v1beta1"],
+                Supported::ReferenceGrant,
+            ),
+        ] {
+            for version in versions {
+                let api_version = format!("{group}/{version}");
+                assert_eq!(
+                    classify(&api_version, kind),
+                    Class::Supported(supported),
+                    "{api_version} {kind}"
+                );
+            }
+        }
+        assert!(matches!(
+            classify("gateway.networking.k8s.io/v1alpha2", "GRPCRoute"),
+            Class::Rejected(KindError::WrongVersion { .. })
+        ));
+    }
+
+    #[test]
     fn known_but_ignored_kinds() {
         assert_eq!(
             classify("networking.istio.io/v1", "Gateway"),
@@ -259,7 +345,13 @@ mod tests {
             }
         );
         assert_eq!(
-            classify("gateway.networking.k8s.io/v1", "HTTPRoute"),
+            classify("gateway.networking.k8s.io/v1", "Gateway"),
+            Class::NotSupportedYet {
+                group: "gateway.networking.k8s.io".into()
+            }
+        );
+        assert_eq!(
+            classify("gateway.networking.k8s.io/v1alpha2", "TLSRoute"),
             Class::NotSupportedYet {
                 group: "gateway.networking.k8s.io".into()
             }

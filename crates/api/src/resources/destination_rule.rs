@@ -1,14 +1,36 @@
 //! Istio's `DestinationRule`: named subsets of a service's workloads (by label), which
-//! VirtualService routes refer to, plus traffic policies the mesh does not apply yet.
+//! VirtualService routes refer to, plus traffic policies (load balancing, connection pools,
+//! outlier detection, TLS, ...) typed after Istio's `v1` schema in [`traffic_policy`],
+//! [`load_balancer`] and [`connection_pool`]. The mesh acts on the host and the subsets;
+//! every other field that is set is reported as not implemented yet.
+
+mod connection_pool;
+mod load_balancer;
+mod traffic_policy;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use super::istio::{check_export_to, check_host, check_label_map, push, LabelRule};
 use super::path::FieldPath;
 use super::validate::{check_unique_names, is_dns1123_label, ValidationError, Violation};
 use super::{note_if, ObjectMeta};
+
+pub use super::istio::WorkloadSelector;
+pub use connection_pool::{
+    ConnectionPoolSettings, H2UpgradePolicy, Http2KeepAlive, HttpSettings, TcpKeepalive,
+    TcpSettings,
+};
+pub use load_balancer::{
+    BackendUtilization, ConsistentHashLb, CookieAttribute, HttpCookie, LoadBalancerSettings,
+    LocalityDistribute, LocalityFailover, LocalityLbSetting, Maglev, RingHash, SimpleLb,
+    WarmupConfiguration, ZoneAwareLbSetting,
+};
+pub use traffic_policy::{
+    ClientTlsMode, ClientTlsSettings, OutlierDetection, PortTrafficPolicy, ProxyProtocol,
+    ProxyProtocolVersion, RetryBudget, TrafficPolicy, TunnelSettings,
+};
 
 /// An Istio `DestinationRule`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,7 +56,7 @@ pub struct DestinationRuleSpec {
     pub subsets: Vec<Subset>,
     /// Not implemented: load balancing, connection pool, outlier detection, TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<Value>,
+    pub traffic_policy: Option<TrafficPolicy>,
     /// Not implemented: visibility to other namespaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
@@ -54,16 +76,69 @@ pub struct Subset {
     pub labels: BTreeMap<String, String>,
     /// Not implemented: per-subset traffic policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<Value>,
+    pub traffic_policy: Option<TrafficPolicy>,
 }
 
-/// Which client workloads a rule applies to.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WorkloadSelector {
-    /// Labels the client workload must carry.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub match_labels: BTreeMap<String, String>,
+/// Why a DestinationRule is rejected, for the rules specific to it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationRuleError {
+    /// A policy object with nothing in it, which Istio rejects as a likely mistake.
+    #[error("{what} must set at least one field")]
+    EmptyPolicy {
+        /// Which policy ("a traffic policy").
+        what: &'static str,
+    },
+    /// A port-level policy without its port.
+    #[error("a port-level traffic policy needs port.number")]
+    PortRequired,
+    /// ISTIO_MUTUAL with certificates of its own.
+    #[error(
+        "mode ISTIO_MUTUAL uses the mesh's certificates: clientCertificate, privateKey, \
+         caCertificates, caCrl and credentialName must not be set"
+    )]
+    IstioMutualWithCertificates,
+    /// A secret and certificate files at once.
+    #[error(
+        "credentialName cannot be combined with clientCertificate, privateKey, \
+         caCertificates or caCrl"
+    )]
+    CredentialNameWithFiles,
+    /// MUTUAL without a client certificate.
+    #[error("mode MUTUAL needs clientCertificate and privateKey, or credentialName")]
+    MutualWithoutCertificate,
+    /// A tunnel protocol other than CONNECT and POST.
+    #[error("tunnel protocol {value:?} must be CONNECT or POST")]
+    TunnelProtocol {
+        /// The protocol as written.
+        value: String,
+    },
+    /// A locality that is not `region/zone/subzone`.
+    #[error(
+        "{value:?} is not a valid locality (region, region/zone or region/zone/subzone, with \
+         '*' only as a whole last part)"
+    )]
+    Locality {
+        /// The locality as written.
+        value: String,
+    },
+    /// Locality distribution weights that do not add up to 100.
+    #[error("locality distribution weights add up to {total}, they must add up to 100")]
+    DistributeTotal {
+        /// The sum as written.
+        total: u64,
+    },
+    /// A failover to the failing region itself.
+    #[error("failover from {value:?} to itself")]
+    FailoverToSelf {
+        /// The region.
+        value: String,
+    },
+}
+
+impl From<DestinationRuleError> for ValidationError {
+    fn from(error: DestinationRuleError) -> Self {
+        ValidationError::DestinationRule(error)
+    }
 }
 
 impl DestinationRuleSpec {
@@ -71,20 +146,29 @@ impl DestinationRuleSpec {
     pub(crate) fn validate(&self, out: &mut Vec<Violation>) {
         let spec = FieldPath::root().field("spec");
         if self.host.is_empty() {
-            out.push(Violation::new(
+            push(
+                out,
                 spec.field("host"),
                 ValidationError::Empty { what: "host" },
-            ));
+            );
+        } else {
+            check_host(&self.host, &spec.field("host"), out);
         }
         let subsets = spec.field("subsets");
         for (i, subset) in self.subsets.iter().enumerate() {
+            let at = subsets.index(i);
             if !is_dns1123_label(&subset.name) {
-                out.push(Violation::new(
-                    subsets.index(i).field("name"),
+                push(
+                    out,
+                    at.field("name"),
                     ValidationError::NotDnsLabel {
                         value: subset.name.clone(),
                     },
-                ));
+                );
+            }
+            check_label_map(&subset.labels, LabelRule::Labels, &at.field("labels"), out);
+            if let Some(policy) = &subset.traffic_policy {
+                policy.validate(&at.field("trafficPolicy"), out);
             }
         }
         check_unique_names(
@@ -96,6 +180,13 @@ impl DestinationRuleSpec {
             |i| subsets.index(i).field("name"),
             out,
         );
+        if let Some(policy) = &self.traffic_policy {
+            policy.validate(&spec.field("trafficPolicy"), out);
+        }
+        check_export_to(&self.export_to, &spec.field("exportTo"), out);
+        if let Some(selector) = &self.workload_selector {
+            selector.validate(&spec.field("workloadSelector"), out);
+        }
     }
 
     /// Adds the set-but-not-acted-on fields of this spec (at `spec`) to `out`.
@@ -159,13 +250,138 @@ mod tests {
         let mut spec = DestinationRuleSpec {
             host: "reviews".into(),
             subsets: vec![subset("v1"), subset("v2")],
-            traffic_policy: Some(serde_json::json!({"tls": {"mode": "ISTIO_MUTUAL"}})),
+            traffic_policy: Some(policy(serde_json::json!({"tls": {"mode": "ISTIO_MUTUAL"}}))),
             ..DestinationRuleSpec::default()
         };
-        spec.subsets[1].traffic_policy = Some(serde_json::json!({}));
+        spec.subsets[1].traffic_policy = Some(TrafficPolicy::default());
         let mut out = Vec::new();
         spec.unimplemented_fields(&FieldPath::root().field("spec"), &mut out);
         let got: Vec<String> = out.iter().map(ToString::to_string).collect();
         assert_eq!(got, ["spec.trafficPolicy", "spec.subsets[1].trafficPolicy"]);
+    }
+
+    fn policy(value: serde_json::Value) -> TrafficPolicy {
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn policy_paths(value: serde_json::Value) -> Vec<String> {
+        let spec = DestinationRuleSpec {
+            host: "reviews".into(),
+            traffic_policy: Some(policy(value)),
+            ..DestinationRuleSpec::default()
+        };
+        let mut out = Vec::new();
+        spec.validate(&mut out);
+        out.iter().map(|v| v.path.to_string()).collect()
+    }
+
+    #[test]
+    fn warmup_follows_istio() {
+        assert!(policy_paths(serde_json::json!({
+            "loadBalancer": {"warmup": {"duration": "300s", "minimumPercent": 5.0, "aggression": 5}}
+        }))
+        .is_empty());
+        assert_eq!(
+            policy_paths(serde_json::json!({
+                "loadBalancer": {"warmup": {
+                    "duration": "0.5ms", "minimumPercent": 150.0, "aggression": -0.1
+                }}
+            })),
+            [
+                "spec.trafficPolicy.loadBalancer.warmup.duration",
+                "spec.trafficPolicy.loadBalancer.warmup.minimumPercent",
+                "spec.trafficPolicy.loadBalancer.warmup.aggression",
+            ]
+        );
+        let err = serde_json::from_value::<TrafficPolicy>(serde_json::json!({
+            "loadBalancer": {"warmup": {"minimumPercent": 5.0}}
+        }))
+        .unwrap_err();
+        assert_eq!(err.to_string(), "missing field `duration`");
+    }
+
+    #[test]
+    fn simple_load_balancers_are_an_enum() {
+        for name in [
+            "UNSPECIFIED",
+            "RANDOM",
+            "PASSTHROUGH",
+            "ROUND_ROBIN",
+            "LEAST_REQUEST",
+            "LEAST_CONN",
+        ] {
+            let p = policy(serde_json::json!({"loadBalancer": {"simple": name}}));
+            assert!(p.load_balancer.and_then(|lb| lb.simple).is_some(), "{name}");
+        }
+        let err = serde_json::from_value::<TrafficPolicy>(
+            serde_json::json!({"loadBalancer": {"simple": "ROUND_ROBBIN"}}),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `ROUND_ROBBIN`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn traffic_policy_rules() {
+        assert_eq!(
+            policy_paths(serde_json::json!({
+                "loadBalancer": {
+                    "simple": "RANDOM",
+                    "consistentHash": {"useSourceIp": true, "httpHeaderName": "x", "maglev": {}, "minimumRingSize": 3},
+                    "localityLbSetting": {
+                        "distribute": [{"from": "us/*", "to": {"us/a": 60, "eu": 30}}],
+                        "failover": [{"from": "us", "to": "us"}],
+                    },
+                },
+                "connectionPool": {
+                    "tcp": {"maxConnections": -1, "connectTimeout": "0s"},
+                    "http": {"http2KeepAlive": {"interval": "15s", "timeout": "0ms"}},
+                },
+                "outlierDetection": {"maxEjectionPercent": 101, "outlierDetectionHttpErrorCodes": [99]},
+                "tls": {"mode": "MUTUAL"},
+                "portLevelSettings": [{"tls": {"mode": "ISTIO_MUTUAL", "credentialName": "c"}}, {"port": {"number": 80}}],
+                "tunnel": {"protocol": "GET", "targetHost": "", "targetPort": 0},
+                "retryBudget": {"percent": 200.0},
+            })),
+            [
+                "spec.trafficPolicy.loadBalancer",
+                "spec.trafficPolicy.loadBalancer.consistentHash",
+                "spec.trafficPolicy.loadBalancer.consistentHash",
+                "spec.trafficPolicy.loadBalancer.localityLbSetting",
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to",
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]",
+                "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+                "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+                "spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout",
+                "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+                "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes[0]",
+                "spec.trafficPolicy.tls",
+                "spec.trafficPolicy.portLevelSettings[0].port",
+                "spec.trafficPolicy.portLevelSettings[0].tls",
+                "spec.trafficPolicy.portLevelSettings[1]",
+                "spec.trafficPolicy.tunnel.protocol",
+                "spec.trafficPolicy.tunnel.targetHost",
+                "spec.trafficPolicy.tunnel.targetPort",
+                "spec.trafficPolicy.retryBudget.percent",
+            ]
+        );
+        assert_eq!(policy_paths(serde_json::json!({})), ["spec.trafficPolicy"]);
+    }
+
+    #[test]
+    fn serializes_back_to_the_same_json() {
+        let value = serde_json::json!({
+            "host": "ratings.prod.svc.cluster.local",
+            "trafficPolicy": {
+                "loadBalancer": {"warmup": {"duration": "300s", "minimumPercent": 5.0}},
+                "connectionPool": {"http": {"http2KeepAlive": {"interval": "15s", "timeout": "5s"}}},
+                "outlierDetection": {"consecutive5xxErrors": 7, "interval": "5m"},
+            },
+            "subsets": [{"name": "v1", "labels": {"version": "v1"}, "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}],
+        });
+        let spec: DestinationRuleSpec = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&spec).unwrap(), value);
     }
 }

@@ -263,7 +263,6 @@ impl ServiceSpec {
     pub(crate) fn unimplemented_fields(&self, spec: &FieldPath, out: &mut Vec<FieldPath>) {
         let optional = [
             ("type", &self.type_),
-            ("clusterIP", &self.cluster_ip),
             ("clusterIPs", &self.cluster_ips),
             ("externalIPs", &self.external_ips),
             ("externalName", &self.external_name),

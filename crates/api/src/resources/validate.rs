@@ -117,6 +117,29 @@ pub enum ValidationError {
     /// An HTTP route entry that says neither where to send traffic nor how to answer it.
     #[error("an HTTP route needs at least one of route, redirect, directResponse or delegate")]
     NoHttpAction,
+    /// A rule of the Gateway API kinds (`HTTPRoute`, `GRPCRoute`, `TCPRoute`,
+    /// `ReferenceGrant`).
+    #[error(transparent)]
+    Gateway(super::gateway::GatewayError),
+    /// A rule many Istio kinds share (ranges, durations, selectors, hosts).
+    #[error(transparent)]
+    Istio(super::istio::IstioError),
+    /// A rule specific to `VirtualService`.
+    #[error(transparent)]
+    VirtualService(super::virtual_service::VirtualServiceError),
+    /// A rule specific to `DestinationRule`.
+    #[error(transparent)]
+    DestinationRule(super::destination_rule::DestinationRuleError),
+    /// A rule specific to `ServiceEntry`.
+    #[error(transparent)]
+    ServiceEntry(super::service_entry::ServiceEntryError),
+    /// A rule specific to `WorkloadGroup`.
+    #[error(transparent)]
+    WorkloadGroup(super::workload_group::WorkloadGroupError),
+    /// A rule specific to the Istio security kinds (`AuthorizationPolicy`,
+    /// `PeerAuthentication`, `RequestAuthentication`).
+    #[error(transparent)]
+    Security(super::security::SecurityError),
 }
 
 /// A [`ValidationError`] at a field of a resource.

@@ -1,18 +1,33 @@
 //! Istio's `VirtualService`: for requests to some hosts, which destinations (service, subset,
-//! port) receive them and in what proportion. Matching, retries, timeouts, fault injection and
-//! the other HTTP features are accepted as raw JSON and reported as not implemented yet.
+//! port) receive them and in what proportion. Every field of Istio's `v1` schema is typed, so
+//! a typo anywhere is an error; the mesh acts on the hosts, the route names and the weighted
+//! destinations of HTTP routes, and reports every other field that is set as not implemented
+//! yet. HTTP routes live in [`http`], [`http_actions`] and [`http_policy`], TCP and TLS
+//! routes in [`l4`].
+
+mod http;
+mod http_actions;
+mod http_policy;
+mod l4;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use super::istio::{check_export_to, check_gateway_name, check_host, check_port, push};
+use super::notice::{Notice, NoticeReason};
 use super::path::FieldPath;
 use super::validate::{is_dns1123_label, ValidationError, Violation};
 use super::{note_if, ObjectMeta};
 
-/// Highest TCP/UDP port number.
-const MAX_PORT: u32 = 65535;
-/// What the weights of a multi-destination route must add up to.
-const TOTAL_WEIGHT: i64 = 100;
+pub use http::{HttpMatchRequest, HttpRoute, HttpRouteDestination};
+pub use http_actions::{
+    Delegate, HttpBody, HttpDirectResponse, HttpRedirect, HttpRewrite, RedirectPortSelection,
+    RegexRewrite,
+};
+pub use http_policy::{
+    CorsPolicy, HeaderOperations, Headers, HttpAbort, HttpDelay, HttpFaultInjection,
+    HttpMirrorPolicy, HttpRetry, UnmatchedPreflights,
+};
+pub use l4::{L4MatchAttributes, RouteDestination, TcpRoute, TlsMatchAttributes, TlsRoute};
 
 /// An Istio `VirtualService`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,7 +46,8 @@ pub struct VirtualService {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
-    /// The hosts the routes apply to (service short names, FQDNs, wildcards).
+    /// The hosts the routes apply to (service short names, FQDNs, wildcards). Empty only in a
+    /// delegate VirtualService, which another one's `delegate` refers to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     /// Not implemented: gateways and sidecars the routes apply to.
@@ -42,89 +58,13 @@ pub struct VirtualServiceSpec {
     pub http: Vec<HttpRoute>,
     /// Not implemented: TCP routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tcp: Vec<Value>,
+    pub tcp: Vec<TcpRoute>,
     /// Not implemented: TLS (SNI) routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tls: Vec<Value>,
+    pub tls: Vec<TlsRoute>,
     /// Not implemented: visibility to other namespaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
-}
-
-/// One HTTP route: conditions (not implemented yet) and weighted destinations.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpRoute {
-    /// A name for logs and debugging.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Not implemented: match conditions (uri, headers, port, ...).
-    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
-    pub match_: Vec<Value>,
-    /// The destinations, with weights.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub route: Vec<HttpRouteDestination>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub direct_response: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegate: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirrors: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror_percent: Option<Value>,
-    /// Not implemented. Istio's schema still carries this deprecated snake_case spelling.
-    #[serde(
-        default,
-        rename = "mirror_percent",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub mirror_percent_legacy: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror_percentage: Option<Value>,
-    /// Not implemented.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors_policy: Option<Value>,
-    /// Not implemented: request/response header manipulation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Value>,
-}
-
-/// A destination of an [`HttpRoute`] and its share of the traffic.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpRouteDestination {
-    /// Where to send the request.
-    pub destination: Destination,
-    /// Share of the traffic, in percent. Optional with a single destination; with several,
-    /// they must add up to 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<i32>,
-    /// Not implemented: header manipulation for this destination.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Value>,
 }
 
 /// A service, optionally narrowed to a subset and a port.
@@ -145,31 +85,123 @@ pub struct Destination {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
-    /// The port number.
+    /// The port number, 1..=65535.
     pub number: u32,
+}
+
+/// Why a VirtualService is rejected, for the rules specific to it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VirtualServiceError {
+    /// Neither HTTP, TCP nor TLS routes.
+    #[error("a VirtualService needs at least one http, tcp or tls route")]
+    NoRoutes,
+    /// A delegate (host-less) VirtualService with something only a root one may have.
+    #[error("a VirtualService without hosts is a delegate, and a delegate cannot set {field}")]
+    DelegateField {
+        /// The field ("gateways", "tcp", "tls", "delegate").
+        field: &'static str,
+    },
+    /// Several of the mutually exclusive HTTP route actions.
+    #[error("an HTTP route may set only one of {fields}, found {found}")]
+    ConflictingActions {
+        /// The group, in words.
+        fields: &'static str,
+        /// The ones set, in words.
+        found: String,
+    },
+    /// A redirect that changes nothing.
+    #[error("a redirect must set at least one of uri, authority, scheme, port or derivePort")]
+    EmptyRedirect,
+    /// A fault with neither a delay nor an abort.
+    #[error("a fault needs a delay, an abort or both")]
+    EmptyFault,
+    /// A fault kind Istio does not implement.
+    #[error("{field} is not supported by Istio; use {instead}")]
+    UnsupportedFault {
+        /// The field.
+        field: &'static str,
+        /// What to use.
+        instead: &'static str,
+    },
+    /// A gRPC status that is not one of gRPC's code names.
+    #[error("{value:?} is not a gRPC status code name (such as UNAVAILABLE or NOT_FOUND)")]
+    GrpcStatus {
+        /// The status as written.
+        value: String,
+    },
+    /// A `retryOn` condition that Envoy does not know.
+    #[error(
+        "{value:?} is not a retry condition (such as 5xx, gateway-error, connect-failure, \
+         retriable-4xx, reset, or an HTTP status code)"
+    )]
+    RetryOn {
+        /// The condition as written.
+        value: String,
+    },
+    /// A CORS method that is not an HTTP method.
+    #[error("{value:?} is not an HTTP method (GET, POST, PUT, DELETE, ...)")]
+    HttpMethod {
+        /// The method as written.
+        value: String,
+    },
+    /// A direct response body that is not base64.
+    #[error("bytes is not valid base64")]
+    Base64,
+}
+
+impl From<VirtualServiceError> for ValidationError {
+    fn from(error: VirtualServiceError) -> Self {
+        ValidationError::VirtualService(error)
+    }
 }
 
 impl VirtualServiceSpec {
     /// Adds the semantic problems of this spec to `out`, following Istio's rules.
     pub(crate) fn validate(&self, out: &mut Vec<Violation>) {
         let spec = FieldPath::root().field("spec");
-        if self.hosts.is_empty() {
-            out.push(Violation::new(
-                spec.field("hosts"),
-                ValidationError::AtLeastOne { what: "host" },
-            ));
-        }
-        for (i, host) in self.hosts.iter().enumerate() {
-            if host.is_empty() {
-                out.push(Violation::new(
-                    spec.field("hosts").index(i),
-                    ValidationError::Empty { what: "host" },
-                ));
+        // Istio reads a VirtualService without hosts as a delegate: its routes are spliced
+        // into the VirtualService whose `delegate` names it, so it may only hold HTTP routes.
+        let delegate = self.hosts.is_empty();
+        if delegate {
+            let root_only = [
+                ("gateways", !self.gateways.is_empty()),
+                ("tcp", !self.tcp.is_empty()),
+                ("tls", !self.tls.is_empty()),
+            ];
+            for (field, present) in root_only {
+                if present {
+                    push(
+                        out,
+                        spec.field(field),
+                        VirtualServiceError::DelegateField { field },
+                    );
+                }
             }
         }
-        for (i, http) in self.http.iter().enumerate() {
-            http.validate(&spec.field("http").index(i), out);
+        for (i, host) in self.hosts.iter().enumerate() {
+            let at = spec.field("hosts").index(i);
+            if host.is_empty() {
+                push(out, at, ValidationError::Empty { what: "host" });
+            } else {
+                check_host(host, &at, out);
+            }
         }
+        for (i, gateway) in self.gateways.iter().enumerate() {
+            check_gateway_name(gateway, &spec.field("gateways").index(i), out);
+        }
+        if self.http.is_empty() && self.tcp.is_empty() && self.tls.is_empty() {
+            push(out, spec.clone(), VirtualServiceError::NoRoutes);
+        }
+        for (i, http) in self.http.iter().enumerate() {
+            http.validate(&spec.field("http").index(i), delegate, out);
+        }
+        for (i, tcp) in self.tcp.iter().enumerate() {
+            tcp.validate(&spec.field("tcp").index(i), out);
+        }
+        for (i, tls) in self.tls.iter().enumerate() {
+            tls.validate(&spec.field("tls").index(i), out);
+        }
+        check_export_to(&self.export_to, &spec.field("exportTo"), out);
     }
 
     /// Adds the set-but-not-acted-on fields of this spec (at `spec`) to `out`.
@@ -182,238 +214,47 @@ impl VirtualServiceSpec {
         note_if(out, !self.tls.is_empty(), spec.field("tls"));
         note_if(out, !self.export_to.is_empty(), spec.field("exportTo"));
     }
-}
 
-impl HttpRoute {
-    /// Adds the semantic problems of this route (at `path`) to `out`.
-    fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>) {
-        if self.route.is_empty()
-            && self.redirect.is_none()
-            && self.direct_response.is_none()
-            && self.delegate.is_none()
-        {
-            out.push(Violation::new(path.clone(), ValidationError::NoHttpAction));
-        }
-        let route_path = path.field("route");
-        for (j, dest) in self.route.iter().enumerate() {
-            let dest_path = route_path.index(j);
-            let destination = dest_path.field("destination");
-            if dest.destination.host.is_empty() {
-                out.push(Violation::new(
-                    destination.field("host"),
-                    ValidationError::Empty { what: "host" },
-                ));
-            }
-            if let Some(subset) = &dest.destination.subset {
-                if !is_dns1123_label(subset) {
-                    out.push(Violation::new(
-                        destination.field("subset"),
-                        ValidationError::NotDnsLabel {
-                            value: subset.clone(),
-                        },
-                    ));
-                }
-            }
-            if let Some(port) = dest.destination.port {
-                if !(1..=MAX_PORT).contains(&port.number) {
-                    out.push(Violation::new(
-                        destination.field("port").field("number"),
-                        ValidationError::PortOutOfRange {
-                            port: u64::from(port.number),
-                        },
-                    ));
-                }
-            }
-            if let Some(weight) = dest.weight {
-                if weight < 0 {
-                    out.push(Violation::new(
-                        dest_path.field("weight"),
-                        ValidationError::NegativeWeight { weight },
-                    ));
-                }
-            }
-        }
-        // Istio's rule: a lone destination takes all traffic whatever its weight says, but
-        // several must spell out a split that adds up to 100. Summed in i64 so that huge
-        // weights cannot overflow into a sum that happens to look right.
-        if self.route.len() > 1 {
-            let total: i64 = self
-                .route
-                .iter()
-                .map(|d| i64::from(d.weight.unwrap_or(0)))
-                .sum();
-            if total != TOTAL_WEIGHT {
-                out.push(Violation::new(
-                    route_path,
-                    ValidationError::WeightSum { total },
-                ));
-            }
+    /// Notices about the spec as a whole: a delegate VirtualService is valid, but nothing
+    /// routes to it until delegation is implemented.
+    pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
+        if self.hosts.is_empty() {
+            out.push(Notice::new(
+                FieldPath::root().field("spec").field("hosts"),
+                NoticeReason::NotActedOn {
+                    kind: "a VirtualService without hosts (a delegate)",
+                    action: "routed",
+                },
+            ));
         }
     }
+}
 
-    /// Adds the set-but-not-acted-on fields of this route (at `path`) to `out`.
-    fn unimplemented_fields(&self, path: &FieldPath, out: &mut Vec<FieldPath>) {
-        note_if(out, !self.match_.is_empty(), path.field("match"));
-        let optional = [
-            ("redirect", &self.redirect),
-            ("directResponse", &self.direct_response),
-            ("delegate", &self.delegate),
-            ("rewrite", &self.rewrite),
-            ("timeout", &self.timeout),
-            ("retries", &self.retries),
-            ("fault", &self.fault),
-            ("mirror", &self.mirror),
-            ("mirrors", &self.mirrors),
-            ("mirrorPercent", &self.mirror_percent),
-            ("mirror_percent", &self.mirror_percent_legacy),
-            ("mirrorPercentage", &self.mirror_percentage),
-            ("corsPolicy", &self.cors_policy),
-            ("headers", &self.headers),
-        ];
-        for (name, value) in optional {
-            note_if(out, value.is_some(), path.field(name));
+impl Destination {
+    /// Checks the destination at `path`.
+    pub(crate) fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>) {
+        let host = path.field("host");
+        if self.host.is_empty() {
+            push(out, host, ValidationError::Empty { what: "host" });
+        } else {
+            check_host(&self.host, &host, out);
         }
-        for (j, dest) in self.route.iter().enumerate() {
-            note_if(
-                out,
-                dest.headers.is_some(),
-                path.field("route").index(j).field("headers"),
-            );
+        if let Some(subset) = &self.subset {
+            if !is_dns1123_label(subset) {
+                push(
+                    out,
+                    path.field("subset"),
+                    ValidationError::NotDnsLabel {
+                        value: subset.clone(),
+                    },
+                );
+            }
+        }
+        if let Some(port) = self.port {
+            check_port(Some(port.number), &path.field("port").field("number"), out);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dest(host: &str, subset: &str, weight: Option<i32>) -> HttpRouteDestination {
-        HttpRouteDestination {
-            destination: Destination {
-                host: host.into(),
-                subset: Some(subset.into()),
-                port: None,
-            },
-            weight,
-            headers: None,
-        }
-    }
-
-    fn violations(spec: &VirtualServiceSpec) -> Vec<String> {
-        let mut out = Vec::new();
-        spec.validate(&mut out);
-        out.iter()
-            .map(|v| format!("{}: {}", v.path, v.error))
-            .collect()
-    }
-
-    fn spec_with(route: Vec<HttpRouteDestination>) -> VirtualServiceSpec {
-        VirtualServiceSpec {
-            hosts: vec!["reviews".into()],
-            http: vec![HttpRoute {
-                route,
-                ..HttpRoute::default()
-            }],
-            ..VirtualServiceSpec::default()
-        }
-    }
-
-    #[test]
-    fn weights_must_add_up_with_several_destinations() {
-        let ok = spec_with(vec![
-            dest("reviews", "v1", Some(90)),
-            dest("reviews", "v2", Some(10)),
-        ]);
-        assert!(violations(&ok).is_empty());
-        let bad = spec_with(vec![
-            dest("reviews", "v1", Some(90)),
-            dest("reviews", "v2", Some(20)),
-        ]);
-        assert_eq!(
-            violations(&bad),
-            [
-                "spec.http[0].route: total destination weight 110 != 100 (when a route has more \
-              than one destination, their weights must add up to 100)"
-            ]
-        );
-        let missing = spec_with(vec![
-            dest("reviews", "v1", Some(90)),
-            dest("reviews", "v2", None),
-        ]);
-        assert_eq!(violations(&missing).len(), 1);
-    }
-
-    #[test]
-    fn single_destination_may_omit_weight() {
-        assert!(violations(&spec_with(vec![dest("reviews", "v1", None)])).is_empty());
-    }
-
-    #[test]
-    fn destinations_are_checked() {
-        let mut route = vec![dest("", "V1", Some(-5)), dest("reviews", "v2", Some(105))];
-        route[1].destination.port = Some(PortSelector { number: 0 });
-        let got = violations(&spec_with(route));
-        assert_eq!(got.len(), 4, "{got:?}");
-        assert_eq!(
-            got[0],
-            "spec.http[0].route[0].destination.host: host must not be empty"
-        );
-        assert!(got[1].starts_with("spec.http[0].route[0].destination.subset: \"V1\""));
-        assert_eq!(
-            got[2],
-            "spec.http[0].route[0].weight: weight -5 must not be negative"
-        );
-        assert_eq!(
-            got[3],
-            "spec.http[0].route[1].destination.port.number: port 0 must be between 1 and 65535"
-        );
-    }
-
-    #[test]
-    fn hosts_and_actions_are_required() {
-        let spec = VirtualServiceSpec {
-            http: vec![HttpRoute::default()],
-            ..VirtualServiceSpec::default()
-        };
-        assert_eq!(
-            violations(&spec),
-            [
-                "spec.hosts: at least one host is required",
-                "spec.http[0]: an HTTP route needs at least one of route, redirect, \
-                 directResponse or delegate",
-            ]
-        );
-    }
-
-    #[test]
-    fn reports_unimplemented_fields() {
-        let mut spec = spec_with(vec![dest("reviews", "v1", None)]);
-        spec.gateways = vec!["mesh".into()];
-        spec.http[0].retries = Some(serde_json::json!({"attempts": 3}));
-        spec.http[0].match_ = vec![serde_json::json!({"uri": {"prefix": "/"}})];
-        spec.http[0].route[0].headers = Some(serde_json::json!({}));
-        let mut out = Vec::new();
-        spec.unimplemented_fields(&FieldPath::root().field("spec"), &mut out);
-        let got: Vec<String> = out.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            got,
-            [
-                "spec.gateways",
-                "spec.http[0].match",
-                "spec.http[0].retries",
-                "spec.http[0].route[0].headers",
-            ]
-        );
-    }
-
-    #[test]
-    fn match_is_spelled_match() {
-        let route: HttpRoute = serde_json::from_value(serde_json::json!({
-            "match": [{"headers": {"end-user": {"exact": "jason"}}}],
-            "route": [{"destination": {"host": "reviews", "subset": "v2"}}],
-        }))
-        .unwrap();
-        assert_eq!(route.match_.len(), 1);
-        assert_eq!(route.route[0].destination.subset.as_deref(), Some("v2"));
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::istio::{check_max_items, check_max_len};
 use super::path::FieldPath;
 use super::validate::{ValidationError, Violation};
 use super::{note_if, ObjectMeta};
@@ -15,6 +16,16 @@ const MAX_PORT: u32 = 65535;
 const PORT_NAME_MAX: usize = 62;
 /// Scheme of a Unix domain socket address.
 const UNIX_SCHEME: &str = "unix://";
+/// Longest address (`maxLength` in Istio's schema).
+const MAX_ADDRESS_LEN: usize = 256;
+/// Longest network or locality.
+const MAX_NETWORK_LEN: usize = 2048;
+/// Longest service account.
+const MAX_SERVICE_ACCOUNT_LEN: usize = 253;
+/// Most ports.
+const MAX_PORTS: usize = 128;
+/// Most labels.
+const MAX_LABELS: usize = 256;
 
 /// An Istio `WorkloadEntry`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,10 +91,28 @@ impl WorkloadEntrySpec {
     /// Adds the semantic problems of this spec to `out`, following Istio's CRD validation
     /// rules for the fields the mesh reads.
     pub(crate) fn validate(&self, out: &mut Vec<Violation>) {
-        let spec = FieldPath::root().field("spec");
-        let address_path = spec.field("address");
+        self.validate_at(&FieldPath::root().field("spec"), true, out);
+    }
+
+    /// The checks of [`WorkloadEntrySpec::validate`] for a spec found at `path`: a
+    /// WorkloadEntry's spec, a ServiceEntry endpoint, or a WorkloadGroup template (which
+    /// needs no address: the group's workloads bring their own).
+    pub(crate) fn validate_at(
+        &self,
+        path: &FieldPath,
+        address_required: bool,
+        out: &mut Vec<Violation>,
+    ) {
+        let address_path = path.field("address");
+        check_max_len(
+            &self.address,
+            MAX_ADDRESS_LEN,
+            "address",
+            &address_path,
+            out,
+        );
         if self.address.is_empty() {
-            if self.network.is_none() {
+            if address_required && self.network.is_none() {
                 out.push(Violation::new(
                     address_path.clone(),
                     ValidationError::AddressRequired,
@@ -108,18 +137,21 @@ impl WorkloadEntrySpec {
             }
             if !self.ports.is_empty() {
                 out.push(Violation::new(
-                    spec.field("ports"),
+                    path.field("ports"),
                     ValidationError::UnixSocket {
                         reason: "UDS may not include ports",
                     },
                 ));
             }
         }
+        let ports = path.field("ports");
+        check_max_items(self.ports.len(), MAX_PORTS, "ports", &ports, out);
         for (name, port) in &self.ports {
-            let path = spec.field("ports").field(name);
+            // Istio checks port names with a rule on the map as a whole, so it reports them
+            // at `ports`; the message names the offending key.
             if !is_valid_port_name(name) {
                 out.push(Violation::new(
-                    path.clone(),
+                    ports.clone(),
                     ValidationError::InvalidPortName {
                         value: name.clone(),
                     },
@@ -127,11 +159,32 @@ impl WorkloadEntrySpec {
             }
             if !(1..=MAX_PORT).contains(port) {
                 out.push(Violation::new(
-                    path,
+                    ports.field(name),
                     ValidationError::PortOutOfRange {
                         port: u64::from(*port),
                     },
                 ));
+            }
+        }
+        check_max_items(
+            self.labels.len(),
+            MAX_LABELS,
+            "labels",
+            &path.field("labels"),
+            out,
+        );
+        let texts = [
+            ("network", self.network.as_deref(), MAX_NETWORK_LEN),
+            ("locality", self.locality.as_deref(), MAX_NETWORK_LEN),
+            (
+                "serviceAccount",
+                self.service_account.as_deref(),
+                MAX_SERVICE_ACCOUNT_LEN,
+            ),
+        ];
+        for (name, value, max) in texts {
+            if let Some(value) = value {
+                check_max_len(value, max, name, &path.field(name), out);
             }
         }
     }
@@ -179,7 +232,7 @@ mod tests {
         assert_eq!(
             violations(&spec),
             [
-                "spec.ports[@]: \"@\" is not a valid port name (letters, digits and '-', \
+                "spec.ports: \"@\" is not a valid port name (letters, digits and '-', \
                  starting and ending with a letter or digit, shorter than 63 characters)",
                 "spec.ports.http: port 99999 must be between 1 and 65535",
             ]

@@ -1,0 +1,359 @@
+//! End to end in network namespaces: two workloads on a bridged LAN, each with a proxy in
+//! transparent mode (nftables capture), the apps unaware of the mesh. One connection per
+//! protocol: HTTP/1.1 (chunked upload, 100-continue, 10 MB body), h2c, opaque TCP with
+//! half-close, and a server-speaks-first protocol; plus the capture rules' removal on exit.
+//!
+//! Needs root, `ip`, `nft`, `curl` and `python3` (`.ci/run` installs them); fails without.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use trellis_identity::TokenStore;
+use trellis_testkit::netns::{Host, Lan};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+/// The echo service's virtual IP (its clusterIP in the config below).
+const VIP: &str = "198.18.200.10";
+
+/// Kills its process on drop, so a failing test leaves nothing behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(mut cmd: Command) -> Proc {
+    Proc(cmd.stdin(Stdio::null()).spawn().expect("process starts"))
+}
+
+fn config(server_ip: &str, client_ip: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  clusterIP: {VIP}
+  selector:
+    app: echo
+  ports:
+  - name: http
+    port: 8080
+  - name: tcp-echo
+    port: 9000
+  - name: tcp-banner
+    port: 9100
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: echo-1
+spec:
+  address: {server_ip}
+  serviceAccount: echo
+  labels:
+    app: echo
+  ports:
+    http: 8080
+    tcp-echo: 9000
+    tcp-banner: 9100
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: client-1
+spec:
+  address: {client_ip}
+  serviceAccount: client
+  labels:
+    app: client
+"#
+    )
+}
+
+/// A TCP echo server that answers only after the client half-closes: it proves the
+/// half-close crossed both proxies.
+const ECHO_AFTER_EOF: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9000)); s.listen(16)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while True:
+        chunk = c.recv(65536)
+        if not chunk: break
+        data += chunk
+    c.sendall(b"echo:" + data); c.close()
+"#;
+
+/// A server that speaks first: a banner on connect.
+const BANNER: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9100)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.sendall(b"220 banner\r\n"); c.close()
+"#;
+
+/// Client side of the half-close test: send, shut down writing, read to EOF.
+const HALF_CLOSE_CLIENT: &str = r#"
+import socket, sys
+c = socket.create_connection((sys.argv[1], 9000), timeout=10)
+c.sendall(b"x" * 100000); c.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    chunk = c.recv(65536)
+    if not chunk: break
+    data += chunk
+print(len(data), data[:5].decode())
+"#;
+
+/// Connects and times the banner's arrival.
+const BANNER_CLIENT: &str = r#"
+import socket, sys, time
+t = time.monotonic()
+c = socket.create_connection((sys.argv[1], 9100), timeout=10)
+line = c.recv(100)
+print(int((time.monotonic() - t) * 1000), line.decode().strip())
+"#;
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed() < timeout,
+            "{what} not ready within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for a proxy's readiness endpoint, from inside its namespace.
+fn wait_ready(host: &Host) {
+    wait_for("proxy", Duration::from_secs(30), || {
+        host.command("curl")
+            .args(["-sf", "-o", "/dev/null"])
+            .arg(format!("http://{}:15020/healthz/ready", host.ip))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+}
+
+fn proxy(
+    host: &Host,
+    control: &str,
+    root: &std::path::Path,
+    sa: &str,
+    name: &str,
+    token: &str,
+    ports: &[&str],
+) -> Proc {
+    let mut cmd = host.command(BIN);
+    cmd.args(["proxy", "--mode", "transparent", "--capture"])
+        .args(["--control", control])
+        .arg("--ca-bundle")
+        .arg(root)
+        .args(["--namespace", "default", "--service-account", sa])
+        .args(["--workload-name", name])
+        .args(["--address", &host.ip.to_string()])
+        .env("TRELLIS_JOIN_TOKEN", token);
+    for p in ports {
+        cmd.args(["--port", p]);
+    }
+    spawn(cmd)
+}
+
+#[test]
+fn every_protocol_crosses_two_transparent_proxies() {
+    for tool in ["nft", "ip", "curl", "python3"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .status();
+        assert!(
+            matches!(found, Ok(s) if s.success()),
+            "{tool} is required for this test"
+        );
+    }
+    let mut lan = Lan::new(31).expect("LAN (needs root)");
+    let client = lan.add_host("client").unwrap();
+    let server = lan.add_host("server").unwrap();
+    let gateway = lan.gateway();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_dir = tmp.path().join("config");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        cfg_dir.join("mesh.yaml"),
+        config(&server.ip.to_string(), &client.ip.to_string()),
+    )
+    .unwrap();
+
+    // The control plane lives on the LAN's own namespace, reachable from both hosts.
+    let control = format!("{gateway}:15012");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", lan.lan_netns(), BIN, "control"])
+        .arg("--config")
+        .arg(&cfg_dir)
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--listen",
+            &control,
+            "--api-listen",
+            &format!("{gateway}:15014"),
+        ]);
+    let _control = spawn(cmd);
+    let root = data.join("ca/root.pem");
+    wait_for("control plane", Duration::from_secs(30), || root.exists());
+    std::thread::sleep(Duration::from_millis(300));
+    let tokens = TokenStore::open(&data).unwrap();
+    let token = |sa: &str| tokens.create("default", &[sa.to_string()], None).unwrap().1;
+
+    // The server's apps first (they do not need the mesh to listen), then both proxies; the
+    // client's traffic only starts once its proxy is ready.
+    let sip = server.ip.to_string();
+    let mut app = server.command(BIN);
+    app.args([
+        "demo-app",
+        "--listen",
+        &format!("{sip}:8080"),
+        "--service",
+        "echo",
+    ]);
+    let _app = spawn(app);
+    let mut echo = server.command("python3");
+    echo.args(["-c", ECHO_AFTER_EOF, &sip]);
+    let _echo = spawn(echo);
+    let mut banner = server.command("python3");
+    banner.args(["-c", BANNER, &sip]);
+    let _banner = spawn(banner);
+    let _server_proxy = proxy(
+        &server,
+        &control,
+        &root,
+        "echo",
+        "echo-1",
+        &token("echo"),
+        &["http=8080", "tcp-echo=9000", "tcp-banner=9100"],
+    );
+    let mut client_proxy = proxy(
+        &client,
+        &control,
+        &root,
+        "client",
+        "client-1",
+        &token("client"),
+        &[],
+    );
+    wait_ready(&server);
+    wait_ready(&client);
+    // Both snapshots include the other side once both registered.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let curl = |args: &[&str]| -> (bool, String) {
+        let out = client
+            .command("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let url = format!("http://{VIP}:8080/");
+
+    // HTTP/1.1: the app sees the verified client identity.
+    let (ok, body) = curl(&[&url]);
+    assert!(ok, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+    assert_eq!(v["http_version"], "HTTP/1.1");
+    assert_eq!(
+        v["headers"]["x-forwarded-client-cert"],
+        "By=spiffe://cluster.local/ns/default/sa/echo;URI=spiffe://cluster.local/ns/default/sa/client"
+    );
+
+    // A 10 MB chunked upload with Expect: 100-continue.
+    let big = tmp.path().join("big");
+    std::fs::write(&big, vec![b'z'; 10 * 1024 * 1024]).unwrap();
+    let (ok, body) = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &url,
+    ]);
+    assert!(ok, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+    assert_eq!(v["body_bytes"], 10 * 1024 * 1024);
+
+    // h2c with prior knowledge: HTTP/2 end to end, app included.
+    let (ok, body) = curl(&["--http2-prior-knowledge", &url]);
+    assert!(ok, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+    assert_eq!(v["http_version"], "HTTP/2.0");
+
+    // Opaque TCP with half-close: the server answers only after seeing the client's EOF.
+    let out = client
+        .command("python3")
+        .args(["-c", HALF_CLOSE_CLIENT, VIP])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "100005 echo:");
+
+    // Server speaks first on a port declared tcp: the banner arrives within 100 ms.
+    let out = client
+        .command("python3")
+        .args(["-c", BANNER_CLIENT, VIP])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ms, line) = text.trim().split_once(' ').unwrap();
+    assert_eq!(line, "220 banner");
+    assert!(ms.parse::<u64>().unwrap() < 100, "banner after {ms} ms");
+
+    // Capture rules are gone after the proxy exits on SIGTERM.
+    assert!(client
+        .run(&["nft", "list", "tables"])
+        .unwrap()
+        .contains("trellis"));
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe {
+        libc::kill(client_proxy.0.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client_proxy.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "proxy did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tables = client.run(&["nft", "list", "tables"]).unwrap();
+    assert!(
+        !tables.contains("trellis"),
+        "capture rules left behind: {tables}"
+    );
+}

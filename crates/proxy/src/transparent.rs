@@ -1,0 +1,298 @@
+//! Transparent mode: the workload's traffic, captured by nftables ([`crate::capture`]),
+//! arrives here without the app knowing.
+//!
+//! * Outbound (15001): the original destination (`SO_ORIGINAL_DST`) says where the app meant
+//!   to go — a service's virtual IP, a workload's own address, or somewhere outside the
+//!   mesh. The protocol is detected ([`crate::detect`]) unless the service port declares it:
+//!   HTTP/1.1 and h2c are served as HTTP and routed like explicit mode; TLS from the app and
+//!   anything else travel as opaque TCP in a tunnel ([`crate::tunnel`]). Destinations outside
+//!   the mesh go direct under `ALLOW_ANY` and are refused under `REGISTRY_ONLY`.
+//! * Inbound plaintext (15006): connections from outside the mesh to the workload's ports,
+//!   passed to the app (the mesh default, PERMISSIVE).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::config::OutboundPolicy;
+use crate::detect::{detect, Protocol};
+use crate::pool::Pool;
+use crate::state::ProxyState;
+
+/// How long protocol detection waits for the client's first bytes: past it the connection
+/// is opaque TCP, so a server-speaks-first protocol on an undeclared port waits this long for
+/// its banner at most. Declared `tcp` ports wait not at all.
+pub const DETECT_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Where a captured connection was going.
+enum Destination {
+    /// A service's virtual IP.
+    Service { host: String },
+    /// A workload's own address: straight to that endpoint, through its proxy.
+    Endpoint { host: String, index: usize },
+    /// Not in the mesh.
+    External,
+}
+
+fn classify(state: &ProxyState, orig: SocketAddr) -> Destination {
+    let Some(snap) = state.snapshot.load_full() else {
+        return Destination::External;
+    };
+    if let Some(host) = snap.by_vip.get(&orig.ip()) {
+        return Destination::Service { host: host.clone() };
+    }
+    if let Some((host, index)) = snap.by_endpoint.get(&orig.ip()) {
+        return Destination::Endpoint {
+            host: host.clone(),
+            index: *index,
+        };
+    }
+    Destination::External
+}
+
+/// Accepts captured outbound connections until `stop` turns true.
+pub async fn serve_outbound(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    pool: Arc<Pool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!(error = %e, "outbound accept failed"); continue; }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (state, pool) = (state.clone(), pool.clone());
+        tokio::spawn(async move {
+            if let Err(e) = outbound(tcp, &state, &pool).await {
+                tracing::debug!(%peer, error = %e, "outbound connection ended");
+            }
+        });
+    }
+}
+
+/// Whether the app declared the port's protocol as plain TCP (or a TCP protocol Trellis does
+/// not parse), so detection is skipped.
+fn declared_opaque(protocol: &str) -> bool {
+    matches!(
+        protocol,
+        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "opaque"
+    )
+}
+
+async fn outbound(
+    tcp: TcpStream,
+    state: &Arc<ProxyState>,
+    pool: &Arc<Pool>,
+) -> std::io::Result<()> {
+    let orig = crate::capture::original_dst(&tcp)?;
+    let own = state.config.outbound_addr;
+    if orig.port() == own.port() && (orig.ip().is_loopback() || orig.ip() == state.config.address) {
+        // Something connected to the outbound port itself: routing it would loop.
+        return Ok(());
+    }
+    match classify(state, orig) {
+        Destination::External => external(tcp, orig, state).await,
+        Destination::Endpoint { host, index } => {
+            let Some(snap) = state.snapshot.load_full() else {
+                return Ok(());
+            };
+            let Some(ep) = snap
+                .services
+                .get(&host)
+                .and_then(|s| s.endpoints.get(index))
+            else {
+                return Ok(());
+            };
+            tunnel(
+                tcp,
+                pool,
+                ep.proxy_addr(),
+                &ep.identity,
+                SocketAddr::new(ep.address, orig.port()),
+            )
+            .await
+        }
+        Destination::Service { host } => {
+            let Some(snap) = state.snapshot.load_full() else {
+                return Ok(());
+            };
+            let Some(service) = snap.services.get(&host).cloned() else {
+                return Ok(());
+            };
+            let declared = service
+                .port(Some(orig.port()))
+                .map(|p| p.protocol.as_str())
+                .unwrap_or("");
+            let protocol = if declared_opaque(declared) {
+                Protocol::Opaque
+            } else {
+                detect(&tcp, DETECT_TIMEOUT).await?
+            };
+            match protocol {
+                Protocol::Http1 | Protocol::Http2 => {
+                    serve_http(tcp, protocol, state.clone(), pool.clone(), host, orig).await;
+                    Ok(())
+                }
+                Protocol::Tls | Protocol::Opaque => {
+                    let (peer, identity, target) = {
+                        let t = crate::outbound::choose(&snap, &service, Some(orig.port()))
+                            .map_err(|(_, msg)| std::io::Error::other(msg))?;
+                        (
+                            t.endpoint.proxy_addr(),
+                            t.endpoint.identity.clone(),
+                            SocketAddr::new(t.endpoint.address, t.port),
+                        )
+                    };
+                    tunnel(tcp, pool, peer, &identity, target).await
+                }
+            }
+        }
+    }
+}
+
+async fn tunnel(
+    mut tcp: TcpStream,
+    pool: &Pool,
+    peer: SocketAddr,
+    identity: &str,
+    target: SocketAddr,
+) -> std::io::Result<()> {
+    let mut up = crate::tunnel::open(pool, peer, identity, target)
+        .await
+        .map_err(std::io::Error::other)?;
+    let (tx, rx) = crate::tunnel::splice(&mut tcp, &mut up).await?;
+    tracing::debug!(%target, tx, rx, "tunnel closed");
+    Ok(())
+}
+
+async fn external(mut tcp: TcpStream, orig: SocketAddr, state: &ProxyState) -> std::io::Result<()> {
+    match state.config.outbound_policy {
+        OutboundPolicy::RegistryOnly => {
+            tracing::info!(destination = %orig, "refused: not in the mesh registry (REGISTRY_ONLY)");
+            Ok(())
+        }
+        OutboundPolicy::AllowAny => {
+            let mut out = crate::capture::connect_marked(orig, Some(state.config.mark)).await?;
+            let _ = out.set_nodelay(true);
+            tokio::io::copy_bidirectional(&mut tcp, &mut out).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve_http(
+    tcp: TcpStream,
+    protocol: Protocol,
+    state: Arc<ProxyState>,
+    pool: Arc<Pool>,
+    host: String,
+    orig: SocketAddr,
+) {
+    let h2 = protocol == Protocol::Http2;
+    let svc =
+        hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (state, pool, host) = (state.clone(), pool.clone(), host.clone());
+            async move {
+                let Some(snap) = state.snapshot.load_full() else {
+                    return Ok::<_, Infallible>(crate::body::error_response(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "proxy has no snapshot yet",
+                    ));
+                };
+                let Some(service) = snap.services.get(&host).cloned() else {
+                    return Ok(crate::body::error_response(
+                        http::StatusCode::NOT_FOUND,
+                        format!("service {host} is gone"),
+                    ));
+                };
+                // The authority the app wrote, else the address it dialled.
+                let authority = req
+                    .uri()
+                    .authority()
+                    .map(|a| a.to_string())
+                    .or_else(|| {
+                        req.headers()
+                            .get(http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| orig.to_string());
+                Ok(crate::outbound::forward(
+                    req,
+                    &pool,
+                    &snap,
+                    &service,
+                    Some(orig.port()),
+                    &authority,
+                )
+                .await)
+            }
+        });
+    let io = TokioIo::new(tcp);
+    let result = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .with_upgrades()
+            .await
+    };
+    if let Err(e) = result {
+        tracing::debug!(destination = %orig, error = %e, "captured HTTP connection ended");
+    }
+}
+
+/// Accepts plaintext inbound connections (captured to 15006) and passes them to the app at
+/// the port they were for.
+pub async fn serve_inbound_plain(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (mut tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!(error = %e, "inbound accept failed"); continue; }
+            },
+            _ = stop.changed() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let orig = match crate::capture::original_dst(&tcp) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "inbound: no original destination");
+                    return;
+                }
+            };
+            if !is_own(&state, orig.ip()) {
+                tracing::warn!(%peer, destination = %orig, "inbound connection for another address dropped");
+                return;
+            }
+            let target = SocketAddr::new(state.config.address, orig.port());
+            match crate::capture::connect_marked(target, Some(state.config.mark)).await {
+                Ok(mut app) => {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut app).await;
+                }
+                Err(e) => tracing::debug!(%peer, %target, error = %e, "inbound: app refused"),
+            }
+        });
+    }
+}
+
+fn is_own(state: &ProxyState, ip: IpAddr) -> bool {
+    ip == state.config.address || ip.is_loopback()
+}
