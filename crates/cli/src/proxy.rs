@@ -61,6 +61,9 @@ pub struct ProxyArgs {
     /// Destinations outside the mesh: `allow-any` (connect directly) or `registry-only`.
     #[arg(long, value_parser = ["allow-any", "registry-only"], default_value = "allow-any")]
     pub outbound_policy: String,
+    /// On SIGTERM, how long requests in flight get to finish (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
+    pub drain_timeout: Duration,
     /// Send every outbound request to this service authority (e.g. `productpage:9080`),
     /// whatever its Host: the proxy becomes the mesh's front door.
     #[arg(long)]
@@ -123,6 +126,7 @@ pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
         },
         mark: trellis_proxy::capture::PROXY_MARK,
         capture: a.capture,
+        drain_timeout: a.drain_timeout,
     };
     if a.capture && !transparent {
         bail!("--capture needs --mode transparent");

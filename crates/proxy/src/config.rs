@@ -63,6 +63,8 @@ pub struct ProxyConfig {
     pub mark: u32,
     /// Install (and on exit remove) the nftables capture rules in the proxy's namespace.
     pub capture: bool,
+    /// On shutdown, how long requests in flight get to finish.
+    pub drain_timeout: Duration,
 }
 
 impl ProxyConfig {

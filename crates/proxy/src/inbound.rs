@@ -38,6 +38,9 @@ struct AppClient {
 pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut stop: watch::Receiver<bool>) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    // Connections are tracked so that a drain lets requests in flight finish (HTTP/2 GOAWAY:
+    // no new streams, running ones complete).
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let app = AppClient {
         h1: Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -53,11 +56,19 @@ pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut stop: watc
                 Ok(c) => c,
                 Err(e) => { tracing::warn!(error = %e, "inbound accept failed"); continue; }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(serve_connection(tcp, peer, state.clone(), app.clone()));
+        tokio::spawn(serve_connection(
+            tcp,
+            peer,
+            state.clone(),
+            app.clone(),
+            graceful.watcher(),
+        ));
     }
+    drop(listener);
+    crate::drain::finish(graceful, state.config.drain_timeout, "inbound").await;
 }
 
 async fn serve_connection(
@@ -65,6 +76,7 @@ async fn serve_connection(
     peer: SocketAddr,
     state: Arc<ProxyState>,
     app: AppClient,
+    watcher: hyper_util::server::graceful::Watcher,
 ) {
     let Some(creds) = state.creds.load_full() else {
         tracing::warn!(%peer, "inbound connection refused: no certificate yet");
@@ -94,10 +106,9 @@ async fn serve_connection(
         let (state, app, caller) = (state.clone(), app.clone(), caller.clone());
         async move { Ok::<_, Infallible>(handle(req, &state, &app, &caller).await) }
     });
-    if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), svc)
-        .await
-    {
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "inbound connection ended");
     }
 }

@@ -22,6 +22,7 @@ pub mod capture;
 pub mod config;
 pub mod control_client;
 pub mod detect;
+pub mod drain;
 pub mod headers;
 pub mod inbound;
 pub mod metrics;
@@ -72,19 +73,23 @@ pub async fn run(
     let state = Arc::new(ProxyState::new(config));
     let client = control_client::ControlClient::new(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(admin::serve(admin, state.clone(), stop_rx.clone()));
+    // The admin port keeps answering through a drain (readiness says "no" meanwhile); it
+    // ends with the process.
+    let (_admin_forever, admin_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(admin::serve(admin, state.clone(), admin_rx));
 
     client.bootstrap().await?;
 
     let pool = Arc::new(pool::Pool::new(state.clone()));
+    let mut servers = Vec::new();
     match state.config.mode {
         config::Mode::Explicit => {
-            tokio::spawn(outbound::serve(
+            servers.push(tokio::spawn(outbound::serve(
                 outbound,
                 state.clone(),
                 pool,
                 stop_rx.clone(),
-            ));
+            )));
         }
         config::Mode::Transparent => {
             tokio::spawn(transparent::serve_outbound(
@@ -102,7 +107,11 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    tokio::spawn(inbound::serve(inbound, state.clone(), stop_rx.clone()));
+    servers.push(tokio::spawn(inbound::serve(
+        inbound,
+        state.clone(),
+        stop_rx.clone(),
+    )));
     tokio::spawn(client.clone().subscribe_forever(stop_rx.clone()));
     tokio::spawn(client.renew_forever(stop_rx));
     // Capture last: the workload's traffic is sent to listeners that are serving, with a
@@ -122,7 +131,11 @@ pub async fn run(
     );
 
     shutdown.await;
-    tracing::info!("proxy stopping");
+    tracing::info!(deadline = ?state.config.drain_timeout, "proxy draining");
+    // Not ready from now on, so whatever routes to this proxy stops choosing it.
+    state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(c) = capture {
         match c.remove() {
             Ok(()) => tracing::info!("capture rules removed"),
@@ -130,6 +143,10 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
+    tracing::info!("proxy stopped");
     Ok(())
 }
 

@@ -27,29 +27,32 @@ pub async fn serve(
     pool: Arc<Pool>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => { tracing::warn!(error = %e, "outbound accept failed"); continue; }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let (state, pool) = (state.clone(), pool.clone());
+        let (state2, pool) = (state.clone(), pool.clone());
+        let svc = hyper::service::service_fn(move |req| {
+            let (state, pool) = (state2.clone(), pool.clone());
+            async move { Ok::<_, Infallible>(handle(req, &state, &pool).await) }
+        });
+        let conn =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let (state, pool) = (state.clone(), pool.clone());
-                async move { Ok::<_, Infallible>(handle(req, &state, &pool).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await
-            {
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "outbound connection ended");
             }
         });
     }
+    drop(listener);
+    crate::drain::finish(graceful, state.config.drain_timeout, "outbound").await;
 }
 
 /// A destination chosen for one request or connection.

@@ -33,6 +33,8 @@ pub struct ProxyState {
     /// Bumped whenever the credentials change, so the snapshot stream can report them.
     pub creds_changed: watch::Sender<u64>,
     pub metrics: ProxyMetrics,
+    /// Set on shutdown: readiness turns false while requests in flight finish.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl ProxyState {
@@ -44,6 +46,7 @@ impl ProxyState {
             renew_now: Notify::new(),
             creds_changed: watch::channel(0).0,
             metrics: ProxyMetrics::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -55,7 +58,9 @@ impl ProxyState {
 
     /// Ready once it has both an identity and a snapshot to route with.
     pub fn is_ready(&self) -> bool {
-        self.creds.load().is_some() && self.snapshot.load().is_some()
+        self.creds.load().is_some()
+            && self.snapshot.load().is_some()
+            && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Installs new credentials: new connections use them at once, existing ones keep the

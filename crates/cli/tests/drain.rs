@@ -1,0 +1,156 @@
+//! A proxy stopped with SIGTERM while requests are in flight through it loses none of them:
+//! it stops accepting, lets them finish, then exits.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use trellis_identity::TokenStore;
+use trellis_testkit::HttpClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Proc {
+    Proc(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+const CONFIG: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: b
+spec:
+  selector: {app: b}
+  ports:
+  - {name: http, port: 9080}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: b-1
+spec:
+  address: 127.0.24.2
+  serviceAccount: b
+  labels: {app: b}
+  ports: {http: 9080}
+"#;
+
+fn proxy(root: &std::path::Path, sa: &str, ip: &str, token: String, ports: &[&str]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["proxy", "--control", "127.0.24.251:15012"])
+        .arg("--ca-bundle")
+        .arg(root)
+        .args([
+            "--service-account",
+            sa,
+            "--workload-name",
+            &format!("{sa}-1"),
+        ])
+        .args(["--address", ip])
+        .env("TRELLIS_JOIN_TOKEN", token);
+    for p in ports {
+        cmd.args(["--port", p]);
+    }
+    spawn(&mut cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_requests_in_flight_loses_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, data) = (tmp.path().join("config"), tmp.path().join("data"));
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("mesh.yaml"), CONFIG).unwrap();
+    let _control = spawn(
+        Command::new(BIN)
+            .arg("control")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen",
+                "127.0.24.251:15012",
+                "--api-listen",
+                "127.0.24.251:15014",
+            ]),
+    );
+    let root = data.join("ca/root.pem");
+    let started = Instant::now();
+    while !root.exists() || std::net::TcpStream::connect("127.0.24.251:15012").is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "control plane did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tokens = TokenStore::open(&data).unwrap();
+    let token = |sa: &str| tokens.create("default", &[sa.to_string()], None).unwrap().1;
+    let _app = spawn(Command::new(BIN).args([
+        "demo-app",
+        "--listen",
+        "127.0.24.2:9080",
+        "--service",
+        "b",
+    ]));
+    let _a = proxy(&root, "a", "127.0.24.1", token("a"), &[]);
+    let mut b = proxy(&root, "b", "127.0.24.2", token("b"), &["http=9080"]);
+
+    let client = HttpClient::new();
+    let started = Instant::now();
+    for admin in ["127.0.24.1:15020", "127.0.24.2:15020"] {
+        loop {
+            let ok = client
+                .get(admin.parse().unwrap(), "admin", "/healthz/ready", &[])
+                .await;
+            if matches!(ok, Ok(r) if r.status == 200) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{admin} not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let outbound = "127.0.24.1:15001".parse().unwrap();
+    // Warm the pooled connection, then put ten slow requests in flight.
+    let warm = client.get(outbound, "b:9080", "/", &[]).await.unwrap();
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    let mut in_flight = Vec::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        in_flight.push(tokio::spawn(async move {
+            client.get(outbound, "b:9080", "/?delay=1500ms", &[]).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe {
+        libc::kill(b.0.id() as i32, libc::SIGTERM);
+    }
+    for r in in_flight {
+        let resp = r.await.unwrap().expect("request in flight completes");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.0.try_wait().unwrap().is_some_and(|s| s.success()));
+}
