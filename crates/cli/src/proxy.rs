@@ -61,6 +61,10 @@ pub struct ProxyArgs {
     /// Destinations outside the mesh: `allow-any` (connect directly) or `registry-only`.
     #[arg(long, value_parser = ["allow-any", "registry-only"], default_value = "allow-any")]
     pub outbound_policy: String,
+    /// Keep the last good certificate and snapshot here, to serve after a restart while the
+    /// control plane is unreachable.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// On SIGTERM, how long requests in flight get to finish (e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
     pub drain_timeout: Duration,
@@ -91,6 +95,10 @@ pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
             .filter(|p| *p != 0)
             .with_context(|| format!("--port {name}={port}: not a port number"))?;
         ports.insert(name, p);
+    }
+    if let Some(dir) = &a.state_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating --state-dir {}", dir.display()))?;
     }
     let transparent = a.mode == "transparent";
     let config = trellis_proxy::ProxyConfig {
@@ -127,6 +135,7 @@ pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
         mark: trellis_proxy::capture::PROXY_MARK,
         capture: a.capture,
         drain_timeout: a.drain_timeout,
+        state_dir: a.state_dir,
     };
     if a.capture && !transparent {
         bail!("--capture needs --mode transparent");

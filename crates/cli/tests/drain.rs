@@ -1,5 +1,6 @@
-//! A proxy stopped with SIGTERM while requests are in flight through it loses none of them:
-//! it stops accepting, lets them finish, then exits.
+//! Proxy lifecycle against real processes: a proxy stopped with SIGTERM while requests are in
+//! flight through it loses none of them; a proxy restarted while the control plane is down
+//! serves from its saved certificate and snapshot.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +28,10 @@ fn spawn(cmd: &mut Command) -> Proc {
     )
 }
 
+fn config(net: &str) -> String {
+    CONFIG.replace("127.0.24.", net)
+}
+
 const CONFIG: &str = r#"apiVersion: v1
 kind: Service
 metadata:
@@ -47,9 +52,10 @@ spec:
   ports: {http: 9080}
 "#;
 
-fn proxy(root: &std::path::Path, sa: &str, ip: &str, token: String, ports: &[&str]) -> Proc {
+fn proxy(root: &std::path::Path, sa: &str, ip: &str, token: String, extra: &[&str]) -> Proc {
+    let control = format!("{}251:15012", &ip[..ip.rfind('.').unwrap_or(0) + 1]);
     let mut cmd = Command::new(BIN);
-    cmd.args(["proxy", "--control", "127.0.24.251:15012"])
+    cmd.args(["proxy", "--control", &control])
         .arg("--ca-bundle")
         .arg(root)
         .args([
@@ -60,9 +66,7 @@ fn proxy(root: &std::path::Path, sa: &str, ip: &str, token: String, ports: &[&st
         ])
         .args(["--address", ip])
         .env("TRELLIS_JOIN_TOKEN", token);
-    for p in ports {
-        cmd.args(["--port", p]);
-    }
+    cmd.args(extra);
     spawn(&mut cmd)
 }
 
@@ -105,7 +109,13 @@ async fn sigterm_with_requests_in_flight_loses_none() {
         "b",
     ]));
     let _a = proxy(&root, "a", "127.0.24.1", token("a"), &[]);
-    let mut b = proxy(&root, "b", "127.0.24.2", token("b"), &["http=9080"]);
+    let mut b = proxy(
+        &root,
+        "b",
+        "127.0.24.2",
+        token("b"),
+        &["--port", "http=9080"],
+    );
 
     let client = HttpClient::new();
     let started = Instant::now();
@@ -153,4 +163,110 @@ async fn sigterm_with_requests_in_flight_loses_none() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(b.0.try_wait().unwrap().is_some_and(|s| s.success()));
+}
+
+async fn wait_ready(client: &HttpClient, admin: &str) {
+    let started = Instant::now();
+    loop {
+        let ok = client
+            .get(admin.parse().unwrap(), "admin", "/healthz/ready", &[])
+            .await;
+        if matches!(ok, Ok(r) if r.status == 200) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{admin} not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_restarted_while_the_control_plane_is_down_still_serves() {
+    let net = "127.0.25.";
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, data) = (tmp.path().join("config"), tmp.path().join("data"));
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("mesh.yaml"), config(net)).unwrap();
+    let mut control = spawn(
+        Command::new(BIN)
+            .arg("control")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen",
+                "127.0.25.251:15012",
+                "--api-listen",
+                "127.0.25.251:15014",
+            ]),
+    );
+    let root = data.join("ca/root.pem");
+    let started = Instant::now();
+    while !root.exists() || std::net::TcpStream::connect("127.0.25.251:15012").is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "control plane did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tokens = TokenStore::open(&data).unwrap();
+    let token = |sa: &str| tokens.create("default", &[sa.to_string()], None).unwrap().1;
+    let _app = spawn(Command::new(BIN).args([
+        "demo-app",
+        "--listen",
+        "127.0.25.2:9080",
+        "--service",
+        "b",
+    ]));
+    let state_a = tmp.path().join("state-a");
+    let state_b = tmp.path().join("state-b");
+    let sa = state_a.to_string_lossy().into_owned();
+    let sb = state_b.to_string_lossy().into_owned();
+    let (ta, tb) = (token("a"), token("b"));
+    let mut a = proxy(&root, "a", "127.0.25.1", ta.clone(), &["--state-dir", &sa]);
+    let mut b = proxy(
+        &root,
+        "b",
+        "127.0.25.2",
+        tb.clone(),
+        &["--port", "http=9080", "--state-dir", &sb],
+    );
+    let client = HttpClient::new();
+    wait_ready(&client, "127.0.25.1:15020").await;
+    wait_ready(&client, "127.0.25.2:15020").await;
+    let outbound = "127.0.25.1:15001".parse().unwrap();
+    // Both snapshots know both workloads once both registered.
+    let started = Instant::now();
+    loop {
+        let r = client.get(outbound, "b:9080", "/", &[]).await.unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The control plane goes away, then both proxies restart.
+    let _ = control.0.kill();
+    let _ = control.0.wait();
+    drop(a);
+    drop(b);
+    a = proxy(&root, "a", "127.0.25.1", ta, &["--state-dir", &sa]);
+    b = proxy(
+        &root,
+        "b",
+        "127.0.25.2",
+        tb,
+        &["--port", "http=9080", "--state-dir", &sb],
+    );
+    wait_ready(&client, "127.0.25.1:15020").await;
+    wait_ready(&client, "127.0.25.2:15020").await;
+    for _ in 0..20 {
+        let r = client.get(outbound, "b:9080", "/", &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    drop((a, b));
 }

@@ -65,6 +65,9 @@ pub struct ProxyConfig {
     pub capture: bool,
     /// On shutdown, how long requests in flight get to finish.
     pub drain_timeout: Duration,
+    /// Where the last good certificate and snapshot are kept, to serve after a restart while
+    /// the control plane is unreachable.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl ProxyConfig {

@@ -243,8 +243,14 @@ impl ControlClient {
             backoff.reset();
             let msg_version = msg.version.clone();
             let bundle_pem = msg.trust_bundle_pem.clone();
+            let wire = self.state.config.state_dir.as_ref().map(|_| msg.clone());
             match Snapshot::try_from(msg) {
                 Ok(snap) => {
+                    if let (Some(dir), Some(wire)) = (&self.state.config.state_dir, wire) {
+                        if let Err(e) = crate::persist::save_snapshot(dir, &wire) {
+                            tracing::warn!(error = %e, "could not save the snapshot");
+                        }
+                    }
                     self.update_bundle(&bundle_pem);
                     tracing::info!(version = %msg_version, services = snap.services.len(), "snapshot applied");
                     let signing_root = snap.signing_root_fingerprint.clone();
@@ -358,7 +364,7 @@ impl ControlClient {
     }
 }
 
-fn credentials(
+pub(crate) fn credentials(
     svid: Svid,
     bundle: TrustBundle,
     issuer_root: String,

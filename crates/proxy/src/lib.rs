@@ -27,6 +27,7 @@ pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod persist;
 pub mod pool;
 pub mod state;
 pub mod transparent;
@@ -78,7 +79,9 @@ pub async fn run(
     let (_admin_forever, admin_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(admin::serve(admin, state.clone(), admin_rx));
 
-    client.bootstrap().await?;
+    if !restore(&state) {
+        client.bootstrap().await?;
+    }
 
     let pool = Arc::new(pool::Pool::new(state.clone()));
     let mut servers = Vec::new();
@@ -178,6 +181,49 @@ fn install_capture(config: &ProxyConfig) -> Result<capture::Capture, ProxyError>
         "capture rules installed"
     );
     Ok(c)
+}
+
+/// Restores the last good certificate and snapshot from the state directory, if there are
+/// any; true when the proxy can serve without waiting for the control plane.
+fn restore(state: &ProxyState) -> bool {
+    let Some(dir) = &state.config.state_dir else {
+        return false;
+    };
+    let td = &state.config.identity.trust_domain;
+    let creds = match persist::load_creds(dir, td) {
+        Ok(Some((svid, bundle, root))) if svid.id == state.config.identity => {
+            match control_client::credentials(svid, bundle, root) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "saved certificate unusable");
+                    return false;
+                }
+            }
+        }
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, "saved certificate unreadable");
+            return false;
+        }
+    };
+    let snapshot = match persist::load_snapshot(dir)
+        .map(|m| m.map(trellis_api::snapshot::Snapshot::try_from))
+    {
+        Ok(Some(Ok(s))) => s,
+        Ok(Some(Err(e))) => {
+            tracing::warn!(error = %e, "saved snapshot rejected");
+            return false;
+        }
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, "saved snapshot unreadable");
+            return false;
+        }
+    };
+    tracing::info!(version = %snapshot.version, not_after = ?creds.svid.not_after, "serving from the saved certificate and snapshot");
+    state.set_creds(creds);
+    state.set_snapshot(snapshot);
+    true
 }
 
 /// Binds `addr` and replaces it with the bound address (the real port when it was 0).

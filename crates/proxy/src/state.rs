@@ -73,6 +73,13 @@ impl ProxyState {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         self.metrics.svid_expiry.set(expiry);
+        if let Some(dir) = &self.config.state_dir {
+            if let Err(e) =
+                crate::persist::save_creds(dir, &creds.svid, &creds.bundle, &creds.issuer_root)
+            {
+                tracing::warn!(error = %e, "could not save the certificate");
+            }
+        }
         self.creds.store(Some(Arc::new(creds)));
         self.creds_changed.send_modify(|g| *g += 1);
         self.update_ready();
