@@ -19,7 +19,10 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-pub fn init(args: &LogArgs) {
+/// Changes the log filter of the running process (the proxy's admin `/logging` uses it).
+pub type Reload = std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+pub fn init(args: &LogArgs) -> Reload {
     let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|e| {
         eprintln!(
             "trellis: bad --log-level {:?} ({e}); using info",
@@ -27,11 +30,32 @@ pub fn init(args: &LogArgs) {
         );
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     match args.log_format {
-        LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            let builder = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            std::sync::Arc::new(move |level: &str| {
+                let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                handle.reload(f).map_err(|e| e.to_string())
+            })
+        }
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            std::sync::Arc::new(move |level: &str| {
+                let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                handle.reload(f).map_err(|e| e.to_string())
+            })
+        }
     }
 }

@@ -64,7 +64,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.log);
+    let reload = logging::init(&cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,7 +79,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(a) => up::run(a).await,
             Command::Control(a) => control::run(a).await,
-            Command::Proxy(a) => proxy::run(*a).await,
+            Command::Proxy(a) => proxy::run(*a, reload).await,
             Command::DemoApp(a) => demo_app::run(a).await,
             Command::Token(c) => token::run(c),
             Command::Certs(a) => certs::run(a).await,

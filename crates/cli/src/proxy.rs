@@ -61,6 +61,10 @@ pub struct ProxyArgs {
     /// Destinations outside the mesh: `allow-any` (connect directly) or `registry-only`.
     #[arg(long, value_parser = ["allow-any", "registry-only"], default_value = "allow-any")]
     pub outbound_policy: String,
+    /// Local admin endpoint (config dump, log level); default ADDRESS:15000 in explicit
+    /// mode, 127.0.0.1:15000 in transparent mode (the namespace's own loopback).
+    #[arg(long)]
+    pub admin_local: Option<SocketAddr>,
     /// Keep the last good certificate and snapshot here, to serve after a restart while the
     /// control plane is unreachable.
     #[arg(long)]
@@ -81,7 +85,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
+pub async fn run(a: ProxyArgs, reload: crate::logging::Reload) -> anyhow::Result<()> {
     let ca_bundle_pem = std::fs::read_to_string(&a.ca_bundle)
         .with_context(|| format!("reading --ca-bundle {}", a.ca_bundle.display()))?;
     if a.token.is_empty() {
@@ -136,11 +140,16 @@ pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
         capture: a.capture,
         drain_timeout: a.drain_timeout,
         state_dir: a.state_dir,
+        admin_local_addr: a.admin_local.unwrap_or(if transparent {
+            SocketAddr::from(([127, 0, 0, 1], 15000))
+        } else {
+            SocketAddr::new(a.address, 15000)
+        }),
     };
     if a.capture && !transparent {
         bail!("--capture needs --mode transparent");
     }
-    trellis_proxy::run(config, crate::signal::shutdown())
+    trellis_proxy::run(config, Some(reload), crate::signal::shutdown())
         .await
         .context("proxy")
 }

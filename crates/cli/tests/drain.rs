@@ -134,6 +134,34 @@ async fn sigterm_with_requests_in_flight_loses_none() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // The local admin port: config dump and log level.
+    let dump = client
+        .get(
+            "127.0.24.1:15000".parse().unwrap(),
+            "admin",
+            "/config_dump",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(dump.status, 200);
+    let dump = dump.json().unwrap();
+    assert_eq!(
+        dump["config"]["identity"],
+        "spiffe://cluster.local/ns/default/sa/a"
+    );
+    assert_eq!(dump["ready"], true);
+    assert_eq!(
+        dump["snapshot"]["services"][0]["host"],
+        "b.default.svc.cluster.local"
+    );
+    assert_eq!(
+        dump["snapshot"]["services"][0]["endpoints"][0]["identity"],
+        "spiffe://cluster.local/ns/default/sa/b"
+    );
+    assert!(post("127.0.24.1:15000", "/logging?level=debug").starts_with("HTTP/1.1 200"));
+    assert!(post("127.0.24.1:15000", "/logging?level=a=b=c=").starts_with("HTTP/1.1 400"));
+
     let outbound = "127.0.24.1:15001".parse().unwrap();
     // Warm the pooled connection, then put ten slow requests in flight.
     let warm = client.get(outbound, "b:9080", "/", &[]).await.unwrap();
@@ -269,4 +297,18 @@ async fn a_proxy_restarted_while_the_control_plane_is_down_still_serves() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     drop((a, b));
+}
+
+/// A bodiless HTTP/1.1 POST; returns the raw response.
+fn post(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

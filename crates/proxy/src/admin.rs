@@ -1,6 +1,7 @@
 //! The proxy's health and metrics endpoints (port 15020): `/healthz/live` answers as soon as
 //! the process serves, `/healthz/ready` only once the proxy has its certificate and a
-//! snapshot, `/metrics` in Prometheus text format.
+//! snapshot, `/metrics` in Prometheus text format. The local admin port (15000, loopback) adds
+//! `GET /config_dump` (static settings, certificate, snapshot) and `POST /logging?level=…`.
 
 use std::sync::Arc;
 
@@ -66,4 +67,126 @@ fn handle(req: Request<Incoming>, state: &ProxyState) -> Response<Body> {
         }
         _ => error_response(StatusCode::NOT_FOUND, "unknown admin path"),
     }
+}
+
+/// Serves the local admin endpoints until `stop` turns true.
+pub async fn serve_local(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!(error = %e, "admin accept failed"); continue; }
+            },
+            _ = stop.changed() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle_local(req, &state)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn json(v: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(format!("{v:#}\n")));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn handle_local(req: Request<Incoming>, state: &ProxyState) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/config_dump") => json(&config_dump(state)),
+        (&Method::POST, "/logging") => {
+            let level = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("level="));
+            let (Some(level), Some(control)) = (level, &state.log_control) else {
+                return error_response(StatusCode::BAD_REQUEST, "use POST /logging?level=FILTER");
+            };
+            match control(level) {
+                Ok(()) => {
+                    tracing::info!(%level, "log level changed");
+                    Response::new(full(format!("log level: {level}\n")))
+                }
+                Err(e) => error_response(StatusCode::BAD_REQUEST, e),
+            }
+        }
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "GET /config_dump, POST /logging?level=",
+        ),
+    }
+}
+
+/// Everything the proxy runs on, for a person debugging it.
+fn config_dump(state: &ProxyState) -> serde_json::Value {
+    let c = &state.config;
+    let creds = state.creds.load_full();
+    let snap = state.snapshot.load_full();
+    let services: Vec<serde_json::Value> = snap
+        .as_ref()
+        .map(|s| {
+            let mut v: Vec<_> = s.services.values().collect();
+            v.sort_by(|a, b| a.host.cmp(&b.host));
+            v.into_iter()
+                .map(|svc| {
+                    serde_json::json!({
+                        "host": svc.host,
+                        "vips": svc.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+                        "ports": svc.ports.iter().map(|p| serde_json::json!({"name": p.name, "port": p.port, "target": format!("{:?}", p.target), "protocol": p.protocol})).collect::<Vec<_>>(),
+                        "subsets": svc.subsets,
+                        "routes": svc.http_routes.iter().map(|r| serde_json::json!({
+                            "name": r.name,
+                            "destinations": r.destinations.iter().map(|d| serde_json::json!({"host": d.host, "subset": d.subset, "port": d.port, "weight": d.weight})).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                        "endpoints": svc.endpoints.iter().map(|e| serde_json::json!({"workload": e.workload_name, "address": e.address.to_string(), "identity": e.identity, "labels": e.labels})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "config": {
+            "identity": c.identity.to_string(),
+            "workload": c.workload_name,
+            "address": c.address.to_string(),
+            "mode": format!("{:?}", c.mode),
+            "outbound": c.outbound_addr.to_string(),
+            "inbound": c.inbound_addr.to_string(),
+            "inbound_plain": c.inbound_plain_addr.to_string(),
+            "admin": c.admin_addr.to_string(),
+            "control": c.control_addr.to_string(),
+            "outbound_policy": format!("{:?}", c.outbound_policy),
+            "labels": c.labels,
+            "ports": c.ports,
+            "drain_timeout_ms": c.drain_timeout.as_millis() as u64,
+        },
+        "certificate": creds.as_ref().map(|cr| serde_json::json!({
+            "identity": cr.svid.id.to_string(),
+            "not_after_unix": cr.svid.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "issuer_root": cr.issuer_root,
+            "trust_bundle_roots": cr.bundle.roots.len(),
+        })),
+        "snapshot": snap.as_ref().map(|s| serde_json::json!({
+            "version": s.version,
+            "signing_root": s.signing_root_fingerprint,
+            "services": services,
+        })),
+        "ready": state.is_ready(),
+    })
 }

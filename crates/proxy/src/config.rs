@@ -68,6 +68,8 @@ pub struct ProxyConfig {
     /// Where the last good certificate and snapshot are kept, to serve after a restart while
     /// the control plane is unreachable.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Local admin endpoint: config dump, log level (port 15000, loopback).
+    pub admin_local_addr: SocketAddr,
 }
 
 impl ProxyConfig {

@@ -60,24 +60,27 @@ pub enum ProxyError {
 /// readiness endpoint says so.
 pub async fn run(
     mut config: ProxyConfig,
+    log_control: Option<state::LogControl>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ProxyError> {
     // Bind everything first: a port given as 0 gets its real number before the workload is
     // registered, and peers' connections queue in the backlog until the certificate is in.
     let admin = bind(&mut config.admin_addr).await?;
+    let admin_local = bind(&mut config.admin_local_addr).await?;
     let outbound = bind(&mut config.outbound_addr).await?;
     let inbound = bind(&mut config.inbound_addr).await?;
     let inbound_plain = match config.mode {
         config::Mode::Transparent => Some(bind(&mut config.inbound_plain_addr).await?),
         config::Mode::Explicit => None,
     };
-    let state = Arc::new(ProxyState::new(config));
+    let state = Arc::new(ProxyState::new(config, log_control));
     let client = control_client::ControlClient::new(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The admin port keeps answering through a drain (readiness says "no" meanwhile); it
     // ends with the process.
     let (_admin_forever, admin_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(admin::serve(admin, state.clone(), admin_rx));
+    tokio::spawn(admin::serve(admin, state.clone(), admin_rx.clone()));
+    tokio::spawn(admin::serve_local(admin_local, state.clone(), admin_rx));
 
     if !restore(&state) {
         client.bootstrap().await?;

@@ -23,6 +23,9 @@ pub struct Credentials {
     pub server_config: Arc<rustls::ServerConfig>,
 }
 
+/// Changes the log filter of the running process, e.g. `info,trellis_proxy=debug`.
+pub type LogControl = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Shared by every listener and task of one proxy.
 pub struct ProxyState {
     pub config: ProxyConfig,
@@ -33,13 +36,16 @@ pub struct ProxyState {
     /// Bumped whenever the credentials change, so the snapshot stream can report them.
     pub creds_changed: watch::Sender<u64>,
     pub metrics: ProxyMetrics,
+    /// Changes the process's log filter (the admin `/logging` endpoint).
+    pub log_control: Option<LogControl>,
     /// Set on shutdown: readiness turns false while requests in flight finish.
     pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl ProxyState {
-    pub fn new(config: ProxyConfig) -> Self {
+    pub fn new(config: ProxyConfig, log_control: Option<LogControl>) -> Self {
         Self {
+            log_control,
             config,
             creds: ArcSwapOption::empty(),
             snapshot: ArcSwapOption::empty(),
