@@ -7,6 +7,7 @@
 //! depend on it, it depends on neither.
 #![forbid(unsafe_code)]
 
+pub mod analyze;
 pub mod load;
 pub mod resources;
 pub mod snapshot;

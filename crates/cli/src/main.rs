@@ -1,6 +1,7 @@
 //! The `trellis` binary: one executable for the control plane, the proxy, the demo app and
 //! the commands people type. Each subcommand lives in its own module.
 
+mod analyze;
 mod api_client;
 mod ca;
 mod certs;
@@ -42,6 +43,8 @@ enum Command {
     /// Manage join tokens, the credential a proxy uses for its first certificate.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Check resources against each other: unknown hosts, missing subsets, shadowed matches, port names, conflicting policies
+    Analyze(analyze::AnalyzeArgs),
     /// Validate config files or directories as the control plane would (exit 1 if invalid).
     Validate(validate::ValidateArgs),
     /// Show state from the control plane.
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
             Command::DemoApp(a) => demo_app::run(a).await,
             Command::Token(c) => token::run(c),
             Command::Certs(a) => certs::run(a).await,
+            Command::Analyze(a) => analyze::run(a),
             Command::Validate(a) => validate::run(a),
             Command::Get(c) => config_cmds::get(c).await,
             Command::Diff(a) => config_cmds::diff(a).await,
