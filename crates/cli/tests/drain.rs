@@ -28,6 +28,42 @@ fn spawn(cmd: &mut Command) -> Proc {
     )
 }
 
+/// A control plane for `net` (`127.0.N.`) on .251, serving the config above; returns it with
+/// its data directory and CA root file once it accepts connections.
+fn start_control(
+    tmp: &std::path::Path,
+    net: &str,
+) -> (Proc, std::path::PathBuf, std::path::PathBuf) {
+    let (cfg, data) = (tmp.join("config"), tmp.join("data"));
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("mesh.yaml"), config(net)).unwrap();
+    let listen = format!("{net}251:15012");
+    let control = spawn(
+        Command::new(BIN)
+            .arg("control")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen",
+                &listen,
+                "--api-listen",
+                &format!("{net}251:15014"),
+            ]),
+    );
+    let root = data.join("ca/root.pem");
+    let started = Instant::now();
+    while !root.exists() || std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "control plane did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (control, data, root)
+}
+
 fn config(net: &str) -> String {
     CONFIG.replace("127.0.24.", net)
 }
@@ -73,32 +109,7 @@ fn proxy(root: &std::path::Path, sa: &str, ip: &str, token: String, extra: &[&st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_requests_in_flight_loses_none() {
     let tmp = tempfile::tempdir().unwrap();
-    let (cfg, data) = (tmp.path().join("config"), tmp.path().join("data"));
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(cfg.join("mesh.yaml"), CONFIG).unwrap();
-    let _control = spawn(
-        Command::new(BIN)
-            .arg("control")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen",
-                "127.0.24.251:15012",
-                "--api-listen",
-                "127.0.24.251:15014",
-            ]),
-    );
-    let root = data.join("ca/root.pem");
-    let started = Instant::now();
-    while !root.exists() || std::net::TcpStream::connect("127.0.24.251:15012").is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "control plane did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_control, data, root) = start_control(tmp.path(), "127.0.24.");
     let tokens = TokenStore::open(&data).unwrap();
     let token = |sa: &str| tokens.create("default", &[sa.to_string()], None).unwrap().1;
     let _app = spawn(Command::new(BIN).args([
@@ -214,32 +225,7 @@ async fn wait_ready(client: &HttpClient, admin: &str) {
 async fn a_proxy_restarted_while_the_control_plane_is_down_still_serves() {
     let net = "127.0.25.";
     let tmp = tempfile::tempdir().unwrap();
-    let (cfg, data) = (tmp.path().join("config"), tmp.path().join("data"));
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(cfg.join("mesh.yaml"), config(net)).unwrap();
-    let mut control = spawn(
-        Command::new(BIN)
-            .arg("control")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen",
-                "127.0.25.251:15012",
-                "--api-listen",
-                "127.0.25.251:15014",
-            ]),
-    );
-    let root = data.join("ca/root.pem");
-    let started = Instant::now();
-    while !root.exists() || std::net::TcpStream::connect("127.0.25.251:15012").is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "control plane did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut control, data, root) = start_control(tmp.path(), net);
     let tokens = TokenStore::open(&data).unwrap();
     let token = |sa: &str| tokens.create("default", &[sa.to_string()], None).unwrap().1;
     let _app = spawn(Command::new(BIN).args([
