@@ -306,6 +306,7 @@ impl CaptureConfig {
         // older versions refuse that name in the output hook, so the number is spelled out).
         line(2, "type nat hook output priority -100; policy accept;");
         line(2, "meta l4proto != tcp return");
+        line(2, SYN_ONLY);
         line(
             2,
             &format!(
@@ -352,6 +353,7 @@ impl CaptureConfig {
         line(1, "chain prerouting {");
         line(2, "type nat hook prerouting priority -100; policy accept;");
         line(2, "meta l4proto != tcp return");
+        line(2, SYN_ONLY);
         line(
             2,
             &format!(
@@ -368,6 +370,14 @@ impl CaptureConfig {
         Ok(out)
     }
 }
+
+/// Only a connection's opening SYN may be redirected. The NAT hooks normally see just the first
+/// packet of a connection, but a namespace that had no conntrack users before the rules went in
+/// has no entries for its established connections (the proxy's own control-plane stream, an
+/// app's keep-alive connection): conntrack then picks them up mid-stream as new and the redirect
+/// would rewrite their packets, cutting them. Matching the SYN alone leaves them untouched.
+const SYN_ONLY: &str =
+    "tcp flags & (fin | syn | rst | ack) != syn return comment \"established before capture\"";
 
 /// `{ 1, 2, 3 }`: an anonymous nft set of ports.
 fn port_set(ports: &[u16]) -> String {

@@ -19,6 +19,9 @@ use trellis_identity::{csr, tls, Svid, TrustBundle};
 use crate::backoff::Backoff;
 use crate::state::{Credentials, ProxyState};
 
+/// How often an idle control connection is pinged, and how long a ping may go unanswered.
+const CONTROL_KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// Why talking to the control plane failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -163,8 +166,14 @@ impl ControlClient {
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         });
+        // Pings on the otherwise quiet snapshot stream: a connection that died without a FIN
+        // or RST (a peer rebooted, a path dropped) is noticed within seconds and redialled,
+        // instead of the proxy waiting for a snapshot that can never come.
         Endpoint::from_static("http://trellis-control")
             .connect_timeout(cfg.control_timeout)
+            .http2_keep_alive_interval(CONTROL_KEEPALIVE)
+            .keep_alive_timeout(CONTROL_KEEPALIVE)
+            .keep_alive_while_idle(true)
             .connect_with_connector(connect)
             .await
             .map_err(|e| ControlError::Connect {

@@ -148,6 +148,15 @@ impl Lan {
         run_in(&self.netns, args)
     }
 
+    /// Runs `f` on a new thread inside the LAN's own namespace: see [`spawn_in`].
+    pub fn spawn<T, F>(&self, f: F) -> Result<NetnsThread<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_in(&self.netns, f)
+    }
+
     /// `ip -n LAN args`.
     fn ip(&self, args: &[&str]) -> Result<()> {
         ip_in(&self.netns, args)
@@ -189,9 +198,88 @@ impl Host {
         run_in(&self.name, args)
     }
 
+    /// Runs `f` on a new thread inside this host's network namespace: see [`spawn_in`].
+    pub fn spawn<T, F>(&self, f: F) -> Result<NetnsThread<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_in(&self.name, f)
+    }
+
     /// `ip -n NAME args`.
     fn ip(&self, args: &[&str]) -> Result<()> {
         ip_in(&self.name, args)
+    }
+}
+
+/// Runs `f` on a new thread that has joined the network namespace `netns` (a name under
+/// `/run/netns`, as `ip netns` makes them). A network namespace belongs to a thread, not to
+/// the process: sockets that thread opens, and threads it starts (a tokio runtime built on
+/// it, for one), live in the namespace, while the rest of the process stays where it was.
+/// That lets a test put a server or client inside a namespace without starting a process.
+///
+/// Fails, with the reason, when the namespace cannot be opened or joined.
+pub fn spawn_in<T, F>(netns: &str, f: F) -> Result<NetnsThread<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+    use std::os::fd::AsFd;
+
+    let path = Path::new("/run/netns").join(netns);
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("opening network namespace {}", path.display()))?;
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("netns {netns}"))
+        .spawn(move || {
+            let entered = move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network));
+            drop(file);
+            let ok = entered.is_ok();
+            let _ = entered_tx.send(entered);
+            ok.then(f)
+        })
+        .context("starting a thread")?;
+    match entered_rx.recv() {
+        Ok(Ok(())) => Ok(NetnsThread {
+            netns: netns.to_string(),
+            handle,
+        }),
+        Ok(Err(e)) => Err(anyhow!("joining network namespace {netns}: {e}")),
+        Err(_) => Err(anyhow!("the thread for network namespace {netns} died")),
+    }
+}
+
+/// A thread running inside a network namespace, from [`spawn_in`].
+#[derive(Debug)]
+pub struct NetnsThread<T> {
+    netns: String,
+    handle: std::thread::JoinHandle<Option<T>>,
+}
+
+impl<T> NetnsThread<T> {
+    /// Waits for the thread and returns what it returned; fails if it panicked.
+    pub fn join(self) -> Result<T> {
+        match self.handle.join() {
+            Ok(Some(value)) => Ok(value),
+            // Unreachable: spawn_in returns an error instead of a thread that did not enter.
+            Ok(None) => Err(anyhow!("thread never entered {}", self.netns)),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                Err(anyhow!("thread in {} panicked: {msg}", self.netns))
+            }
+        }
+    }
+
+    /// True once the thread has returned (or panicked).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
     }
 }
 
@@ -299,19 +387,14 @@ fn output(mut cmd: Command, what: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    //! These need root and `ip`, and fail without them. Programs inside the namespaces are
-    //! this test binary again, restricted to the ignored [`helper`] test and told what to do
-    //! by `TRELLIS_NETNS_HELPER`: a tiny TCP echo server and client, so nothing beyond the
-    //! test's own namespaces is touched and no other tool is needed.
+    //! These need root and `ip`, and fail without them. Sockets inside the namespaces are
+    //! opened on threads that joined them ([`spawn_in`]), so nothing beyond the test's own
+    //! namespaces is touched and no other tool is needed.
 
     use super::*;
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-    use std::process::Child;
     use std::time::Duration;
-
-    const HELPER_ENV: &str = "TRELLIS_NETNS_HELPER";
-    const HELPER_OUT: &str = "HELPER ";
 
     #[test]
     fn hosts_talk_over_tcp_through_the_bridge() {
@@ -334,16 +417,40 @@ mod tests {
         assert!(routes.contains("default via 198.18.231.1"), "{routes}");
 
         // Host to host, and host to a service in the LAN namespace.
-        let _server_b = Server::start(b.command(helper_exe()), b.ip, 7000);
-        let _server_lan = Server::start(lan.command(helper_exe()), lan.gateway(), 7001);
+        let (bip, gw) = (b.ip, lan.gateway());
+        let server_b = echo_once(b.spawn(move || TcpListener::bind((bip, 7000))));
+        let server_lan = echo_once(lan.spawn(move || TcpListener::bind((gw, 7001))));
         assert_eq!(
-            send(a.command(helper_exe()), b.ip, 7000, "hello-b"),
+            send(a.spawn(connect(bip, 7000)), "hello-b"),
             "echo hello-b from 198.18.231.2"
         );
         assert_eq!(
-            send(b.command(helper_exe()), lan.gateway(), 7001, "hello-lan"),
+            send(b.spawn(connect(gw, 7001)), "hello-lan"),
             "echo hello-lan from 198.18.231.3"
         );
+        server_b.join().unwrap();
+        server_lan.join().unwrap();
+        // A socket stays in the namespace it was made in after its thread is gone.
+        let stream = a.spawn(connect(bip, 7002)).unwrap().join().unwrap();
+        assert_eq!(
+            stream.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+        let listener = b
+            .spawn(move || TcpListener::bind((bip, 0)))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(listener.local_addr().unwrap().ip(), bip);
+    }
+
+    #[test]
+    fn spawn_in_fails_for_a_missing_namespace() {
+        let err = spawn_in("trellis-no-such-namespace", || ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trellis-no-such-namespace"), "{err}");
     }
 
     #[test]
@@ -412,118 +519,35 @@ mod tests {
         );
     }
 
-    /// Re-entry point for the tests above, doing what `TRELLIS_NETNS_HELPER` says; nothing when
-    /// it is unset.
-    ///
-    /// * `listen ADDR`: print `ready`, accept one connection, read it to the end, answer
-    ///   `echo MESSAGE from PEER-IP`.
-    /// * `send ADDR MESSAGE`: connect, send, print the answer.
-    #[test]
-    #[ignore = "helper process for the namespace tests; does nothing on its own"]
-    fn helper() {
-        let Ok(spec) = std::env::var(HELPER_ENV) else {
-            return;
-        };
-        let words: Vec<&str> = spec.split_whitespace().collect();
-        let timeout = Some(Duration::from_secs(10));
-        match words.as_slice() {
-            ["listen", addr] => {
-                let listener = TcpListener::bind(addr).unwrap();
-                println!("{HELPER_OUT}ready");
-                let (mut conn, peer) = listener.accept().unwrap();
-                conn.set_read_timeout(timeout).unwrap();
-                let mut msg = String::new();
-                conn.read_to_string(&mut msg).unwrap();
-                write!(conn, "echo {msg} from {}", peer.ip()).unwrap();
-            }
-            ["send", addr, msg] => {
-                let addr: SocketAddr = addr.parse().unwrap();
-                let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-                conn.set_read_timeout(timeout).unwrap();
-                conn.write_all(msg.as_bytes()).unwrap();
-                conn.shutdown(Shutdown::Write).unwrap();
-                let mut answer = String::new();
-                conn.read_to_string(&mut answer).unwrap();
-                println!("{HELPER_OUT}{answer}");
-            }
-            _ => panic!("bad {HELPER_ENV}: {spec:?}"),
-        }
+    /// Binds a listener inside a namespace (the socket stays there when the thread ends),
+    /// then answers one connection on a thread: read to the end, reply `echo MSG from PEER`.
+    fn echo_once(
+        bind: Result<NetnsThread<std::io::Result<TcpListener>>>,
+    ) -> std::thread::JoinHandle<()> {
+        let listener = bind.unwrap().join().unwrap().unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, peer) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut msg = String::new();
+            conn.read_to_string(&mut msg).unwrap();
+            write!(conn, "echo {msg} from {}", peer.ip()).unwrap();
+        })
     }
 
-    fn helper_exe() -> PathBuf {
-        std::env::current_exe().unwrap()
+    /// Connects from inside a namespace, sends `msg`, half-closes and returns the answer.
+    fn send(connect: Result<NetnsThread<std::io::Result<TcpStream>>>, msg: &str) -> String {
+        let mut conn = connect.unwrap().join().unwrap().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(msg.as_bytes()).unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        answer
     }
 
-    /// Turns `cmd` (this test binary, in some namespace) into a run of [`helper`] with `spec`.
-    fn as_helper(cmd: &mut Command, spec: &str) {
-        cmd.args([
-            "--exact",
-            "netns::tests::helper",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER_ENV, spec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    }
-
-    /// The helper's text on `line`. The harness prints `test … ... ` without a line break
-    /// before running the test, so it need not start the line.
-    fn helper_output(line: &str) -> Option<&str> {
-        line.split_once(HELPER_OUT).map(|(_, out)| out.trim())
-    }
-
-    /// A `listen` helper, killed on drop (declared after the `Lan`, so before it goes).
-    struct Server {
-        child: Child,
-    }
-
-    impl Server {
-        fn start(mut cmd: Command, ip: Ipv4Addr, port: u16) -> Server {
-            as_helper(&mut cmd, &format!("listen {ip}:{port}"));
-            let mut server = Server {
-                child: cmd.spawn().unwrap(),
-            };
-            let stdout = server.child.stdout.take().unwrap();
-            // On a thread, so a stuck helper fails the test rather than hanging it.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut lines = BufReader::new(stdout)
-                    .lines()
-                    .map_while(std::io::Result::ok);
-                let ready = lines.any(|l| helper_output(&l) == Some("ready"));
-                let _ = tx.send(ready);
-                // Keep reading: the harness in the helper prints more when the test ends, and a
-                // closed pipe would make it complain.
-                lines.for_each(drop);
-            });
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(true) => server,
-                _ => panic!("server on {ip}:{port} did not start"),
-            }
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// Runs a `send` helper and returns the answer it got.
-    fn send(mut cmd: Command, ip: Ipv4Addr, port: u16, msg: &str) -> String {
-        as_helper(&mut cmd, &format!("send {ip}:{port} {msg}"));
-        let out = cmd.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().find_map(helper_output) {
-            Some(answer) if out.status.success() => answer.to_string(),
-            _ => panic!(
-                "send to {ip}:{port} failed ({}): {stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
+    fn connect(ip: Ipv4Addr, port: u16) -> impl FnOnce() -> std::io::Result<TcpStream> {
+        move || TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(5))
     }
 }

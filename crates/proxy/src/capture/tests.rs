@@ -5,20 +5,16 @@
 //! `ip` and `nft`: those tests fail, loudly, rather than skip without them, so a CI job that
 //! lost its privileges does not go green by testing nothing.
 //!
-//! The redirect test needs sockets inside the namespaces. It gets them by re-running this test
-//! binary under `ip netns exec`, restricted to the ignored [`helper`] test, which reads what to
-//! do from the `TRELLIS_CAPTURE_HELPER` environment variable.
+//! The tests with real connections open their sockets on threads that joined the namespaces
+//! ([`trellis_testkit::netns::spawn_in`]); a socket stays in its namespace afterwards.
 
 use super::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Output};
+use std::io::{Read, Write};
+use std::process::Output;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const HELPER_ENV: &str = "TRELLIS_CAPTURE_HELPER";
-/// Prefix of the helper's own output lines, to tell them from the test harness's.
-const HELPER_OUT: &str = "HELPER ";
+use trellis_testkit::netns::{spawn_in, NetnsThread};
 
 // ---------------------------------------------------------------------------------------------
 // Rendering and validation (no privileges needed)
@@ -48,6 +44,7 @@ fn ruleset_has_redirects_and_exclusions() {
     let output = chain_rules(&script, "output");
     let prerouting = chain_rules(&script, "prerouting");
     for expected in [
+        "tcp flags & (fin | syn | rst | ack) != syn return",
         "meta mark 0x00007472 return",
         "meta skuid 4242 return",
         "oifname \"lo\" return",
@@ -173,6 +170,7 @@ fn install_lists_redirects_and_exclusions() {
     );
     for expected in [
         "meta l4proto != tcp return",
+        "tcp flags != syn / fin,syn,rst,ack return",
         "meta mark 0x00007472 return",
         "meta skuid 4242 return",
         "oifname \"lo\" return",
@@ -277,20 +275,7 @@ fn errors_from_nft_are_reported() {
 /// and what `original_dst` reports, so each connection shows whether it was redirected.
 #[test]
 fn redirects_real_connections() {
-    let w = Netns::new("w");
-    let p = Netns::new("p");
-    w.ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &p.name,
-    ]);
-    w.ip(&["addr", "add", "198.18.42.1/24", "dev", "eth0"]);
-    w.ip(&["addr", "add", "2001:2:0:42::1/64", "dev", "eth0", "nodad"]);
-    p.ip(&["addr", "add", "198.18.42.2/24", "dev", "eth0"]);
-    p.ip(&["addr", "add", "198.18.42.130/24", "dev", "eth0"]);
-    p.ip(&["addr", "add", "2001:2:0:42::2/64", "dev", "eth0", "nodad"]);
-    p.ip(&["addr", "add", "2001:2:0:42::82/64", "dev", "eth0", "nodad"]);
-    w.ip(&["link", "set", "eth0", "up"]);
-    p.ip(&["link", "set", "eth0", "up"]);
-
+    let (w, p) = linked_pair("w", "p");
     let _capture = Capture::install_in(Some(&w.name), &sample_config()).unwrap();
     // The proxy's listeners (and an app port excluded from capture) in W; an app in P.
     let _w_listen = Listener::start(&w, &[15001, 15006, 15008, 9100]);
@@ -381,82 +366,102 @@ fn redirects_real_connections() {
     );
 }
 
-/// Re-entry point for the redirect test: runs in a namespace, doing what the
-/// `TRELLIS_CAPTURE_HELPER` variable says, and nothing when it is unset.
-///
-/// * `listen P1,P2,…`: listen on `[::]:P` (IPv4 too) for each port, print `ready`; answer every
-///   connection with `local=ADDR orig=ADDR|none` and close it; exit when stdin closes.
-/// * `connect ADDR MARK`: connect (with `SO_MARK` unless MARK is `-`), print the answer.
+/// Connections that were open before the rules went in are left alone: only new
+/// connections are redirected, whichever way they go.
 #[test]
-#[ignore = "helper process for redirects_real_connections; does nothing on its own"]
-fn helper() {
-    let Ok(spec) = std::env::var(HELPER_ENV) else {
-        return;
-    };
-    let words: Vec<&str> = spec.split_whitespace().collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    match words.as_slice() {
-        ["listen", ports] => rt.block_on(helper_listen(ports)),
-        ["connect", addr, mark] => rt.block_on(helper_connect(addr, mark)),
-        _ => panic!("bad {HELPER_ENV}: {spec:?}"),
-    }
+fn established_connections_survive_installing_capture() {
+    let (w, p) = linked_pair("est-w", "est-p");
+    // An echo server on each side and a connection to it from the other, opened before capture.
+    let w_server = echo_server(&w, "198.18.42.1:9000");
+    let p_server = echo_server(&p, "198.18.42.2:80");
+    let mut inbound = connect_std(&p, "198.18.42.1:9000");
+    let mut outbound = connect_std(&w, "198.18.42.2:80");
+    assert_eq!(echo(&mut inbound, "before"), "before");
+    assert_eq!(echo(&mut outbound, "before"), "before");
+
+    let capture = Capture::install_in(Some(&w.name), &sample_config()).unwrap();
+    let after_inbound = echo(&mut inbound, "after");
+    let after_outbound = echo(&mut outbound, "after");
+    assert_eq!(
+        (after_inbound.as_str(), after_outbound.as_str()),
+        ("after", "after"),
+        "rules:\n{}",
+        capture.listing().unwrap_or_default()
+    );
+    drop((inbound, outbound));
+    w_server.join().unwrap();
+    p_server.join().unwrap();
 }
 
-async fn helper_listen(ports: &str) {
-    for port in ports.split(',') {
-        let port: u16 = port.parse().unwrap();
-        // An IPv6 wildcard socket accepts IPv4 too (bindv6only is off by default), which also
-        // exercises original_dst on IPv4-mapped addresses.
-        let listener = tokio::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
-            .await
-            .unwrap_or_else(|e| panic!("bind [::]:{port}: {e}"));
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let local = stream.local_addr().map(canonical).unwrap();
-                let orig = original_dst(&stream)
-                    .map(|a| canonical(a).to_string())
-                    .unwrap_or_else(|_| "none".into());
-                let _ = stream
-                    .write_all(format!("local={local} orig={orig}\n").as_bytes())
-                    .await;
-                let _ = stream.shutdown().await;
-            }
-        });
-    }
-    println!("{HELPER_OUT}ready");
-    // The parent holds our stdin: when it goes away (test over, or the test process died),
-    // so do we, leaving nothing running in the namespace.
-    tokio::task::spawn_blocking(|| {
-        let mut sink = String::new();
-        while std::io::stdin()
-            .read_line(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
-    })
-    .await
-    .unwrap();
-}
-
-async fn helper_connect(addr: &str, mark: &str) {
+/// A TCP echo server for one connection, listening (in `ns`) before this returns.
+fn echo_server(ns: &Netns, addr: &str) -> std::thread::JoinHandle<()> {
     let addr: SocketAddr = addr.parse().unwrap();
-    let mark = (mark != "-").then(|| mark.parse::<u32>().unwrap());
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect_marked(addr, mark))
-        .await
-        .unwrap_or_else(|_| panic!("connecting to {addr} timed out"))
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
-        .await
-        .unwrap_or_else(|_| panic!("reading from {addr} timed out"))
+    let listener = in_ns(ns, move || std::net::TcpListener::bind(addr))
+        .join()
+        .unwrap()
         .unwrap();
-    println!("{HELPER_OUT}{}", answer.trim());
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A plain blocking connection opened from inside `ns`.
+fn connect_std(ns: &Netns, addr: &str) -> std::net::TcpStream {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let stream = in_ns(ns, move || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Sends `msg` and returns what came back, or the error as text.
+fn echo(stream: &mut std::net::TcpStream, msg: &str) -> String {
+    if let Err(e) = stream.write_all(msg.as_bytes()) {
+        return format!("write: {e}");
+    }
+    let mut buf = vec![0u8; msg.len()];
+    match stream.read_exact(&mut buf) {
+        Ok(()) => String::from_utf8_lossy(&buf).into_owned(),
+        Err(e) => format!("read: {e}"),
+    }
+}
+
+fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> NetnsThread<T> {
+    spawn_in(&ns.name, f).unwrap()
+}
+
+/// Answers every connection with `local=ADDR orig=ADDR|none` and closes it.
+async fn answer_with_addresses(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let local = stream.local_addr().map(canonical).unwrap();
+        let orig = original_dst(&stream)
+            .map(|a| canonical(a).to_string())
+            .unwrap_or_else(|_| "none".into());
+        let _ = stream
+            .write_all(format!("local={local} orig={orig}\n").as_bytes())
+            .await;
+        let _ = stream.shutdown().await;
+    }
 }
 
 fn canonical(a: SocketAddr) -> SocketAddr {
@@ -515,6 +520,25 @@ fn require_privileges() {
             path.display()
         );
     }
+}
+
+/// Two namespaces joined by a veth pair (`eth0` on both sides): the first has 198.18.42.1 and
+/// 2001:2:0:42::1, the second 198.18.42.2 and .130 and 2001:2:0:42::2 and ::82.
+fn linked_pair(a: &str, b: &str) -> (Netns, Netns) {
+    let w = Netns::new(a);
+    let p = Netns::new(b);
+    w.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &p.name,
+    ]);
+    w.ip(&["addr", "add", "198.18.42.1/24", "dev", "eth0"]);
+    w.ip(&["addr", "add", "2001:2:0:42::1/64", "dev", "eth0", "nodad"]);
+    p.ip(&["addr", "add", "198.18.42.2/24", "dev", "eth0"]);
+    p.ip(&["addr", "add", "198.18.42.130/24", "dev", "eth0"]);
+    p.ip(&["addr", "add", "2001:2:0:42::2/64", "dev", "eth0", "nodad"]);
+    p.ip(&["addr", "add", "2001:2:0:42::82/64", "dev", "eth0", "nodad"]);
+    w.ip(&["link", "set", "eth0", "up"]);
+    p.ip(&["link", "set", "eth0", "up"]);
+    (w, p)
 }
 
 /// A network namespace made for one test, deleted on drop.
@@ -584,20 +608,6 @@ impl Netns {
         c.args(["netns", "exec", &self.name]).arg(program);
         c
     }
-
-    /// This test binary, in the namespace, running only [`helper`] with `spec`.
-    fn helper(&self, spec: &str) -> Command {
-        let mut c = self.exec(std::env::current_exe().unwrap());
-        c.args([
-            "--exact",
-            "capture::tests::helper",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER_ENV, spec);
-        c
-    }
 }
 
 impl Drop for Netns {
@@ -625,71 +635,81 @@ fn check(out: &Output, what: &str) {
     );
 }
 
-/// What the helper printed on `line`, if anything. The harness prints
-/// `test capture::tests::helper ... ` without a line break before running the test, so the
-/// helper's text can be at the end of a line rather than the start.
-fn helper_output(line: &str) -> Option<&str> {
-    line.split_once(HELPER_OUT).map(|(_, out)| out.trim())
-}
-
-/// A `listen` helper, killed on drop. Tests declare it after its namespace, so it is dropped
-/// (killed) first and the namespace's deletion leaves nothing alive in it.
+/// Listeners in a namespace on `[::]:P` for each port (IPv4 too: bindv6only is off by
+/// default, which also exercises `original_dst` on IPv4-mapped addresses), each answering
+/// with [`answer_with_addresses`]. They stop when this is dropped.
 struct Listener {
-    child: Child,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<NetnsThread<()>>,
 }
 
 impl Listener {
     fn start(ns: &Netns, ports: &[u16]) -> Listener {
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        let child = ns
-            .helper(&format!("listen {}", ports.join(",")))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut listener = Listener { child };
-        let stdout: ChildStdout = listener.child.stdout.take().unwrap();
-        // Read on a thread so a helper that hangs fails the test instead of hanging it; the
-        // thread ends when the helper is killed (end of file).
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-            let ready = lines.any(|l| helper_output(&l) == Some("ready"));
-            let _ = tx.send(ready);
-            // Keep reading: the harness in the helper prints more when the test ends, and a
-            // closed pipe would make it complain.
-            lines.for_each(drop);
+        let ports = ports.to_vec();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = in_ns(ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                for port in ports {
+                    let listener = tokio::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+                        .await
+                        .unwrap_or_else(|e| panic!("bind [::]:{port}: {e}"));
+                    tokio::spawn(answer_with_addresses(listener));
+                }
+                let _ = ready_tx.send(());
+                let _ = stopped.await;
+            });
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(true) => listener,
-            Ok(false) => panic!("listener in {} exited before it was ready", ns.name),
-            Err(_) => panic!("listener in {} not ready after 30s", ns.name),
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let why = thread.join().err().map(|e| e.to_string());
+            panic!("listeners in {} did not start: {why:?}", ns.name);
+        }
+        Listener {
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
-/// Runs a `connect` helper in `ns` and returns what the listener answered.
+/// Connects from `ns` (with `SO_MARK` when given) and returns what the listener answered, or
+/// what went wrong.
 fn connect_from(ns: &Netns, addr: &str, mark: Option<u32>) -> String {
-    let mark = mark.map_or("-".to_string(), |m| m.to_string());
-    let out = ns
-        .helper(&format!("connect {addr} {mark}"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout.lines().find_map(helper_output) {
-        Some(answer) if out.status.success() => answer.to_string(),
-        _ => format!(
-            "connect helper failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
+    let addr: SocketAddr = addr.parse().unwrap();
+    let thread = in_ns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut stream =
+                tokio::time::timeout(Duration::from_secs(5), connect_marked(addr, mark))
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| format!("connect: {e}"))?;
+            let mut answer = String::new();
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+                .await
+                .map_err(|_| "read timed out".to_string())?
+                .map_err(|e| format!("read: {e}"))?;
+            Ok::<_, String>(answer.trim().to_string())
+        })
+    });
+    match thread.join() {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => e,
+        Err(e) => e.to_string(),
     }
 }
