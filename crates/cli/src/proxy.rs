@@ -55,6 +55,16 @@ pub struct ProxyArgs {
     /// Transparent mode: install the nftables capture rules at start and remove them on exit.
     #[arg(long)]
     pub capture: bool,
+    /// Transparent mode: inbound ports not captured (comma-separated), e.g. a metrics port
+    /// scraped from outside the mesh.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_inbound_ports: Vec<u16>,
+    /// Transparent mode: outbound ports not captured (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_outbound_ports: Vec<u16>,
+    /// Transparent mode: outbound networks not captured (comma-separated CIDRs).
+    #[arg(long, value_delimiter = ',', value_parser = cidr)]
+    pub exclude_outbound_cidrs: Vec<trellis_proxy::capture::Cidr>,
     /// Transparent mode: plaintext inbound listener for captured connections.
     #[arg(long, default_value = "0.0.0.0:15006")]
     pub inbound_plain: SocketAddr,
@@ -76,6 +86,11 @@ pub struct ProxyArgs {
     /// whatever its Host: the proxy becomes the mesh's front door.
     #[arg(long)]
     pub front: Option<String>,
+}
+
+fn cidr(s: &str) -> Result<trellis_proxy::capture::Cidr, String> {
+    s.parse()
+        .map_err(|e: trellis_proxy::capture::CaptureError| e.to_string())
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -138,6 +153,11 @@ pub async fn run(a: ProxyArgs, reload: crate::logging::Reload) -> anyhow::Result
         },
         mark: trellis_proxy::capture::PROXY_MARK,
         capture: a.capture,
+        capture_exclusions: trellis_proxy::config::CaptureExclusions {
+            inbound_ports: a.exclude_inbound_ports,
+            outbound_ports: a.exclude_outbound_ports,
+            outbound_cidrs: a.exclude_outbound_cidrs,
+        },
         drain_timeout: a.drain_timeout,
         state_dir: a.state_dir,
         admin_local_addr: a.admin_local.unwrap_or(if transparent {
@@ -146,6 +166,12 @@ pub async fn run(a: ProxyArgs, reload: crate::logging::Reload) -> anyhow::Result
             SocketAddr::new(a.address, 15000)
         }),
     };
+    let excludes = !(config.capture_exclusions.inbound_ports.is_empty()
+        && config.capture_exclusions.outbound_ports.is_empty()
+        && config.capture_exclusions.outbound_cidrs.is_empty());
+    if excludes && !a.capture {
+        bail!("--exclude-inbound-ports, --exclude-outbound-ports and --exclude-outbound-cidrs need --capture");
+    }
     if a.capture && !transparent {
         bail!("--capture needs --mode transparent");
     }

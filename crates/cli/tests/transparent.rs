@@ -100,6 +100,22 @@ while True:
     c, _ = s.accept(); c.sendall(b"220 banner\r\n"); c.close()
 "#;
 
+/// Answers every connection with the address it came from.
+const PEER_SERVER: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9200)); s.listen(16)
+while True:
+    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+"#;
+
+/// Prints what the server at ARGV[1]:9200 says.
+const PEER_CLIENT: &str = r#"
+import socket, sys
+c = socket.create_connection((sys.argv[1], 9200), timeout=10)
+print(c.recv(100).decode())
+"#;
+
 /// Client side of the half-close test: send, shut down writing, read to EOF.
 const HALF_CLOSE_CLIENT: &str = r#"
 import socket, sys
@@ -153,6 +169,7 @@ fn proxy(
     name: &str,
     token: &str,
     ports: &[&str],
+    extra: &[&str],
 ) -> Proc {
     let mut cmd = host.command(BIN);
     cmd.args(["proxy", "--mode", "transparent", "--capture"])
@@ -166,6 +183,7 @@ fn proxy(
     for p in ports {
         cmd.args(["--port", p]);
     }
+    cmd.args(extra);
     spawn(cmd)
 }
 
@@ -234,6 +252,9 @@ fn every_protocol_crosses_two_transparent_proxies() {
     let mut banner = server.command("python3");
     banner.args(["-c", BANNER, &sip]);
     let _banner = spawn(banner);
+    let mut peer = server.command("python3");
+    peer.args(["-c", PEER_SERVER, &sip]);
+    let _peer = spawn(peer);
     let _server_proxy = proxy(
         &server,
         &control,
@@ -242,6 +263,7 @@ fn every_protocol_crosses_two_transparent_proxies() {
         "echo-1",
         &token("echo"),
         &["http=8080", "tcp-echo=9000", "tcp-banner=9100"],
+        &["--exclude-inbound-ports", "9200,9300"],
     );
     let mut client_proxy = proxy(
         &client,
@@ -251,6 +273,7 @@ fn every_protocol_crosses_two_transparent_proxies() {
         "client-1",
         &token("client"),
         &[],
+        &["--exclude-outbound-ports", "9200"],
     );
     wait_ready(&server);
     wait_ready(&client);
@@ -336,6 +359,20 @@ fn every_protocol_crosses_two_transparent_proxies() {
     let (ms, line) = text.trim().split_once(' ').unwrap();
     assert_eq!(line, "220 banner");
     assert!(ms.parse::<u64>().unwrap() < 100, "banner after {ms} ms");
+
+    // Ports excluded from capture on both sides: the app sees the client's own address, not
+    // the server proxy's (which is what a connection through the mesh would show).
+    let out = client
+        .command("python3")
+        .args(["-c", PEER_CLIENT, &sip])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        client.ip.to_string(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Capture rules are gone after the proxy exits on SIGTERM.
     assert!(client

@@ -63,6 +63,8 @@ pub struct ProxyConfig {
     pub mark: u32,
     /// Install (and on exit remove) the nftables capture rules in the proxy's namespace.
     pub capture: bool,
+    /// Traffic the capture rules leave alone.
+    pub capture_exclusions: CaptureExclusions,
     /// On shutdown, how long requests in flight get to finish.
     pub drain_timeout: Duration,
     /// Where the last good certificate and snapshot are kept, to serve after a restart while
@@ -70,6 +72,16 @@ pub struct ProxyConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// Local admin endpoint: config dump, log level (port 15000, loopback).
     pub admin_local_addr: SocketAddr,
+}
+
+/// What transparent capture leaves alone, as Istio's `excludeInboundPorts`,
+/// `excludeOutboundPorts` and `excludeOutboundIPRanges` do: the app's traffic on these ports
+/// or to these networks bypasses the proxy entirely (no mTLS, no policy, no telemetry).
+#[derive(Debug, Clone, Default)]
+pub struct CaptureExclusions {
+    pub inbound_ports: Vec<u16>,
+    pub outbound_ports: Vec<u16>,
+    pub outbound_cidrs: Vec<crate::capture::Cidr>,
 }
 
 impl ProxyConfig {

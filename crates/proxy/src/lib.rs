@@ -173,7 +173,11 @@ fn install_capture(config: &ProxyConfig) -> Result<capture::Capture, ProxyError>
             config.inbound_plain_addr.port(),
             15000,
         ],
-        exclude_outbound_cidrs: vec![own],
+        exclude_outbound_cidrs: std::iter::once(own)
+            .chain(config.capture_exclusions.outbound_cidrs.iter().cloned())
+            .collect(),
+        exclude_outbound_ports: config.capture_exclusions.outbound_ports.clone(),
+        exclude_inbound_ports: config.capture_exclusions.inbound_ports.clone(),
         mark: config.mark,
         ..capture::CaptureConfig::default()
     };
