@@ -166,7 +166,6 @@ fn proxy(
     control: &str,
     root: &std::path::Path,
     sa: &str,
-    name: &str,
     token: &str,
     ports: &[&str],
     extra: &[&str],
@@ -177,7 +176,7 @@ fn proxy(
         .arg("--ca-bundle")
         .arg(root)
         .args(["--namespace", "default", "--service-account", sa])
-        .args(["--workload-name", name])
+        .args(["--workload-name", &format!("{sa}-1")])
         .args(["--address", &host.ip.to_string()])
         .env("TRELLIS_JOIN_TOKEN", token);
     for p in ports {
@@ -260,7 +259,6 @@ fn every_protocol_crosses_two_transparent_proxies() {
         &control,
         &root,
         "echo",
-        "echo-1",
         &token("echo"),
         &["http=8080", "tcp-echo=9000", "tcp-banner=9100"],
         &["--exclude-inbound-ports", "9200,9300"],
@@ -270,7 +268,6 @@ fn every_protocol_crosses_two_transparent_proxies() {
         &control,
         &root,
         "client",
-        "client-1",
         &token("client"),
         &[],
         &["--exclude-outbound-ports", "9200"],
