@@ -68,10 +68,19 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let reload = logging::init(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A proxy runs on as many threads as it is given (one by default: a sidecar carries one
+    // workload's traffic, and a single thread spares every request the cross-thread wake-ups
+    // of a work-stealing pool). Everything else uses a thread per core.
+    let builder = match &cli.command {
+        Command::Proxy(a) if a.threads <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Command::Proxy(a) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(a.threads));
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("trellis: cannot start the async runtime: {e}");

@@ -82,6 +82,10 @@ pub struct ProxyArgs {
     /// On SIGTERM, how long requests in flight get to finish (e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
     pub drain_timeout: Duration,
+    /// Threads serving traffic. One suits a sidecar; a proxy shared by many workloads may
+    /// want one per core.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// Send every outbound request to this service authority (e.g. `productpage:9080`),
     /// whatever its Host: the proxy becomes the mesh's front door.
     #[arg(long)]
