@@ -23,6 +23,8 @@
 #
 #   bench/netns-overhead.sh                   # defaults: 1000 rps, 16 conns, 30 s, 3 rounds
 #   RATE=1000 CONNS=16 DURATION=30 ROUNDS=3 MAXDUR=10 bench/netns-overhead.sh
+#   PERF_OUT=/tmp/mesh.perf bench/netns-overhead.sh   # also perf-record both proxies (mesh-l7)
+#   HOLD=1 bench/netns-overhead.sh                     # set up, then wait (profiling by hand)
 #
 # Needs root, iproute2, nftables, nginx and wrk (apt-get install iproute2 nftables nginx wrk).
 set -euo pipefail
@@ -52,6 +54,8 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  # nginx's masters by their pid files too, in case one was started in a way $! missed.
+  for f in "$TMP"/*.pid; do [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done
   for ns in client server ref; do ip netns del "$PREFIX-$ns" 2>/dev/null || true; done
   ip netns del "$LAN" 2>/dev/null || true
   rm -rf "$TMP"
@@ -178,9 +182,10 @@ for _ in $(seq 1 100); do [ -s "$TMP/data/ca/root.pem" ] && break; sleep 0.1; do
 sleep 0.3
 token() { "$BIN" token create --data-dir "$TMP/data" --namespace default --service-account "$1"; }
 
-in_ns server nginx -c "$TMP/backend.conf" >"$TMP/backend.log" 2>&1 &
+# Started directly (not through a shell function) so that $! is nginx's master itself.
+ip netns exec "$PREFIX-server" nginx -c "$TMP/backend.conf" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
-in_ns ref nginx -c "$TMP/ref.conf" >"$TMP/ref.log" 2>&1 &
+ip netns exec "$PREFIX-ref" nginx -c "$TMP/ref.conf" >"$TMP/ref.log" 2>&1 &
 PIDS+=($!)
 
 start_proxy() { # host sa ip log args…
@@ -226,11 +231,20 @@ for c in "${CASES[@]}"; do
   [ "$got" = "200 1024" ] || { echo "case $c: got '$got' from ${URL[$c]}" >&2; tail -n 20 "$TMP"/proxy-*.log >&2; exit 1; }
 done
 IDLE_CLIENT=$(kb "$CLIENT_PID" VmRSS); IDLE_SERVER=$(kb "$SERVER_PID" VmRSS)
+if [ -n "${HOLD:-}" ]; then
+  # For profiling by hand: everything stays up until this script is interrupted.
+  echo "holding: client proxy $CLIENT_PID, server proxy $SERVER_PID; cases:" >&2
+  for c in "${CASES[@]}"; do echo "  $c: ip netns exec $PREFIX-client ... ${URL[$c]}" >&2; done
+  while :; do sleep 3600; done
+fi
 
 RESULTS=$TMP/results.jsonl
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     c0=$(ticks "$CLIENT_PID"); s0=$(ticks "$SERVER_PID"); n0=$(ticks $REF_PIDS)
+    if [ -n "${PERF_OUT:-}" ] && [ "$c" = mesh-l7 ] && [ "$r" = 1 ]; then
+      perf record -q -F 4999 -g -p "$CLIENT_PID,$SERVER_PID" -o "$PERF_OUT" -- sleep "$DURATION" 2>/dev/null &
+    fi
     out=$(in_ns client "$LOADGEN" --url "${URL[$c]}" --host backend --rate "$RATE" \
       --connections "$CONNS" --duration "$DURATION" --warmup 2)
     c1=$(ticks "$CLIENT_PID"); s1=$(ticks "$SERVER_PID"); n1=$(ticks $REF_PIDS)
