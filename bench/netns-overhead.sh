@@ -230,7 +230,14 @@ for c in "${CASES[@]}"; do
   got=$(in_ns client curl -s -o /dev/null -w '%{http_code} %{size_download}' "${URL[$c]}")
   [ "$got" = "200 1024" ] || { echo "case $c: got '$got' from ${URL[$c]}" >&2; tail -n 20 "$TMP"/proxy-*.log >&2; exit 1; }
 done
-IDLE_CLIENT=$(kb "$CLIENT_PID" VmRSS); IDLE_SERVER=$(kb "$SERVER_PID" VmRSS)
+pss() { awk '$1=="Pss:" {print $2}' "/proc/$1/smaps_rollup"; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
+# RSS counts the binary's code pages, which every trellis process on the host shares;
+# PSS divides shared pages among their users, and RssAnon is the proxy's own heap and stacks.
+memory() { # pid
+  echo "RSS $(mib "$(kb "$1" VmRSS)") MiB, PSS $(mib "$(pss "$1")") MiB, anonymous $(mib "$(kb "$1" RssAnon)") MiB"
+}
+IDLE_CLIENT=$(memory "$CLIENT_PID"); IDLE_SERVER=$(memory "$SERVER_PID")
 if [ -n "${HOLD:-}" ]; then
   # For profiling by hand: everything stays up until this script is interrupted.
   echo "holding: client proxy $CLIENT_PID, server proxy $SERVER_PID; cases:" >&2
@@ -259,7 +266,8 @@ for c in "${CASES[@]}"; do
   echo "$c $rps" >> "$MAXRESULTS"
   echo "max $c: $rps" >&2
 done
-PEAK_CLIENT=$(kb "$CLIENT_PID" VmHWM); PEAK_SERVER=$(kb "$SERVER_PID" VmHWM)
+PEAK_CLIENT="peak RSS $(mib "$(kb "$CLIENT_PID" VmHWM)") MiB; after load $(memory "$CLIENT_PID")"
+PEAK_SERVER="peak RSS $(mib "$(kb "$SERVER_PID" VmHWM)") MiB; after load $(memory "$SERVER_PID")"
 
 python3 - "$RESULTS" "$MAXRESULTS" "$HZ" "$DURATION" <<EOF
 import json, statistics, sys
@@ -293,8 +301,10 @@ for c in cases:
     print(f"| {c} | {pct(c,'p50_us'):.0f} | {pct(c,'p90_us'):.0f} | {pct(c,'p99_us'):.0f} | {add[0]} | {add[1]} | {add[2]} | {errs} | {cpu} | {float(maxes[c]):.0f} | {float(maxes[c])/direct_max:.2f}× |")
 print()
 print("vCPU per 1,000 requests/s = CPU s per 1,000 requests (the two are the same number).")
-print("Proxy RSS: idle $((IDLE_CLIENT/1024)).$(( (IDLE_CLIENT%1024)*10/1024 )) MiB (client), $((IDLE_SERVER/1024)).$(( (IDLE_SERVER%1024)*10/1024 )) MiB (server); "
-      "peak $((PEAK_CLIENT/1024)).$(( (PEAK_CLIENT%1024)*10/1024 )) MiB (client), $((PEAK_SERVER/1024)).$(( (PEAK_SERVER%1024)*10/1024 )) MiB (server); 102 services in the snapshot.")
+print()
+print("Client proxy idle: $IDLE_CLIENT; $PEAK_CLIENT.")
+print("Server proxy idle: $IDLE_SERVER; $PEAK_SERVER.")
+print("102 services in the snapshot.")
 EOF
 echo
 echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r); commit $(git rev-parse --short HEAD)$(git diff --quiet || echo +changes); $(date -u +%FT%TZ)"
