@@ -5,75 +5,16 @@
 //!
 //! Needs root, `ip`, `nft`, `curl` and `python3` (`.ci/run` installs them); fails without.
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use trellis_identity::TokenStore;
-use trellis_testkit::netns::{Host, Lan};
+use trellis_testkit::lan_mesh::{require_tools, service_config, wait_ready, LanMesh, Proc};
+use trellis_testkit::netns::Lan;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 /// The echo service's virtual IP (its clusterIP in the config below).
 const VIP: &str = "198.18.200.10";
-
-/// Kills its process on drop, so a failing test leaves nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(mut cmd: Command) -> Proc {
-    Proc(cmd.stdin(Stdio::null()).spawn().expect("process starts"))
-}
-
-fn config(server_ip: &str, client_ip: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-spec:
-  clusterIP: {VIP}
-  selector:
-    app: echo
-  ports:
-  - name: http
-    port: 8080
-  - name: tcp-echo
-    port: 9000
-  - name: tcp-banner
-    port: 9100
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: echo-1
-spec:
-  address: {server_ip}
-  serviceAccount: echo
-  labels:
-    app: echo
-  ports:
-    http: 8080
-    tcp-echo: 9000
-    tcp-banner: 9100
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: client-1
-spec:
-  address: {client_ip}
-  serviceAccount: client
-  labels:
-    app: client
-"#
-    )
-}
 
 /// A TCP echo server that answers only after the client half-closes: it proves the
 /// half-close crossed both proxies.
@@ -138,100 +79,21 @@ line = c.recv(100)
 print(int((time.monotonic() - t) * 1000), line.decode().strip())
 "#;
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ok() {
-        assert!(
-            started.elapsed() < timeout,
-            "{what} not ready within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits for a proxy's readiness endpoint, from inside its namespace.
-fn wait_ready(host: &Host) {
-    wait_for("proxy", Duration::from_secs(30), || {
-        host.command("curl")
-            .args(["-sf", "-o", "/dev/null"])
-            .arg(format!("http://{}:15020/healthz/ready", host.ip))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
-}
-
-fn proxy(
-    host: &Host,
-    control: &str,
-    root: &std::path::Path,
-    sa: &str,
-    token: &str,
-    ports: &[&str],
-    extra: &[&str],
-) -> Proc {
-    let mut cmd = host.command(BIN);
-    cmd.args(["proxy", "--mode", "transparent", "--capture"])
-        .args(["--control", control])
-        .arg("--ca-bundle")
-        .arg(root)
-        .args(["--namespace", "default", "--service-account", sa])
-        .args(["--workload-name", &format!("{sa}-1")])
-        .args(["--address", &host.ip.to_string()])
-        .env("TRELLIS_JOIN_TOKEN", token);
-    for p in ports {
-        cmd.args(["--port", p]);
-    }
-    cmd.args(extra);
-    spawn(cmd)
-}
-
 #[test]
 fn every_protocol_crosses_two_transparent_proxies() {
-    for tool in ["nft", "ip", "curl", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .status();
-        assert!(
-            matches!(found, Ok(s) if s.success()),
-            "{tool} is required for this test"
-        );
-    }
+    require_tools(&["nft", "ip", "curl", "python3"]).unwrap();
     let mut lan = Lan::new(31).expect("LAN (needs root)");
     let client = lan.add_host("client").unwrap();
     let server = lan.add_host("server").unwrap();
-    let gateway = lan.gateway();
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg_dir = tmp.path().join("config");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&cfg_dir).unwrap();
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        cfg_dir.join("mesh.yaml"),
-        config(&server.ip.to_string(), &client.ip.to_string()),
-    )
-    .unwrap();
-
+    let config = service_config(
+        "echo",
+        VIP,
+        &[("http", 8080), ("tcp-echo", 9000), ("tcp-banner", 9100)],
+        server.ip,
+        client.ip,
+    );
     // The control plane lives on the LAN's own namespace, reachable from both hosts.
-    let control = format!("{gateway}:15012");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", lan.lan_netns(), BIN, "control"])
-        .arg("--config")
-        .arg(&cfg_dir)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--listen",
-            &control,
-            "--api-listen",
-            &format!("{gateway}:15014"),
-        ]);
-    let _control = spawn(cmd);
-    let root = data.join("ca/root.pem");
-    wait_for("control plane", Duration::from_secs(30), || root.exists());
-    std::thread::sleep(Duration::from_millis(300));
-    let tokens = TokenStore::open(&data).unwrap();
-    let token = |sa: &str| tokens.create("default", &[sa.to_string()], None).unwrap().1;
+    let mesh = LanMesh::start(Path::new(BIN), lan, &config).unwrap();
 
     // The server's apps first (they do not need the mesh to listen), then both proxies; the
     // client's traffic only starts once its proxy is ready.
@@ -244,36 +106,34 @@ fn every_protocol_crosses_two_transparent_proxies() {
         "--service",
         "echo",
     ]);
-    let _app = spawn(app);
+    let _app = Proc::spawn(&mut app).unwrap();
     let mut echo = server.command("python3");
     echo.args(["-c", ECHO_AFTER_EOF, &sip]);
-    let _echo = spawn(echo);
+    let _echo = Proc::spawn(&mut echo).unwrap();
     let mut banner = server.command("python3");
     banner.args(["-c", BANNER, &sip]);
-    let _banner = spawn(banner);
+    let _banner = Proc::spawn(&mut banner).unwrap();
     let mut peer = server.command("python3");
     peer.args(["-c", PEER_SERVER, &sip]);
-    let _peer = spawn(peer);
-    let _server_proxy = proxy(
-        &server,
-        &control,
-        &root,
-        "echo",
-        &token("echo"),
-        &["http=8080", "tcp-echo=9000", "tcp-banner=9100"],
-        &["--exclude-inbound-ports", "9200,9300"],
-    );
-    let mut client_proxy = proxy(
-        &client,
-        &control,
-        &root,
-        "client",
-        &token("client"),
-        &[],
-        &["--exclude-outbound-ports", "9200"],
-    );
-    wait_ready(&server);
-    wait_ready(&client);
+    let _peer = Proc::spawn(&mut peer).unwrap();
+    let _server_proxy = mesh
+        .proxy(
+            &server,
+            "echo",
+            &["http=8080", "tcp-echo=9000", "tcp-banner=9100"],
+            &["--exclude-inbound-ports", "9200,9300"],
+        )
+        .unwrap();
+    let mut client_proxy = mesh
+        .proxy(
+            &client,
+            "client",
+            &[],
+            &["--exclude-outbound-ports", "9200"],
+        )
+        .unwrap();
+    wait_ready(&server).unwrap();
+    wait_ready(&client).unwrap();
     // Both snapshots include the other side once both registered.
     std::thread::sleep(Duration::from_millis(500));
 
@@ -306,7 +166,7 @@ fn every_protocol_crosses_two_transparent_proxies() {
     );
 
     // A 10 MB chunked upload with Expect: 100-continue.
-    let big = tmp.path().join("big");
+    let big = mesh.tmp_path().join("big");
     std::fs::write(&big, vec![b'z'; 10 * 1024 * 1024]).unwrap();
     let (ok, body) = curl(&[
         "-H",
@@ -378,10 +238,10 @@ fn every_protocol_crosses_two_transparent_proxies() {
         .contains("trellis"));
     // SAFETY: kill(2) on our own unreaped child.
     unsafe {
-        libc::kill(client_proxy.0.id() as i32, libc::SIGTERM);
+        libc::kill(client_proxy.child().id() as i32, libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while client_proxy.0.try_wait().unwrap().is_none() {
+    while client_proxy.child().try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "proxy did not exit on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -107,6 +107,8 @@ async fn serve_connection(
         async move { Ok::<_, Infallible>(handle(req, &state, &app, &caller).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        // Extended CONNECT (RFC 8441) carries HTTP/1.1 upgrades: see crate::upgrade.
+        .enable_connect_protocol()
         .serve_connection(TokioIo::new(stream), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "inbound connection ended");
@@ -120,6 +122,9 @@ async fn handle(
     caller: &SpiffeId,
 ) -> Response<Body> {
     if req.method() == Method::CONNECT {
+        if let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>().cloned() {
+            return crate::upgrade::serve_inbound(req, protocol, state, caller).await;
+        }
         return tunnel(req, state, caller).await;
     }
     let port = match req

@@ -8,6 +8,8 @@
 //!   HTTP/2 connections to the destination's proxy;
 //! * [`inbound`]: the mTLS listener other proxies connect to; it learns the caller's identity
 //!   from the TLS session and forwards to the local app over HTTP/1.1;
+//! * [`upgrade`]: HTTP/1.1 `Upgrade` (WebSocket) carried between proxies as extended
+//!   `CONNECT`;
 //! * [`control_client`]: certificate requests and the snapshot stream, with back-off;
 //! * [`admin`]: health endpoints and metrics.
 //!
@@ -32,6 +34,7 @@ pub mod pool;
 pub mod state;
 pub mod transparent;
 pub mod tunnel;
+pub mod upgrade;
 
 use std::sync::Arc;
 

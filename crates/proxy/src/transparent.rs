@@ -227,6 +227,13 @@ async fn serve_http(
                             .map(str::to_string)
                     })
                     .unwrap_or_else(|| orig.to_string());
+                if let Some(protocol) = crate::upgrade::requested(&req) {
+                    let port = Some(orig.port());
+                    let up = crate::upgrade::forward(
+                        req, protocol, &pool, &snap, &service, port, &authority,
+                    );
+                    return Ok(up.await);
+                }
                 Ok(crate::outbound::forward(
                     req,
                     &pool,

@@ -4,9 +4,12 @@
 //!
 //! Every mesh started here gets its own `127.0.N.0/24` (N chosen by the test), so tests run in
 //! parallel without sharing a port: each workload, proxy, control plane and front door has
-//! its own address.
+//! its own address. Meshes of transparent proxies run on LANs of network namespaces instead
+//! ([`lan_mesh`] on [`netns`]), with real apps such as [`grpc_echo`] inside the hosts.
 
+pub mod grpc_echo;
 pub mod http_client;
+pub mod lan_mesh;
 pub mod load;
 pub mod mesh;
 pub mod netns;
