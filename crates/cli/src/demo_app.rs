@@ -5,6 +5,12 @@
 //! `--call` URL through its proxy and embedding their answers. `?status=N` answers with that
 //! status; `?delay=250ms` waits first. If any downstream call fails, the answer is 502 so a
 //! failure anywhere in the call tree is visible at the top.
+//!
+//! `--startup-call` URLs are called once, as soon as the app listens, the way many real apps
+//! fetch something from a dependency while starting: their outcome (one try each, no retry)
+//! is logged and embedded in every answer as `startup_calls`, which shows what an app's very
+//! first requests met (in a namespace whose proxy is not capturing yet, a service's virtual
+//! IP leads nowhere).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +43,9 @@ pub struct DemoAppArgs {
     /// A URL to call for every request (repeatable), e.g. `http://reviews:9080/`.
     #[arg(long = "call")]
     pub calls: Vec<String>,
+    /// A URL to call once at start (repeatable), without retrying.
+    #[arg(long = "startup-call")]
+    pub startup_calls: Vec<String>,
     /// HTTP proxy to send calls through (the workload's Trellis proxy); `http_proxy` is
     /// used when absent.
     #[arg(long, env = "http_proxy")]
@@ -89,7 +98,13 @@ impl tower::Service<Uri> for ProxyConnector {
 struct App {
     args: DemoAppArgs,
     client: HttpClient,
+    /// The answers to the startup calls, once they are all in.
+    startup: std::sync::OnceLock<Vec<Value>>,
 }
+
+/// How long one startup call may take: a call into a mesh that drops its packets would
+/// otherwise wait for the kernel's connect timeout (minutes).
+const STARTUP_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
@@ -102,7 +117,11 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
     });
     let client = Client::builder(TokioExecutor::new()).build(ProxyConnector { proxy });
     tracing::info!(listen = %args.listen, service = %args.service, version = %args.app_version, "demo app serving");
-    let app = Arc::new(App { args, client });
+    let app = Arc::new(App {
+        args,
+        client,
+        startup: std::sync::OnceLock::new(),
+    });
     let serve = async {
         loop {
             let (tcp, _) = match listener.accept().await {
@@ -126,8 +145,33 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
             });
         }
     };
+    // Run beside the accept loop: a startup call may come back to this very app.
+    let startup = async {
+        let mut answers = Vec::with_capacity(app.args.startup_calls.len());
+        for url in &app.args.startup_calls {
+            let (ok, answer) = match tokio::time::timeout(
+                STARTUP_CALL_TIMEOUT,
+                call(&app.client, url),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => (
+                    false,
+                    json!({"url": url, "error": format!("no answer within {STARTUP_CALL_TIMEOUT:?}")}),
+                ),
+            };
+            if ok {
+                tracing::info!(%url, "startup call succeeded");
+            } else {
+                tracing::warn!(%url, answer = %answer, "startup call failed");
+            }
+            answers.push(json!({"url": url, "ok": ok, "answer": answer}));
+        }
+        let _ = app.startup.set(answers);
+    };
     tokio::select! {
-        _ = serve => Ok(()),
+        _ = async { tokio::join!(serve, startup) } => Ok(()),
         _ = crate::signal::shutdown() => Ok(()),
     }
 }
@@ -193,6 +237,8 @@ async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
         "body_bytes": body_bytes,
         "headers": headers,
         "calls": calls,
+        // null while the startup calls are still under way.
+        "startup_calls": app.startup.get(),
     });
     json_response(status, &body)
 }

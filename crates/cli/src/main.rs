@@ -32,7 +32,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a whole mesh on this machine: a control plane, and every workload of DIR with its
-    /// own proxy, all on loopback, with no root needed.
+    /// own proxy, all on loopback with no root needed (or, with --netns, as root, each
+    /// workload in a network namespace of its own with transparent capture).
     Up(up::UpArgs),
     /// Run the control plane: config store, certificate authority, snapshot push.
     Control(control::ControlArgs),

@@ -1,16 +1,28 @@
 //! `trellis up [DIR]`: a whole mesh on one machine, for trying Trellis and for tests.
 //!
 //! Reads DIR like the control plane does, then starts, as separate processes: the control
-//! plane on DIR, and for every `WorkloadEntry` a demo app on the entry's address and port
-//! with a proxy beside it (their own loopback addresses, so every proxy uses the standard
-//! ports), plus a front proxy publishing the front service on `--listen`. Each proxy gets a
-//! join token for exactly its own identity. Ctrl-C or SIGTERM stops everything; children also
-//! die with `up` if it is killed, so no process is left behind.
+//! plane on DIR, and for every `WorkloadEntry` a demo app with a proxy beside it, plus a front
+//! proxy publishing the front service on `--listen`. Each proxy gets a join token for exactly
+//! its own identity. Ctrl-C or SIGTERM stops everything; children also die with `up` if it is
+//! killed, so no process is left behind.
+//!
+//! Two ways to lay the workloads out:
+//!
+//! * by default, on loopback with no root needed: each app on its entry's own address and
+//!   port, with an explicit-mode proxy on the same address (so every proxy uses the standard
+//!   ports) that the app uses as its HTTP proxy;
+//! * with `--netns` ([`netns`]), as root: each workload in a network namespace of its own on a
+//!   bridged /24, its proxy capturing its traffic transparently, the app started only once
+//!   its proxy is ready and finding services by name through the namespace's `/etc/hosts`.
 //!
 //! What a workload's demo app does comes from its WorkloadEntry: label `app` names the
-//! service it reports, label `version` its version, and the annotation
-//! `demo.trellis.dev/calls` lists (comma-separated) the URLs it calls. The Service annotated
+//! service it reports, label `version` its version, and the annotations
+//! `demo.trellis.dev/calls` and `demo.trellis.dev/startup-calls` list (comma-separated) the
+//! URLs it calls for every request and once at start. The Service annotated
 //! `demo.trellis.dev/front: "true"` is the one published.
+
+mod netns;
+mod network;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +39,8 @@ use trellis_identity::TokenStore;
 
 /// Annotation on a WorkloadEntry: URLs its demo app calls.
 pub const CALLS_ANNOTATION: &str = "demo.trellis.dev/calls";
+/// Annotation on a WorkloadEntry: URLs its demo app calls once, as it starts.
+pub const STARTUP_CALLS_ANNOTATION: &str = "demo.trellis.dev/startup-calls";
 /// Annotation on a Service: publish it on `--listen`.
 pub const FRONT_ANNOTATION: &str = "demo.trellis.dev/front";
 
@@ -38,12 +52,22 @@ pub struct UpArgs {
     /// Where the front service is published.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The control plane's gRPC address.
-    #[arg(long, default_value = "127.0.0.1:15012")]
+    /// The control plane's gRPC address (with --netns: the bridge's address, port 15012).
+    #[arg(long, default_value = "127.0.0.1:15012", conflicts_with = "netns")]
     pub control: SocketAddr,
-    /// The control plane's HTTP API (`trellis certs`, `check`, `ca rotate` talk to it).
-    #[arg(long, default_value = "127.0.0.1:15014")]
+    /// The control plane's HTTP API (`trellis certs`, `check`, `ca rotate` talk to it; with
+    /// --netns: the bridge's address, port 15014).
+    #[arg(long, default_value = "127.0.0.1:15014", conflicts_with = "netns")]
     pub api: SocketAddr,
+    /// Run every workload in a network namespace of its own, its proxy capturing its
+    /// traffic transparently (nftables), on a bridged subnet the host is plugged into. Needs
+    /// root, `ip` and `nft`.
+    #[arg(long)]
+    pub netns: bool,
+    /// With --netns: the workloads' subnet, a /24 (.1 bridge and control plane, .254 the
+    /// host, .2 to .253 the workloads).
+    #[arg(long, default_value = "198.18.100.0/24", requires = "netns")]
+    pub netns_subnet: network::Subnet,
     /// Lifetime of workload certificates (e.g. 24h, or 1m to watch renewals).
     #[arg(long, default_value = "24h")]
     pub svid_ttl: String,
@@ -74,6 +98,7 @@ struct Workload {
     labels: BTreeMap<String, String>,
     ports: BTreeMap<String, u16>,
     calls: Vec<String>,
+    startup_calls: Vec<String>,
 }
 
 impl Workload {
@@ -84,15 +109,40 @@ impl Workload {
         )
     }
 
-    fn app_port(&self) -> Option<u16> {
+    fn app_port(&self) -> anyhow::Result<u16> {
         self.ports
             .get("http")
             .or_else(|| self.ports.values().next())
             .copied()
+            .ok_or_else(|| anyhow!("WorkloadEntry {} has no ports", self.name))
     }
 }
 
+/// The service published on `--listen`.
+struct Front {
+    /// `name.namespace`.
+    service: String,
+    namespace: String,
+    port: u16,
+}
+
+/// What `up` starts, read from DIR.
+struct Plan {
+    workloads: Vec<Workload>,
+    front: Front,
+}
+
+/// What every start-up step needs.
+struct Ctx<'a> {
+    args: &'a UpArgs,
+    exe: &'a Path,
+    data_dir: &'a Path,
+    plan: &'a Plan,
+    ready_deadline: Instant,
+}
+
 /// The processes of the mesh, stopped together.
+#[derive(Default)]
 struct Children {
     procs: Vec<(String, Child)>,
 }
@@ -147,16 +197,30 @@ impl Children {
     }
 }
 
-pub async fn run(a: UpArgs) -> anyhow::Result<()> {
-    let config = match load_dir(&a.dir) {
+/// Comma-separated URLs in annotation `key` of a WorkloadEntry.
+fn url_list(annotations: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    annotations
+        .get(key)
+        .map(|c| {
+            c.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn read_plan(dir: &Path) -> anyhow::Result<Plan> {
+    let config = match load_dir(dir) {
         Ok(c) => c,
         Err(LoadError::Invalid(diags)) => {
             for d in &diags {
                 eprintln!("{d}");
             }
-            bail!("{} is not a valid mesh config", a.dir.display());
+            bail!("{} is not a valid mesh config", dir.display());
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", a.dir.display())),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
     let mut workloads = Vec::new();
     let mut front = None;
@@ -175,18 +239,6 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
                     .iter()
                     .map(|(k, v)| Ok((k.clone(), u16::try_from(*v)?)))
                     .collect::<anyhow::Result<_>>()?;
-                let calls = we
-                    .meta
-                    .annotations
-                    .get(CALLS_ANNOTATION)
-                    .map(|c| {
-                        c.split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 workloads.push(Workload {
                     name: we.meta.name.clone(),
                     namespace: we.meta.namespace().to_string(),
@@ -198,7 +250,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
                     address,
                     labels: we.spec.labels.clone(),
                     ports,
-                    calls,
+                    calls: url_list(&we.meta.annotations, CALLS_ANNOTATION),
+                    startup_calls: url_list(&we.meta.annotations, STARTUP_CALLS_ANNOTATION),
                 });
             }
             Resource::Service(svc)
@@ -215,22 +268,29 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
                     .first()
                     .map(|p| p.port)
                     .ok_or_else(|| anyhow!("front Service {} has no port", svc.meta.name))?;
-                front = Some((
-                    format!("{}.{}", svc.meta.name, svc.meta.namespace()),
-                    svc.meta.namespace().to_string(),
+                front = Some(Front {
+                    service: format!("{}.{}", svc.meta.name, svc.meta.namespace()),
+                    namespace: svc.meta.namespace().to_string(),
                     port,
-                ));
+                });
             }
             _ => {}
         }
     }
-    let (front_service, front_ns, front_port) = front.ok_or_else(|| {
+    let front = front.ok_or_else(|| {
         anyhow!(
             "no Service in {} is annotated {FRONT_ANNOTATION}: \"true\"",
-            a.dir.display()
+            dir.display()
         )
     })?;
+    Ok(Plan { workloads, front })
+}
 
+pub async fn run(a: UpArgs) -> anyhow::Result<()> {
+    let plan = read_plan(&a.dir)?;
+    if a.netns {
+        network::check_prerequisites()?;
+    }
     let tmp;
     let data_dir = match &a.data_dir {
         Some(d) => d.clone(),
@@ -241,49 +301,71 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&data_dir)?;
     let exe = std::env::current_exe().context("finding the trellis executable")?;
-    let mut children = Children { procs: Vec::new() };
-    let result = start_and_wait(
-        &a,
-        &exe,
-        &data_dir,
-        &workloads,
-        (&front_service, &front_ns, front_port),
-        &mut children,
-    )
-    .await;
+    let ctx = Ctx {
+        args: &a,
+        exe: &exe,
+        data_dir: &data_dir,
+        plan: &plan,
+        ready_deadline: Instant::now() + Duration::from_secs(a.ready_timeout_secs),
+    };
+    // Filled as soon as it exists, so that whatever was made is removed on every way out.
+    // Declared before the children so that, should this function unwind, they are killed
+    // before their namespaces are deleted.
+    let mut net = None;
+    let mut children = Children::default();
+    let result = tokio::select! {
+        // Polled first, so the signal handlers are in place before anything starts: a
+        // Ctrl-C while the mesh starts stops it like one while it runs.
+        biased;
+        _ = crate::signal::shutdown() => {
+            eprintln!("trellis up: stopping");
+            Ok(())
+        }
+        r = async {
+            if a.netns {
+                netns::run(&ctx, &mut children, &mut net).await
+            } else {
+                start_loopback(&ctx, &mut children).await?;
+                serve(&mut children).await
+            }
+        } => r,
+    };
     children.stop().await;
+    // Namespaces only after the processes in them are gone: a live process would keep its
+    // namespace alive, nameless.
+    if let Some(mut net) = net {
+        net.remove();
+    }
     eprintln!("trellis up: stopped");
     result
 }
 
-async fn start_and_wait(
-    a: &UpArgs,
-    exe: &Path,
-    data_dir: &Path,
-    workloads: &[Workload],
-    (front_service, front_ns, front_port): (&str, &str, u16),
+/// Starts the control plane (`cmd`: the program to run it with) on `control` and `api`, and
+/// waits until it has its CA root and accepts connections. Returns the roots proxies trust.
+async fn start_control(
+    ctx: &Ctx<'_>,
     children: &mut Children,
-) -> anyhow::Result<()> {
-    let ready_deadline = Instant::now() + Duration::from_secs(a.ready_timeout_secs);
+    mut cmd: Command,
+    control: SocketAddr,
+    api: SocketAddr,
+) -> anyhow::Result<PathBuf> {
+    let a = ctx.args;
     let control_log = std::env::var("TRELLIS_LOG").unwrap_or_else(|_| "info".into());
-    let mut control = Command::new(exe);
-    control
-        .arg("control")
+    cmd.arg("control")
         .arg("--config")
         .arg(&a.dir)
         .arg("--data-dir")
-        .arg(data_dir)
+        .arg(ctx.data_dir)
         .arg("--listen")
-        .arg(a.control.to_string())
-        .args(["--api-listen", &a.api.to_string()])
+        .arg(control.to_string())
+        .args(["--api-listen", &api.to_string()])
         .args(["--svid-ttl", &a.svid_ttl])
         .env("TRELLIS_LOG", &control_log);
     // Proxies trust what the CA's leaves chain to: the self-signed root the control plane
     // writes on first start, or the user's roots.
     let root = match (&a.ca_roots, &a.ca_intermediate, &a.ca_intermediate_key) {
         (Some(roots), Some(int), Some(key)) => {
-            control
-                .arg("--ca-roots")
+            cmd.arg("--ca-roots")
                 .arg(roots)
                 .arg("--ca-intermediate")
                 .arg(int)
@@ -291,70 +373,94 @@ async fn start_and_wait(
                 .arg(key);
             roots.clone()
         }
-        _ => data_dir.join("ca").join("root.pem"),
+        _ => ctx.data_dir.join("ca").join("root.pem"),
     };
-    children.spawn("control".into(), &mut control)?;
-    wait_until(ready_deadline, children, "the control plane", || {
+    children.spawn("control".into(), &mut cmd)?;
+    wait_until(ctx.ready_deadline, children, "the control plane", || {
         let root = root.clone();
-        let addr = a.control;
-        async move { root.exists() && tokio::net::TcpStream::connect(addr).await.is_ok() }
+        async move { root.exists() && tokio::net::TcpStream::connect(control).await.is_ok() }
     })
     .await?;
+    Ok(root)
+}
 
-    let tokens = TokenStore::open(data_dir).context("opening the token store")?;
-    let mut admins = Vec::new();
-    for w in workloads {
-        let (_, token) = tokens
-            .create(
-                &w.namespace,
-                std::slice::from_ref(&w.service_account),
-                Some(Duration::from_secs(3600)),
-            )
-            .context("creating a join token")?;
-        let mut proxy = Command::new(exe);
-        proxy
-            .arg("proxy")
-            .args(["--control", &a.control.to_string()])
-            .arg("--ca-bundle")
-            .arg(&root)
-            .args(["--namespace", &w.namespace])
-            .args(["--service-account", &w.service_account])
-            .args(["--workload-name", &w.name])
-            .args(["--address", &w.address.to_string()])
-            .env("TRELLIS_JOIN_TOKEN", token);
-        for (k, v) in &w.labels {
-            proxy.args(["--label", &format!("{k}={v}")]);
-        }
-        for (k, v) in &w.ports {
-            proxy.args(["--port", &format!("{k}={v}")]);
-        }
-        children.spawn(format!("proxy {}", w.name), &mut proxy)?;
-        admins.push((w.name.clone(), SocketAddr::new(w.address, 15020)));
-
-        let port = w
-            .app_port()
-            .ok_or_else(|| anyhow!("WorkloadEntry {} has no ports", w.name))?;
-        let mut app = Command::new(exe);
-        app.arg("demo-app")
-            .args(["--listen", &SocketAddr::new(w.address, port).to_string()])
-            .args(["--service", w.labels.get("app").unwrap_or(&w.name)])
-            .args(["--app-version", w.labels.get("version").map_or("v1", |v| v)])
-            .args(["--instance", &w.name])
-            .args(["--proxy", &SocketAddr::new(w.address, 15001).to_string()])
-            .env_remove("http_proxy");
-        for c in &w.calls {
-            app.args(["--call", c]);
-        }
-        children.spawn(format!("app {}", w.name), &mut app)?;
+/// A proxy for `w` at `address`, with a join token for exactly its identity.
+fn proxy_command(
+    mut cmd: Command,
+    tokens: &TokenStore,
+    control: SocketAddr,
+    root: &Path,
+    w: &Workload,
+    address: IpAddr,
+) -> anyhow::Result<Command> {
+    let (_, token) = tokens
+        .create(
+            &w.namespace,
+            std::slice::from_ref(&w.service_account),
+            Some(Duration::from_secs(3600)),
+        )
+        .context("creating a join token")?;
+    cmd.arg("proxy")
+        .args(["--control", &control.to_string()])
+        .arg("--ca-bundle")
+        .arg(root)
+        .args(["--namespace", &w.namespace])
+        .args(["--service-account", &w.service_account])
+        .args(["--workload-name", &w.name])
+        .args(["--address", &address.to_string()])
+        .env("TRELLIS_JOIN_TOKEN", token);
+    for (k, v) in &w.labels {
+        cmd.args(["--label", &format!("{k}={v}")]);
     }
+    for (k, v) in &w.ports {
+        cmd.args(["--port", &format!("{k}={v}")]);
+    }
+    Ok(cmd)
+}
 
-    // The front door: a proxy of its own identity whose outbound listener is the published
-    // address and sends everything to the front service. It serves no app, so its other
-    // listeners take ephemeral ports.
+/// `w`'s demo app on `address`, calling through `proxy` when given (explicit mode).
+fn app_command(
+    mut cmd: Command,
+    w: &Workload,
+    address: IpAddr,
+    proxy: Option<SocketAddr>,
+) -> anyhow::Result<Command> {
+    let port = w.app_port()?;
+    cmd.arg("demo-app")
+        .args(["--listen", &SocketAddr::new(address, port).to_string()])
+        .args(["--service", w.labels.get("app").unwrap_or(&w.name)])
+        .args(["--app-version", w.labels.get("version").map_or("v1", |v| v)])
+        .args(["--instance", &w.name])
+        // The demo app would take it as its proxy.
+        .env_remove("http_proxy");
+    if let Some(p) = proxy {
+        cmd.args(["--proxy", &p.to_string()]);
+    }
+    for c in &w.calls {
+        cmd.args(["--call", c]);
+    }
+    for c in &w.startup_calls {
+        cmd.args(["--startup-call", c]);
+    }
+    Ok(cmd)
+}
+
+/// The front door: a proxy of its own identity, in the namespace `up` runs in, whose
+/// outbound listener is the published address and sends everything to the front service. It
+/// serves no app, so its other listeners take ephemeral ports. Returns its health address.
+fn spawn_front(
+    ctx: &Ctx<'_>,
+    children: &mut Children,
+    tokens: &TokenStore,
+    control: SocketAddr,
+    root: &Path,
+) -> anyhow::Result<SocketAddr> {
+    let a = ctx.args;
+    let front = &ctx.plan.front;
     let front_sa = "trellis-front";
     let (_, token) = tokens
         .create(
-            front_ns,
+            &front.namespace,
             &[front_sa.to_string()],
             Some(Duration::from_secs(3600)),
         )
@@ -362,68 +468,102 @@ async fn start_and_wait(
     let front_admin = SocketAddr::new(a.listen.ip(), free_port(a.listen.ip())?);
     children.spawn(
         "front proxy".into(),
-        Command::new(exe)
+        Command::new(ctx.exe)
             .arg("proxy")
-            .args(["--control", &a.control.to_string()])
+            .args(["--control", &control.to_string()])
             .arg("--ca-bundle")
-            .arg(&root)
-            .args(["--namespace", front_ns])
+            .arg(root)
+            .args(["--namespace", &front.namespace])
             .args(["--service-account", front_sa])
             .args(["--workload-name", "front"])
             .args(["--address", &a.listen.ip().to_string()])
             .args(["--outbound", &a.listen.to_string()])
             .args(["--inbound", &SocketAddr::new(a.listen.ip(), 0).to_string()])
             .args(["--admin", &front_admin.to_string()])
-            .args(["--front", &format!("{front_service}:{front_port}")])
+            .args(["--front", &format!("{}:{}", front.service, front.port)])
             .env("TRELLIS_JOIN_TOKEN", token),
     )?;
-    admins.push(("front".into(), front_admin));
+    Ok(front_admin)
+}
 
+/// The default layout: everything on loopback, explicit-mode proxies, no root.
+async fn start_loopback(ctx: &Ctx<'_>, children: &mut Children) -> anyhow::Result<()> {
+    let a = ctx.args;
+    let root = start_control(ctx, children, Command::new(ctx.exe), a.control, a.api).await?;
+    let tokens = TokenStore::open(ctx.data_dir).context("opening the token store")?;
+    let mut admins = Vec::new();
+    for w in &ctx.plan.workloads {
+        let mut proxy = proxy_command(
+            Command::new(ctx.exe),
+            &tokens,
+            a.control,
+            &root,
+            w,
+            w.address,
+        )?;
+        children.spawn(format!("proxy {}", w.name), &mut proxy)?;
+        admins.push((w.name.clone(), SocketAddr::new(w.address, 15020)));
+        let proxy = SocketAddr::new(w.address, 15001);
+        let mut app = app_command(Command::new(ctx.exe), w, w.address, Some(proxy))?;
+        children.spawn(format!("app {}", w.name), &mut app)?;
+    }
+    let front_admin = spawn_front(ctx, children, &tokens, a.control, &root)?;
+    admins.push(("front".into(), front_admin));
     for (name, admin) in &admins {
-        wait_until(ready_deadline, children, &format!("proxy {name}"), || {
-            let admin = *admin;
-            async move { ready(admin).await }
-        })
+        wait_until(
+            ctx.ready_deadline,
+            children,
+            &format!("proxy {name}"),
+            || {
+                let admin = *admin;
+                async move { ready(admin).await }
+            },
+        )
         .await?;
     }
 
     println!(
         "Trellis mesh is up: {} workloads, control plane on {}",
-        workloads.len(),
+        ctx.plan.workloads.len(),
         a.control
     );
     println!();
     println!("  {:<16} {:<12} IDENTITY", "WORKLOAD", "ADDRESS");
-    for w in workloads {
+    for w in &ctx.plan.workloads {
         println!("  {:<16} {:<12} {}", w.name, w.address, w.identity());
     }
     println!();
+    print_tries(ctx, a.api, None);
+    Ok(())
+}
+
+/// The closing lines of the start-up output: what to try (`more` after the curls).
+fn print_tries(ctx: &Ctx<'_>, api: SocketAddr, more: Option<&str>) {
+    let a = ctx.args;
     println!(
-        "{front_service} is published on http://{}/ . Try:",
-        a.listen
+        "{} is published on http://{}/ . Try:",
+        ctx.plan.front.service, a.listen
     );
     println!("  curl -s http://{}/", a.listen);
     println!("  curl -s 'http://{}/?status=503'", a.listen);
+    if let Some(more) = more {
+        println!("  {more}");
+    }
     println!(
         "  edit the VirtualService weights in {} and watch the reviews versions change",
         a.dir.display()
     );
-    println!(
-        "  trellis certs --api {}        # every workload certificate",
-        a.api
-    );
-    println!("  trellis check --api {}        # mesh health", a.api);
+    println!("  trellis certs --api {api}        # every workload certificate");
+    println!("  trellis check --api {api}        # mesh health");
     println!("Ctrl-C stops the mesh.");
+}
 
-    tokio::select! {
-        _ = crate::signal::shutdown() => {
-            eprintln!("trellis up: stopping");
-            Ok(())
-        }
-        (label, status) = watch_children(children) => {
-            Err(anyhow!("{label} exited unexpectedly ({status}); stopping the mesh"))
-        }
-    }
+/// Runs until a child exits (the error says which).
+async fn serve(children: &mut Children) -> anyhow::Result<()> {
+    let (label, status) = watch_children(children).await;
+    Err(anyhow!(
+        "{label} exited unexpectedly ({status}); stopping the mesh"
+    ))
 }
 
 /// Resolves when any child exits.
@@ -447,9 +587,27 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    wait_for(deadline, children, what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `check` until it gives a value, a child dies, or the deadline passes.
+async fn wait_for<T, F, Fut>(
+    deadline: Instant,
+    children: &mut Children,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     loop {
-        if check().await {
-            return Ok(());
+        if let Some(value) = check().await {
+            return Ok(value);
         }
         if let Some((label, status)) = children.exited() {
             bail!("{label} exited ({status}) while waiting for {what}");

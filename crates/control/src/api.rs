@@ -82,6 +82,16 @@ struct Proxy {
     status: ProxyStatus,
 }
 
+/// A service as proxies route to it: the names it answers to and its virtual IPs (for
+/// resolvers, e.g. the hosts files `trellis up --netns` writes).
+#[derive(Serialize)]
+struct ServiceAddresses {
+    host: String,
+    name: String,
+    namespace: String,
+    vips: Vec<String>,
+}
+
 #[derive(Serialize)]
 struct Status {
     revision: u64,
@@ -93,6 +103,8 @@ struct Status {
     rotation: String,
     roots: Vec<Root>,
     proxies: Vec<Proxy>,
+    /// The services of the published snapshot.
+    services: Vec<ServiceAddresses>,
     alarms: Vec<String>,
 }
 
@@ -162,11 +174,25 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<Status> {
         .into_iter()
         .rev()
         .find(|m| m.number > rev.number && m.status == crate::revisions::Status::Rejected);
+    let (snapshot_version, services) = {
+        let snap = state.snapshots.borrow();
+        let services = snap
+            .services
+            .iter()
+            .map(|s| ServiceAddresses {
+                host: s.host.clone(),
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+                vips: s.vips.clone(),
+            })
+            .collect();
+        (snap.version.clone(), services)
+    };
     Json(Status {
         revision: rev.number,
         rejected,
         config_hash: rev.config.hash.clone(),
-        snapshot_version: state.snapshots.borrow().version.clone(),
+        snapshot_version,
         signing_root: state.trust.ca.signing_root_fingerprint(),
         rotation,
         roots: state.trust.ca.roots().into_iter().map(Root::from).collect(),
@@ -176,6 +202,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<Status> {
             .into_iter()
             .map(|(workload, status)| Proxy { workload, status })
             .collect(),
+        services,
         alarms: alarms(&state),
     })
 }

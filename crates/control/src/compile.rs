@@ -2,8 +2,9 @@
 //! the snapshot proxies route with.
 //!
 //! * A `Service` selects endpoints by labels among the namespace's `WorkloadEntry`s and the
-//!   workloads registered by connected proxies (a registration at the same address as a
-//!   WorkloadEntry refines it: the live proxy's identity and mTLS port win).
+//!   workloads registered by connected proxies. A registration refines the WorkloadEntry at
+//!   its address, or the one with its workload name and identity wherever that entry says it
+//!   is: the live proxy's address, identity and mTLS port win.
 //! * `DestinationRule` subsets attach to the service their `host` names.
 //! * A `VirtualService`'s HTTP routes attach to each service it names in `hosts`. Routes are
 //!   kept in order; the proxy applies the first route without a `match` (request matching is
@@ -168,7 +169,9 @@ fn endpoints(
     selector: &BTreeMap<String, String>,
     trust_domain: &str,
 ) -> Vec<proto::Endpoint> {
-    let mut by_address: BTreeMap<String, proto::Endpoint> = BTreeMap::new();
+    // Entries and registrations are kept apart until the end, so that a registration only
+    // ever displaces a WorkloadEntry, never another live proxy.
+    let mut entries: BTreeMap<String, proto::Endpoint> = BTreeMap::new();
     for res in &config.resources {
         let Resource::WorkloadEntry(we) = &res.value else {
             continue;
@@ -177,7 +180,7 @@ fn endpoints(
             continue;
         }
         let sa = we.spec.service_account.as_deref().unwrap_or("default");
-        by_address.insert(
+        entries.insert(
             we.spec.address.clone(),
             proto::Endpoint {
                 workload_name: we.meta.name.clone(),
@@ -189,17 +192,29 @@ fn endpoints(
             },
         );
     }
+    let mut live: BTreeMap<String, proto::Endpoint> = BTreeMap::new();
     for w in registered {
         if w.namespace != ns || !selects(selector, &w.labels) {
             continue;
         }
         let addr = w.address.to_string();
-        let mut ports: std::collections::HashMap<String, u32> = by_address
-            .get(&addr)
-            .map(|e| e.ports.clone())
-            .unwrap_or_default();
+        // The entry this proxy serves: the one at its address, or the one it names (same
+        // name and identity) at another address. The live proxy knows where it is; the
+        // entry's address may not be reachable from the mesh at all (`trellis up --netns`
+        // puts loopback-addressed entries into network namespaces; a VM gets a new IP).
+        let named = entries
+            .iter()
+            .find(|(_, e)| e.workload_name == w.name && e.identity == w.identity)
+            .map(|(a, _)| a.clone());
+        let refined = entries
+            .remove(&addr)
+            .into_iter()
+            .chain(named.and_then(|a| entries.remove(&a)))
+            .collect::<Vec<_>>();
+        let mut ports: std::collections::HashMap<String, u32> =
+            refined.into_iter().flat_map(|e| e.ports).collect();
         ports.extend(w.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))));
-        by_address.insert(
+        live.insert(
             addr.clone(),
             proto::Endpoint {
                 workload_name: w.name.clone(),
@@ -211,7 +226,8 @@ fn endpoints(
             },
         );
     }
-    by_address.into_values().collect()
+    entries.extend(live);
+    entries.into_values().collect()
 }
 
 fn subsets(config: &ConfigSet, host: &str) -> Vec<proto::Subset> {
@@ -346,5 +362,154 @@ mod tests {
         let distinct: std::collections::HashSet<_> =
             many.iter().map(|s| s.vips[0].clone()).collect();
         assert_eq!(distinct.len(), 2000);
+    }
+
+    fn config(yaml: &str) -> ConfigSet {
+        let (resources, diags) = trellis_api::load::parse_str(std::path::Path::new("t.yaml"), yaml);
+        assert!(diags.is_empty(), "{diags:?}");
+        ConfigSet {
+            resources,
+            warnings: Vec::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn registered(name: &str, sa: &str, address: &str) -> RegisteredWorkload {
+        RegisteredWorkload {
+            name: name.into(),
+            namespace: "default".into(),
+            service_account: sa.into(),
+            identity: format!("spiffe://cluster.local/ns/default/sa/{sa}"),
+            address: address.parse().expect("test address"),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            inbound_port: 15008,
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// Where each endpoint of the one service is, and who answers there.
+    fn endpoints_of(snap: &proto::SnapshotMessage) -> Vec<(String, String, String)> {
+        snap.services[0]
+            .endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.address.clone(),
+                    e.workload_name.clone(),
+                    e.identity.clone(),
+                )
+            })
+            .collect()
+    }
+
+    const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: web-1
+spec:
+  address: 127.0.1.1
+  serviceAccount: web
+  labels:
+    app: web
+  ports:
+    http: 8080
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: web-2
+spec:
+  address: 127.0.1.2
+  serviceAccount: web
+  labels:
+    app: web
+"#;
+
+    #[test]
+    fn a_registration_moves_the_entry_it_names() {
+        let cfg = config(WEB);
+        let trust = TrustState {
+            trust_domain: "cluster.local".into(),
+            ..TrustState::default()
+        };
+        let web = "spiffe://cluster.local/ns/default/sa/web".to_string();
+        let at = |a: &str, n: &str, id: &str| (a.to_string(), n.to_string(), id.to_string());
+
+        // Nobody registered: the entries as written.
+        let snap = compile(&cfg, &[], &trust);
+        assert_eq!(
+            endpoints_of(&snap),
+            [
+                at("127.0.1.1", "web-1", &web),
+                at("127.0.1.2", "web-2", &web)
+            ]
+        );
+
+        // web-1's proxy registers elsewhere: the entry moves there and keeps its ports.
+        let snap = compile(&cfg, &[registered("web-1", "web", "198.18.100.2")], &trust);
+        assert_eq!(
+            endpoints_of(&snap),
+            [
+                at("127.0.1.2", "web-2", &web),
+                at("198.18.100.2", "web-1", &web)
+            ]
+        );
+        assert_eq!(snap.services[0].endpoints[1].ports.get("http"), Some(&8080));
+
+        // Another identity claiming the name does not move the entry: it is one more endpoint.
+        let other = "spiffe://cluster.local/ns/default/sa/other".to_string();
+        let snap = compile(
+            &cfg,
+            &[registered("web-1", "other", "198.18.100.3")],
+            &trust,
+        );
+        assert_eq!(
+            endpoints_of(&snap),
+            [
+                at("127.0.1.1", "web-1", &web),
+                at("127.0.1.2", "web-2", &web),
+                at("198.18.100.3", "web-1", &other)
+            ]
+        );
+
+        // Two live proxies with one name both serve; neither displaces the other.
+        let snap = compile(
+            &cfg,
+            &[
+                registered("web-1", "web", "198.18.100.2"),
+                registered("web-1", "web", "198.18.100.4"),
+            ],
+            &trust,
+        );
+        assert_eq!(
+            endpoints_of(&snap),
+            [
+                at("127.0.1.2", "web-2", &web),
+                at("198.18.100.2", "web-1", &web),
+                at("198.18.100.4", "web-1", &web)
+            ]
+        );
+
+        // A registration at an entry's address still refines that entry.
+        let snap = compile(&cfg, &[registered("renamed", "web", "127.0.1.2")], &trust);
+        assert_eq!(
+            endpoints_of(&snap),
+            [
+                at("127.0.1.1", "web-1", &web),
+                at("127.0.1.2", "renamed", &web)
+            ]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The proxy's health and metrics endpoints (port 15020): `/healthz/live` answers as soon as
 //! the process serves, `/healthz/ready` only once the proxy has its certificate and a
-//! snapshot, `/metrics` in Prometheus text format. The local admin port (15000, loopback) adds
-//! `GET /config_dump` (static settings, certificate, snapshot) and `POST /logging?level=…`.
+//! snapshot (and, when it captures, its capture rules in place), `/metrics` in Prometheus
+//! text format. The local admin port (15000, loopback) adds `GET /config_dump` (static
+//! settings, certificate, snapshot) and `POST /logging?level=…`.
 
 use std::sync::Arc;
 

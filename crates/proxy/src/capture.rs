@@ -559,7 +559,7 @@ fn run_nft(
 /// Finds `name` on `PATH`, then in the sbin directories: daemons are often started with a
 /// `PATH` that lacks them, and that is where `nft` and `ip` live. Falls back to the bare name
 /// so the spawn error names the program.
-fn find_tool(name: &str) -> PathBuf {
+pub fn find_tool(name: &str) -> PathBuf {
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();

@@ -126,7 +126,9 @@ pub async fn run(
     // Capture last: the workload's traffic is sent to listeners that are serving, with a
     // certificate, so nothing the app sends in between is lost or refused.
     let capture = if state.config.capture {
-        Some(install_capture(&state.config)?)
+        let c = install_capture(&state.config)?;
+        state.set_capturing();
+        Some(c)
     } else {
         None
     };

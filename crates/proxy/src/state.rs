@@ -40,6 +40,8 @@ pub struct ProxyState {
     pub log_control: Option<LogControl>,
     /// Set on shutdown: readiness turns false while requests in flight finish.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Set once the capture rules are in (only asked for with `capture`).
+    capturing: std::sync::atomic::AtomicBool,
 }
 
 impl ProxyState {
@@ -53,6 +55,7 @@ impl ProxyState {
             creds_changed: watch::channel(0).0,
             metrics: ProxyMetrics::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            capturing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -62,11 +65,26 @@ impl ProxyState {
         (self.config.mode == crate::config::Mode::Transparent).then_some(self.config.mark)
     }
 
-    /// Ready once it has both an identity and a snapshot to route with.
+    /// Ready once it has both an identity and a snapshot to route with, and, when it
+    /// captures, its capture rules in place: whoever holds the app until the proxy is ready
+    /// (`trellis up --netns`) must not let it send traffic that would bypass the proxy.
     pub fn is_ready(&self) -> bool {
         self.creds.load().is_some()
             && self.snapshot.load().is_some()
+            && self.capture_ready()
             && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True unless the proxy is to capture its workload's traffic and has not yet.
+    fn capture_ready(&self) -> bool {
+        !self.config.capture || self.capturing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that the capture rules are installed.
+    pub fn set_capturing(&self) {
+        self.capturing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.update_ready();
     }
 
     /// Installs new credentials: new connections use them at once, existing ones keep the
@@ -98,5 +116,56 @@ impl ProxyState {
 
     fn update_ready(&self) {
         self.metrics.ready.set(i64::from(self.is_ready()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, OutboundPolicy};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use trellis_identity::SpiffeId;
+
+    fn config(capture: bool) -> ProxyConfig {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        ProxyConfig {
+            control_addr: any,
+            control_identity: SpiffeId::new("cluster.local", "trellis-system", "trellis-control"),
+            ca_bundle_pem: String::new(),
+            token: String::new(),
+            identity: SpiffeId::new("cluster.local", "default", "web"),
+            workload_name: "web-1".into(),
+            address: any.ip(),
+            labels: Default::default(),
+            ports: Default::default(),
+            outbound_addr: any,
+            inbound_addr: any,
+            admin_addr: any,
+            front: None,
+            control_timeout: Duration::from_secs(1),
+            mode: if capture {
+                Mode::Transparent
+            } else {
+                Mode::Explicit
+            },
+            inbound_plain_addr: any,
+            outbound_policy: OutboundPolicy::AllowAny,
+            mark: 0,
+            capture,
+            drain_timeout: Duration::from_secs(1),
+            state_dir: None,
+            admin_local_addr: any,
+        }
+    }
+
+    #[test]
+    fn a_capturing_proxy_is_not_ready_before_its_rules_are_in() {
+        let state = ProxyState::new(config(true), None);
+        assert!(!state.capture_ready());
+        state.set_capturing();
+        assert!(state.capture_ready());
+        // Without capture there is nothing to wait for.
+        assert!(ProxyState::new(config(false), None).capture_ready());
     }
 }
