@@ -153,6 +153,7 @@ mod tests {
             outbound_policy: OutboundPolicy::AllowAny,
             mark: 0,
             capture,
+            capture_exclusions: Default::default(),
             drain_timeout: Duration::from_secs(1),
             state_dir: None,
             admin_local_addr: any,
