@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod authz;
 pub mod load;
 pub mod resources;
 pub mod snapshot;
