@@ -25,6 +25,7 @@
 #   RATE=1000 CONNS=16 DURATION=30 ROUNDS=3 MAXDUR=10 bench/netns-overhead.sh
 #   PERF_OUT=/tmp/mesh.perf bench/netns-overhead.sh   # also perf-record both proxies (mesh-l7)
 #   HOLD=1 bench/netns-overhead.sh                     # set up, then wait (profiling by hand)
+#   NOBUILD=1 …                                        # use the release binaries already built
 #
 # Needs root, iproute2, nftables, nginx and wrk (apt-get install iproute2 nftables nginx wrk).
 set -euo pipefail
@@ -43,7 +44,7 @@ for tool in ip nft nginx wrk python3; do
   command -v $tool >/dev/null || { echo "$tool is required (apt-get install iproute2 nftables nginx wrk python3)" >&2; exit 1; }
 done
 
-cargo build --release -q -p trellis-cli -p trellis-bench
+[ -n "${NOBUILD:-}" ] || cargo build --release -q -p trellis-cli -p trellis-bench
 BIN=$PWD/target/release/trellis
 LOADGEN=$PWD/target/release/loadgen
 TMP=$(mktemp -d /tmp/trellis-netns-bench-XXXXXX)
