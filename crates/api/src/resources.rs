@@ -151,9 +151,9 @@ pub enum Resource {
     /// An Istio `WorkloadGroup`: a template for self-registering workloads (validated, not
     /// acted on).
     WorkloadGroup(WorkloadGroup),
-    /// An Istio `PeerAuthentication`: mutual TLS modes (validated, not enforced).
+    /// An Istio `PeerAuthentication`: mutual TLS modes (enforced by the proxies).
     PeerAuthentication(PeerAuthentication),
-    /// An Istio `AuthorizationPolicy`: access control (validated, not enforced).
+    /// An Istio `AuthorizationPolicy`: access control (enforced by the proxies).
     AuthorizationPolicy(AuthorizationPolicy),
     /// An Istio `RequestAuthentication`: JWT verification (validated, not enforced).
     RequestAuthentication(RequestAuthentication),
@@ -344,7 +344,6 @@ impl Resource {
             Resource::VirtualService(r) => r.spec.notices(&mut out),
             Resource::ServiceEntry(r) => r.spec.notices(&mut out),
             Resource::WorkloadGroup(r) => r.spec.notices(&mut out),
-            Resource::PeerAuthentication(r) => r.spec.notices(&mut out),
             Resource::AuthorizationPolicy(r) => r.spec.notices(&mut out),
             Resource::RequestAuthentication(r) => r.spec.notices(&mut out),
             _ => {}

@@ -5,11 +5,17 @@
 //! ([`proto::SnapshotMessage`]) into it with `TryFrom`, which is where malformed input is
 //! rejected (the proxy then NACKs and keeps its previous snapshot), so nothing past this point
 //! has to re-check addresses, ports or weights.
+//!
+//! The snapshot also carries every compiled AuthorizationPolicy and PeerAuthentication of the
+//! mesh (JSON on the wire, see `proto/control.proto`) and the root namespace; each proxy picks
+//! the ones that apply to its own workload ([`crate::authz::applies_to`],
+//! [`crate::authz::effective_mtls`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::authz::{PeerAuthPolicy, Policy, DEFAULT_ROOT_NAMESPACE};
 use crate::proto;
 
 /// Why a snapshot from the wire could not be accepted.
@@ -35,6 +41,14 @@ pub enum SnapshotError {
     DuplicateHost(String),
     #[error("service {host}: invalid virtual IP {vip:?}")]
     BadVip { host: String, vip: String },
+    /// The compiled policies do not deserialize (or a matcher in them does not check out).
+    #[error("{field}: {error}")]
+    Policies {
+        /// The wire field (`authorization_policies_json`, `peer_authentications_json`).
+        field: &'static str,
+        /// The deserialization error.
+        error: String,
+    },
 }
 
 /// Labels of a workload or a subset selector.
@@ -58,6 +72,13 @@ pub struct Snapshot {
     /// SHA-256 (hex) of the root new certificates are issued under; a proxy whose certificate
     /// chains to another root renews at once. Empty when the control plane does not say.
     pub signing_root_fingerprint: String,
+    /// Every AuthorizationPolicy of the mesh, sorted by namespace and name.
+    pub authorization_policies: Vec<Policy>,
+    /// Every PeerAuthentication of the mesh, sorted by namespace and name.
+    pub peer_authentications: Vec<PeerAuthPolicy>,
+    /// Where mesh-wide policies live (`trellis-system` unless the control plane says
+    /// otherwise).
+    pub root_namespace: String,
 }
 
 /// A service as the proxy sees it: its ports, its subsets, its routes and its endpoints.
@@ -239,6 +260,17 @@ impl TryFrom<proto::SnapshotMessage> for Snapshot {
                 return Err(SnapshotError::DuplicateHost(host));
             }
         }
+        let authorization_policies = json_list(
+            &msg.authorization_policies_json,
+            "authorization_policies_json",
+        )?;
+        let peer_authentications =
+            json_list(&msg.peer_authentications_json, "peer_authentications_json")?;
+        let root_namespace = if msg.root_namespace.is_empty() {
+            DEFAULT_ROOT_NAMESPACE.to_owned()
+        } else {
+            msg.root_namespace
+        };
         Ok(Snapshot {
             version: msg.version,
             trust_domain: msg.trust_domain,
@@ -247,8 +279,26 @@ impl TryFrom<proto::SnapshotMessage> for Snapshot {
             by_vip,
             by_endpoint,
             signing_root_fingerprint: msg.signing_root_fingerprint,
+            authorization_policies,
+            peer_authentications,
+            root_namespace,
         })
     }
+}
+
+/// A JSON array from the wire; no bytes at all is an empty list (a control plane that sends
+/// no policies).
+fn json_list<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    field: &'static str,
+) -> Result<Vec<T>, SnapshotError> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(bytes).map_err(|e| SnapshotError::Policies {
+        field,
+        error: e.to_string(),
+    })
 }
 
 impl TryFrom<proto::Service> for Service {
@@ -383,6 +433,9 @@ mod tests {
             trust_bundle_pem: String::new(),
             trust_domain: "cluster.local".into(),
             signing_root_fingerprint: String::new(),
+            authorization_policies_json: Vec::new(),
+            peer_authentications_json: Vec::new(),
+            root_namespace: String::new(),
             services: vec![proto::Service {
                 host: "reviews.default.svc.cluster.local".into(),
                 name: "reviews".into(),
@@ -472,6 +525,70 @@ mod tests {
         let mut m = wire();
         m.version.clear();
         assert_eq!(Snapshot::try_from(m).unwrap_err(), SnapshotError::NoVersion);
+    }
+
+    #[test]
+    fn carries_compiled_policies_and_the_root_namespace() {
+        let snap = Snapshot::try_from(wire()).unwrap();
+        assert!(snap.authorization_policies.is_empty());
+        assert!(snap.peer_authentications.is_empty());
+        assert_eq!(snap.root_namespace, DEFAULT_ROOT_NAMESPACE);
+
+        let mut m = wire();
+        m.root_namespace = "mesh-root".into();
+        let yaml = r"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/admin]}}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict}
+spec: {mtls: {mode: STRICT}}
+";
+        let (resources, diagnostics) = crate::load::parse_str(std::path::Path::new("p.yaml"), yaml);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+        let (mut authz, mut peer) = (Vec::new(), Vec::new());
+        for r in &resources {
+            match &r.value {
+                crate::resources::Resource::AuthorizationPolicy(p) => {
+                    authz.push(Policy::compile(p).unwrap())
+                }
+                crate::resources::Resource::PeerAuthentication(p) => {
+                    peer.push(PeerAuthPolicy::compile(p).unwrap())
+                }
+                _ => {}
+            }
+        }
+        m.authorization_policies_json = serde_json::to_vec(&authz).unwrap();
+        m.peer_authentications_json = serde_json::to_vec(&peer).unwrap();
+        let snap = Snapshot::try_from(m).unwrap();
+        assert_eq!(snap.root_namespace, "mesh-root");
+        assert_eq!(snap.authorization_policies, authz);
+        assert_eq!(snap.peer_authentications, peer);
+
+        // Malformed policies are refused, so the proxy NACKs and keeps what it enforces.
+        let mut m = wire();
+        m.authorization_policies_json = b"[{\"namespace\":1}]".to_vec();
+        assert!(matches!(
+            Snapshot::try_from(m),
+            Err(SnapshotError::Policies {
+                field: "authorization_policies_json",
+                ..
+            })
+        ));
+        let mut m = wire();
+        m.peer_authentications_json = b"not json".to_vec();
+        assert!(matches!(
+            Snapshot::try_from(m),
+            Err(SnapshotError::Policies {
+                field: "peer_authentications_json",
+                ..
+            })
+        ));
     }
 
     #[test]

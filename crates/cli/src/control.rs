@@ -47,6 +47,10 @@ pub struct ControlArgs {
     /// How often the config directory is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
+    /// The root namespace: AuthorizationPolicies and PeerAuthentications there without a
+    /// selector apply to the whole mesh (Istio's `istio-system`).
+    #[arg(long, default_value = trellis_api::authz::DEFAULT_ROOT_NAMESPACE)]
+    pub root_namespace: String,
 }
 
 pub async fn run(a: ControlArgs) -> anyhow::Result<()> {
@@ -71,6 +75,7 @@ pub async fn run(a: ControlArgs) -> anyhow::Result<()> {
         trust_domain: a.trust_domain,
         svid_ttl: a.svid_ttl,
         poll_interval: Duration::from_millis(a.poll_ms),
+        root_namespace: a.root_namespace,
     };
     trellis_control::run(config, crate::signal::shutdown())
         .await

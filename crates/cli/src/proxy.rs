@@ -82,6 +82,9 @@ pub struct ProxyArgs {
     /// On SIGTERM, how long requests in flight get to finish (e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
     pub drain_timeout: Duration,
+    /// Close a pooled connection to another proxy once it has gone this long unused.
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
+    pub pool_idle_timeout: Duration,
     /// Threads serving traffic. One suits a sidecar; a proxy shared by many workloads may
     /// want one per core.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -163,6 +166,7 @@ pub async fn run(a: ProxyArgs, reload: crate::logging::Reload) -> anyhow::Result
             outbound_cidrs: a.exclude_outbound_cidrs,
         },
         drain_timeout: a.drain_timeout,
+        pool_idle_timeout: a.pool_idle_timeout,
         state_dir: a.state_dir,
         admin_local_addr: a.admin_local.unwrap_or(if transparent {
             SocketAddr::from(([127, 0, 0, 1], 15000))

@@ -1,5 +1,7 @@
 //! `trellis validate PATH…`: checks config files or directories the way the control plane
-//! does, without a control plane. Exit status 0 when valid, 1 when not.
+//! does, without a control plane: the loader's checks, then whether the mesh can enforce
+//! every security policy ([`trellis_control::policies::check`]). Exit status 0 when valid, 1
+//! when not.
 
 use std::path::PathBuf;
 
@@ -26,6 +28,7 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<()> {
                 Ok(set) => {
                     resources += set.resources.len();
                     diags.extend(set.warnings);
+                    diags.extend(trellis_control::policies::check(&set.resources));
                 }
                 Err(LoadError::Invalid(d)) => diags.extend(d),
                 Err(e) => bail!("{}: {e}", path.display()),
@@ -36,6 +39,7 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<()> {
             let (res, d) = parse_str(path, &text);
             resources += res.len();
             diags.extend(d);
+            diags.extend(trellis_control::policies::check(&res));
         }
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub admin_token: String,
     /// Warn when a root or issuer expires within this window.
     pub expiry_warning: Duration,
+    /// Where mesh-wide policies live, for compiling candidate snapshots.
+    pub root_namespace: String,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -292,8 +294,17 @@ fn describe(state: &ApiState, config: &trellis_api::load::ConfigSet) -> serde_js
     let current = state.store.current();
     let resources = crate::diff::resource_diff(&current.config, config);
     let trust = state.trust.subscribe().borrow().clone();
-    let candidate = crate::compile::compile(config, &state.registry.workloads(), &trust);
-    let snapshot = crate::diff::snapshot_diff(&state.snapshots.borrow(), &candidate);
+    let candidate = crate::compile::compile(
+        config,
+        &state.registry.workloads(),
+        &trust,
+        &state.root_namespace,
+    );
+    let snapshot = match candidate {
+        Ok(candidate) => crate::diff::snapshot_diff(&state.snapshots.borrow(), &candidate),
+        // Not expected: the store refuses config sets whose policies do not compile.
+        Err(e) => vec![format!("no snapshot can be compiled: {e}")],
+    };
     // Every proxy receives the whole snapshot today, so a snapshot change reaches them all.
     let proxies: Vec<String> = if snapshot.is_empty() {
         vec![]

@@ -10,6 +10,9 @@
 //!   kept in order; the proxy applies the first route without a `match` (request matching is
 //!   not implemented yet, and the loader warns about `match` by name).
 //!
+//! * Every `AuthorizationPolicy` and `PeerAuthentication`, compiled ([`crate::policies`]), and
+//!   the root namespace travel as they are: each proxy picks what applies to its workload.
+//!
 //! Every proxy gets the same snapshot for now; per-proxy trimming comes with sidecar scoping.
 //! The version is a content hash, so an unchanged result is not pushed again.
 
@@ -23,8 +26,20 @@ use trellis_api::load::ConfigSet;
 use trellis_api::proto;
 use trellis_api::resources::{IntOrString, Resource};
 
+use crate::policies::PolicyCompileError;
 use crate::registry::{RegisteredWorkload, Registry};
 use crate::store::Revision;
+
+/// Why no snapshot could be made from a config set.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// A policy does not compile. The store refuses such config sets
+    /// ([`crate::policies::check`]), so this means one reached the compiler some other way.
+    #[error(transparent)]
+    Policy(#[from] PolicyCompileError),
+    #[error("serializing the compiled policies: {0}")]
+    Encode(#[from] serde_json::Error),
+}
 
 /// The default port of a proxy's mTLS listener, assumed for WorkloadEntries whose proxy has
 /// not registered.
@@ -53,12 +68,20 @@ pub struct TrustState {
     pub signing_root_fingerprint: String,
 }
 
-/// Compiles the snapshot every proxy receives.
+/// Compiles the snapshot every proxy receives; `root_namespace` is where mesh-wide policies
+/// live.
+///
+/// # Errors
+///
+/// [`CompileError`] when a policy does not compile: the caller keeps the snapshot it has
+/// rather than ship one without that policy.
 pub fn compile(
     config: &ConfigSet,
     registered: &[RegisteredWorkload],
     trust: &TrustState,
-) -> proto::SnapshotMessage {
+    root_namespace: &str,
+) -> Result<proto::SnapshotMessage, CompileError> {
+    let policies = crate::policies::compile(&config.resources)?;
     let trust_domain = trust.trust_domain.as_str();
     let mut services = Vec::new();
     for res in &config.resources {
@@ -108,9 +131,22 @@ pub fn compile(
         services,
         trust_domain: trust_domain.to_string(),
         signing_root_fingerprint: trust.signing_root_fingerprint.clone(),
+        authorization_policies_json: json_list(&policies.authorization)?,
+        peer_authentications_json: json_list(&policies.peer_authentication)?,
+        root_namespace: root_namespace.to_owned(),
     };
     snap.version = hex::encode(&Sha256::digest(snap.encode_to_vec())[..8]);
-    snap
+    Ok(snap)
+}
+
+/// A JSON array, or nothing for an empty list: a mesh without policies sends no policy bytes
+/// at all.
+fn json_list<T: serde::Serialize>(items: &[T]) -> serde_json::Result<Vec<u8>> {
+    if items.is_empty() {
+        Ok(Vec::new())
+    } else {
+        serde_json::to_vec(items)
+    }
 }
 
 /// The application protocol of a Service port, as Istio reads it: `appProtocol` first, then
@@ -298,16 +334,26 @@ fn http_routes(config: &ConfigSet, host: &str) -> Vec<proto::HttpRoute> {
 
 /// Recompiles whenever the config revision, the registry or the CA's trust state changes
 /// and publishes the result; streams read the latest from the returned receiver.
+///
+/// A compile error keeps the snapshot already published (before the first one, an empty
+/// snapshot without a version, which proxies refuse): a proxy never receives a snapshot that
+/// leaves out a policy.
 pub fn publisher(
     mut revisions: watch::Receiver<Arc<Revision>>,
     registry: Arc<Registry>,
     mut trust: watch::Receiver<TrustState>,
+    root_namespace: String,
 ) -> watch::Receiver<Arc<proto::SnapshotMessage>> {
     let first = compile(
         &revisions.borrow_and_update().config,
         &registry.workloads(),
         &trust.borrow_and_update(),
-    );
+        &root_namespace,
+    )
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "no snapshot can be compiled from the config");
+        proto::SnapshotMessage::default()
+    });
     let (tx, rx) = watch::channel(Arc::new(first));
     let mut reg_changes = registry.changes();
     tokio::spawn(async move {
@@ -319,7 +365,18 @@ pub fn publisher(
             }
             let rev = revisions.borrow_and_update().clone();
             let trust_now = trust.borrow_and_update().clone();
-            let snap = compile(&rev.config, &registry.workloads(), &trust_now);
+            let snap = match compile(
+                &rev.config,
+                &registry.workloads(),
+                &trust_now,
+                &root_namespace,
+            ) {
+                Ok(snap) => snap,
+                Err(e) => {
+                    tracing::error!(revision = rev.number, error = %e, "snapshot not compiled; proxies keep the previous one");
+                    continue;
+                }
+            };
             if snap.version != tx.borrow().version {
                 tracing::info!(version = %snap.version, revision = rev.number, services = snap.services.len(), "snapshot published");
                 tx.send_replace(Arc::new(snap));
@@ -387,6 +444,8 @@ mod tests {
         }
     }
 
+    const ROOT: &str = trellis_api::authz::DEFAULT_ROOT_NAMESPACE;
+
     /// Where each endpoint of the one service is, and who answers there.
     fn endpoints_of(snap: &proto::SnapshotMessage) -> Vec<(String, String, String)> {
         snap.services[0]
@@ -438,6 +497,41 @@ spec:
 "#;
 
     #[test]
+    fn ships_compiled_policies_and_the_root_namespace() {
+        let trust = TrustState::default();
+        let snap = compile(&config(WEB), &[], &trust, ROOT).unwrap();
+        assert!(snap.authorization_policies_json.is_empty());
+        assert!(snap.peer_authentications_json.is_empty());
+        assert_eq!(snap.root_namespace, ROOT);
+
+        let policies = format!(
+            "{WEB}---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: web-only}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  rules:
+  - from: [{{source: {{principals: [cluster.local/ns/default/sa/client]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: mesh, namespace: mesh-root}}
+spec: {{mtls: {{mode: STRICT}}}}
+"
+        );
+        let with = compile(&config(&policies), &[], &trust, "mesh-root").unwrap();
+        assert_ne!(with.version, snap.version);
+        assert_eq!(with.root_namespace, "mesh-root");
+        // What the proxy reads back is what the control plane compiled.
+        let wire = trellis_api::snapshot::Snapshot::try_from(with).unwrap();
+        assert_eq!(wire.root_namespace, "mesh-root");
+        assert_eq!(wire.authorization_policies.len(), 1);
+        assert_eq!(wire.authorization_policies[0].name, "web-only");
+        assert_eq!(wire.peer_authentications[0].namespace, "mesh-root");
+    }
+
+    #[test]
     fn a_registration_moves_the_entry_it_names() {
         let cfg = config(WEB);
         let trust = TrustState {
@@ -448,7 +542,7 @@ spec:
         let at = |a: &str, n: &str, id: &str| (a.to_string(), n.to_string(), id.to_string());
 
         // Nobody registered: the entries as written.
-        let snap = compile(&cfg, &[], &trust);
+        let snap = compile(&cfg, &[], &trust, ROOT).unwrap();
         assert_eq!(
             endpoints_of(&snap),
             [
@@ -458,7 +552,13 @@ spec:
         );
 
         // web-1's proxy registers elsewhere: the entry moves there and keeps its ports.
-        let snap = compile(&cfg, &[registered("web-1", "web", "198.18.100.2")], &trust);
+        let snap = compile(
+            &cfg,
+            &[registered("web-1", "web", "198.18.100.2")],
+            &trust,
+            ROOT,
+        )
+        .unwrap();
         assert_eq!(
             endpoints_of(&snap),
             [
@@ -474,7 +574,9 @@ spec:
             &cfg,
             &[registered("web-1", "other", "198.18.100.3")],
             &trust,
-        );
+            ROOT,
+        )
+        .unwrap();
         assert_eq!(
             endpoints_of(&snap),
             [
@@ -492,7 +594,9 @@ spec:
                 registered("web-1", "web", "198.18.100.4"),
             ],
             &trust,
-        );
+            ROOT,
+        )
+        .unwrap();
         assert_eq!(
             endpoints_of(&snap),
             [
@@ -503,7 +607,13 @@ spec:
         );
 
         // A registration at an entry's address still refines that entry.
-        let snap = compile(&cfg, &[registered("renamed", "web", "127.0.1.2")], &trust);
+        let snap = compile(
+            &cfg,
+            &[registered("renamed", "web", "127.0.1.2")],
+            &trust,
+            ROOT,
+        )
+        .unwrap();
         assert_eq!(
             endpoints_of(&snap),
             [

@@ -205,6 +205,19 @@ pub fn snapshot_diff(old: &proto::SnapshotMessage, new: &proto::SnapshotMessage)
     if old.trust_bundle_pem != new.trust_bundle_pem {
         out.push("trust bundle changed".into());
     }
+    // Policies are compared as a whole: the resource diff already says which ones changed.
+    if old.authorization_policies_json != new.authorization_policies_json {
+        out.push("authorization policies changed".into());
+    }
+    if old.peer_authentications_json != new.peer_authentications_json {
+        out.push("peer authentications changed".into());
+    }
+    if old.root_namespace != new.root_namespace {
+        out.push(format!(
+            "root namespace changed: {:?} -> {:?}",
+            old.root_namespace, new.root_namespace
+        ));
+    }
     out
 }
 

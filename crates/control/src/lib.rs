@@ -5,7 +5,8 @@
 //!   serving otherwise; [`revisions`]: the history behind a storage trait;
 //!   [`diff`]: what a change set would change, in resources and in snapshots;
 //! * [`registry`]: workloads whose proxies are connected;
-//! * [`compile`]: config + registry → the snapshot pushed to proxies;
+//! * [`compile`]: config + registry → the snapshot pushed to proxies; [`policies`]: the
+//!   AuthorizationPolicies and PeerAuthentications in it, checked when a change is validated;
 //! * the CA (from `trellis-identity`), serving certificates to proxies that prove themselves
 //!   with a join token or their current certificate;
 //! * [`service`]: the gRPC API on port 15012, over TLS ([`incoming`]);
@@ -23,6 +24,7 @@ pub mod compile;
 pub mod diff;
 pub mod incoming;
 pub mod metrics;
+pub mod policies;
 pub mod registry;
 pub mod revisions;
 pub mod service;
@@ -66,6 +68,8 @@ pub struct ControlConfig {
     pub svid_ttl: Duration,
     /// How often the config directory is checked for changes.
     pub poll_interval: Duration,
+    /// Where mesh-wide policies live (Istio's `istio-system`), sent to proxies in snapshots.
+    pub root_namespace: String,
 }
 
 /// Why the control plane could not start.
@@ -120,7 +124,12 @@ pub async fn run(
 
     let trust = trust::Trust::new(ca.clone())?;
     let registry = registry::Registry::new();
-    let snapshots = compile::publisher(rev_rx, registry.clone(), trust.subscribe());
+    let snapshots = compile::publisher(
+        rev_rx,
+        registry.clone(),
+        trust.subscribe(),
+        config.root_namespace.clone(),
+    );
     let ledger = Arc::new(certs::CertLedger::default());
     let metrics = Arc::new(metrics::ControlMetrics::default());
 
@@ -148,6 +157,7 @@ pub async fn run(
         metrics: metrics.clone(),
         admin_token,
         expiry_warning: config.expiry_warning,
+        root_namespace: config.root_namespace.clone(),
     });
     tokio::spawn(log_alarms(api_state.clone()));
     let (stop_tx, mut stop_rx) = watch::channel(false);

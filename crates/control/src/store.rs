@@ -2,9 +2,10 @@
 //!
 //! Changes come from three places: the watched config directory (polled; reloaded whole when
 //! anything in it changes), `trellis apply` and `trellis rollback`. Each change set is
-//! validated as a whole: if any document has an error, nothing of it is applied, the errors
-//! are logged with file, line and field and recorded as a rejected revision, and the last
-//! good revision keeps serving. A valid change becomes the next revision, published on a
+//! validated as a whole ([`parse_files`]: the loader's checks, then whether the mesh can
+//! enforce every security policy in it): if any document has an error, nothing of it is
+//! applied, the errors are logged with file, line and field and recorded as a rejected
+//! revision, and the last good revision keeps serving. A valid change becomes the next revision, published on a
 //! `watch` channel and appended to the history ([`crate::revisions`]).
 //!
 //! The directory stays the source of truth: an `apply` or `rollback` holds until the next
@@ -387,7 +388,8 @@ pub fn read_files(dir: &Path) -> Result<BTreeMap<String, String>, StoreError> {
     Ok(out)
 }
 
-/// Parses and validates a set of files as one config, exactly as a directory is loaded.
+/// Parses and validates a set of files as one config, exactly as a directory is loaded, then
+/// checks that the mesh can enforce every security policy in it ([`crate::policies::check`]).
 /// Diagnostics name the files under `label` (the watched directory, or nothing for files
 /// sent by `apply`).
 pub fn parse_files(files: &BTreeMap<String, String>, label: &Path) -> Result<ConfigSet, LoadError> {
@@ -441,6 +443,15 @@ pub fn parse_files(files: &BTreeMap<String, String>, label: &Path) -> Result<Con
                     r.file = label.join(rel);
                 }
             }
+            // Valid Istio, but a policy the mesh cannot enforce as written: the change set is
+            // refused whole, like any other error (see crate::policies).
+            let errors = crate::policies::check(&c.resources);
+            if !errors.is_empty() {
+                let mut all = c.warnings;
+                all.extend(errors);
+                all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+                return Err(LoadError::Invalid(all));
+            }
             Ok(c)
         }
         Err(LoadError::Invalid(mut diags)) => {
@@ -484,4 +495,76 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  \
+                           selector: {app: web}\n  ports: [{name: http, port: 80}]\n";
+    const CUSTOM: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+                          metadata: {name: ext-authz, namespace: web}\nspec:\n  \
+                          action: CUSTOM\n  provider: {name: opa}\n  rules: [{}]\n";
+
+    fn store(dir: &Path, data: &Path) -> Arc<ConfigStore> {
+        let history = crate::revisions::FileRevisionStore::open(data).unwrap();
+        ConfigStore::open(dir, Box::new(history)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_policy_the_mesh_cannot_enforce_rejects_the_whole_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, data) = (tmp.path().join("config"), tmp.path().join("data"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(dir.join("web.yaml"), SERVICE).unwrap();
+        let store = store(&dir, &data);
+        let good = store.current().number;
+
+        // A change that adds a Service (valid) and a CUSTOM policy (valid Istio, but nothing
+        // in the mesh could enforce it).
+        let files = BTreeMap::from([
+            ("web.yaml".to_owned(), SERVICE.to_owned()),
+            (
+                "more.yaml".to_owned(),
+                SERVICE.replace("name: web", "name: api"),
+            ),
+            ("policy.yaml".to_owned(), CUSTOM.to_owned()),
+        ]);
+        let Err(ChangeError::Invalid(errors)) =
+            store.change(files, Source::Apply, None, false).await
+        else {
+            panic!("the change was accepted");
+        };
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [
+                "policy.yaml:1:1: AuthorizationPolicy web/ext-authz: spec.action: action CUSTOM \
+              (external authorization) is not supported by the mesh"
+            ]
+        );
+        // Nothing of it applies: the last good revision keeps serving, and the rejection is
+        // in the history.
+        let current = store.current();
+        assert_eq!(current.number, good);
+        assert_eq!(current.config.services().count(), 1);
+        let last = store.history().pop().unwrap();
+        assert_eq!(last.status, Status::Rejected);
+        assert_eq!(last.errors, errors);
+
+        // The directory too: a control plane cannot start on it.
+        std::fs::write(dir.join("policy.yaml"), CUSTOM).unwrap();
+        let history = crate::revisions::FileRevisionStore::open(&data).unwrap();
+        let Err(StoreError::Invalid { errors, .. }) = ConfigStore::open(&dir, Box::new(history))
+        else {
+            panic!("a directory with a CUSTOM policy opened");
+        };
+        assert!(
+            errors[0]
+                .ends_with("action CUSTOM (external authorization) is not supported by the mesh"),
+            "{errors:?}"
+        );
+    }
 }

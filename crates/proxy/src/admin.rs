@@ -2,7 +2,7 @@
 //! the process serves, `/healthz/ready` only once the proxy has its certificate and a
 //! snapshot (and, when it captures, its capture rules in place), `/metrics` in Prometheus
 //! text format. The local admin port (15000, loopback) adds `GET /config_dump` (static
-//! settings, certificate, snapshot) and `POST /logging?level=…`.
+//! settings, certificate, snapshot, the inbound policy in force) and `POST /logging?level=…`.
 
 use std::sync::Arc;
 
@@ -186,8 +186,11 @@ fn config_dump(state: &ProxyState) -> serde_json::Value {
         "snapshot": snap.as_ref().map(|s| serde_json::json!({
             "version": s.version,
             "signing_root": s.signing_root_fingerprint,
+            "root_namespace": s.root_namespace,
             "services": services,
         })),
+        // What this workload enforces, as chosen from the snapshot.
+        "inbound_policy": state.inbound_policy.load().as_ref().map(|p| p.describe()),
         "ready": state.is_ready(),
     })
 }

@@ -67,6 +67,8 @@ pub struct ProxyConfig {
     pub capture_exclusions: CaptureExclusions,
     /// On shutdown, how long requests in flight get to finish.
     pub drain_timeout: Duration,
+    /// How long a pooled connection to another proxy may go unused before it is closed.
+    pub pool_idle_timeout: Duration,
     /// Where the last good certificate and snapshot are kept, to serve after a restart while
     /// the control plane is unreachable.
     pub state_dir: Option<std::path::PathBuf>,
@@ -88,5 +90,44 @@ impl ProxyConfig {
     /// The namespace short service names resolve in.
     pub fn namespace(&self) -> &str {
         &self.identity.namespace
+    }
+}
+
+#[cfg(test)]
+impl ProxyConfig {
+    /// A proxy for workload `web-1` (`spiffe://cluster.local/ns/default/sa/web`) on
+    /// 127.0.0.1, every port 0; transparent mode with capture when `capture`.
+    pub(crate) fn for_tests(capture: bool) -> ProxyConfig {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        ProxyConfig {
+            control_addr: any,
+            control_identity: SpiffeId::new("cluster.local", "trellis-system", "trellis-control"),
+            ca_bundle_pem: String::new(),
+            token: String::new(),
+            identity: SpiffeId::new("cluster.local", "default", "web"),
+            workload_name: "web-1".into(),
+            address: any.ip(),
+            labels: Default::default(),
+            ports: Default::default(),
+            outbound_addr: any,
+            inbound_addr: any,
+            admin_addr: any,
+            front: None,
+            control_timeout: Duration::from_secs(1),
+            mode: if capture {
+                Mode::Transparent
+            } else {
+                Mode::Explicit
+            },
+            inbound_plain_addr: any,
+            outbound_policy: OutboundPolicy::AllowAny,
+            mark: 0,
+            capture,
+            capture_exclusions: Default::default(),
+            drain_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(60),
+            state_dir: None,
+            admin_local_addr: any,
+        }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! The TLS handshake requires a client certificate that chains to the mesh's roots and
 //! carries a SPIFFE ID; that ID, read from the session and never from a header, is the
-//! caller's identity. Each HTTP/2 request is forwarded to the local app over HTTP/1.1 with
+//! caller's identity. Each HTTP/2 request is authorized ([`crate::authz`]: its path
+//! normalized, the workload's AuthorizationPolicies evaluated, `403 RBAC: access denied` when
+//! denied) and forwarded to the local app over HTTP/1.1 with the normalized path and
 //! `x-forwarded-client-cert` set to `By=<own ID>;URI=<caller ID>` after any XFCC that came
-//! from elsewhere has been removed.
+//! from elsewhere has been removed. `CONNECT` tunnels are authorized as TCP connections.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,14 +19,19 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use trellis_identity::{tls, SpiffeId};
+use trellis_identity::tls;
 
+use crate::authz::Peer;
 use crate::body::{boxed, error_response, Body};
 use crate::headers::{strip_hop_by_hop, strip_trellis_headers, xfcc_value, TARGET_PORT, XFCC};
 use crate::state::ProxyState;
 
 /// A handshake that has not finished by then is dropped, so a stalled peer holds no task.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams one peer connection may have open at once; a client proxy past it waits for one
+/// to end. Bounds what a single peer can make this proxy hold (tasks, buffers).
+const MAX_STREAMS: u32 = 1000;
 
 /// HTTP/1.1 and HTTP/2 (prior knowledge) clients of the local app: the client proxy says
 /// which one the app spoke.
@@ -94,14 +101,20 @@ async fn serve_connection(
             return;
         }
     };
-    let caller = match tls::peer_identity(stream.get_ref().1.peer_certificates()) {
-        Ok(id) => Arc::new(id),
+    let session = stream.get_ref().1;
+    let caller = match tls::peer_identity(session.peer_certificates()) {
+        Ok(id) => Arc::new(Peer::new(
+            id,
+            peer,
+            session.server_name().map(str::to_owned),
+        )),
         Err(e) => {
             tracing::warn!(%peer, error = %e, "inbound connection without a usable identity");
             return;
         }
     };
-    tracing::debug!(%peer, caller = %caller, "inbound mTLS connection");
+    state.metrics.count_inbound(true, peer.ip());
+    tracing::debug!(%peer, caller = %caller.principal, "inbound mTLS connection");
     let svc = hyper::service::service_fn(move |req| {
         let (state, app, caller) = (state.clone(), app.clone(), caller.clone());
         async move { Ok::<_, Infallible>(handle(req, &state, &app, &caller).await) }
@@ -109,6 +122,7 @@ async fn serve_connection(
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         // Extended CONNECT (RFC 8441) carries HTTP/1.1 upgrades: see crate::upgrade.
         .enable_connect_protocol()
+        .max_concurrent_streams(MAX_STREAMS)
         .serve_connection(TokioIo::new(stream), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "inbound connection ended");
@@ -119,7 +133,7 @@ async fn handle(
     req: Request<Incoming>,
     state: &ProxyState,
     app: &AppClient,
-    caller: &SpiffeId,
+    caller: &Peer,
 ) -> Response<Body> {
     if req.method() == Method::CONNECT {
         if let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>().cloned() {
@@ -153,25 +167,33 @@ async fn handle(
         .authority()
         .map(|a| a.as_str().to_string())
         .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    // Policies see the headers the app will see, not the ones only proxies set.
+    strip_hop_by_hop(&mut parts.headers);
+    strip_trellis_headers(&mut parts.headers);
+    parts.headers.remove(XFCC);
+    let path = match crate::authz::authorize_request(
+        state,
+        caller,
+        port,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+    ) {
+        Ok(path) => path,
+        Err(refusal) => return refusal.into_response(),
+    };
     let app_addr = SocketAddr::new(state.config.address, port);
+    // The normalized path: the app must act on the path the policies were checked against.
     parts.uri = match Uri::builder()
         .scheme("http")
         .authority(app_addr.to_string())
-        .path_and_query(path)
+        .path_and_query(path.as_str())
         .build()
     {
         Ok(u) => u,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, format!("invalid path: {e}")),
     };
-    strip_hop_by_hop(&mut parts.headers);
-    strip_trellis_headers(&mut parts.headers);
-    parts.headers.remove(XFCC);
-    let xfcc = xfcc_value(&state.config.identity.to_string(), &caller.to_string());
+    let xfcc = xfcc_value(&state.config.identity.to_string(), &caller.principal);
     match HeaderValue::from_str(&xfcc) {
         Ok(v) => {
             parts.headers.insert(XFCC, v);
@@ -211,12 +233,10 @@ async fn handle(
 }
 
 /// An opaque TCP tunnel (HTTP/2 `CONNECT`): the authority names this workload's address and
-/// port; the app is connected first, so a refused port is reported to the caller as 502.
-async fn tunnel(
-    mut req: Request<Incoming>,
-    state: &ProxyState,
-    caller: &SpiffeId,
-) -> Response<Body> {
+/// port; the connection is authorized (a denied one is a 403, and the client proxy closes the
+/// app's connection), then the app is connected, so a refused port is reported to the caller
+/// as 502.
+async fn tunnel(mut req: Request<Incoming>, state: &ProxyState, caller: &Peer) -> Response<Body> {
     let Some(target) = req
         .uri()
         .authority()
@@ -243,6 +263,15 @@ async fn tunnel(
             ),
         );
     }
+    if !crate::authz::authorize_connection(
+        state,
+        Some(&caller.principal),
+        caller.addr,
+        target,
+        caller.sni.as_deref(),
+    ) {
+        return crate::authz::denied();
+    }
     let mut app = match TcpStream::connect(target).await {
         Ok(s) => s,
         Err(e) => {
@@ -255,7 +284,7 @@ async fn tunnel(
     };
     let _ = app.set_nodelay(true);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let caller = caller.to_string();
+    let caller = caller.principal.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(up) => {

@@ -8,6 +8,8 @@
 //!   HTTP/2 connections to the destination's proxy;
 //! * [`inbound`]: the mTLS listener other proxies connect to; it learns the caller's identity
 //!   from the TLS session and forwards to the local app over HTTP/1.1;
+//! * [`authz`]: PeerAuthentication and AuthorizationPolicy on inbound traffic (15008 and, in
+//!   transparent mode, plaintext on 15006), chosen per snapshot, checked per request;
 //! * [`upgrade`]: HTTP/1.1 `Upgrade` (WebSocket) carried between proxies as extended
 //!   `CONNECT`;
 //! * [`control_client`]: certificate requests and the snapshot stream, with back-off;
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authz;
 pub mod backoff;
 pub mod body;
 pub mod capture;
@@ -90,6 +93,7 @@ pub async fn run(
     }
 
     let pool = Arc::new(pool::Pool::new(state.clone()));
+    tokio::spawn(pool.clone().reap_forever(state.config.pool_idle_timeout));
     let mut servers = Vec::new();
     match state.config.mode {
         config::Mode::Explicit => {

@@ -3,11 +3,16 @@
 //! One connection per (endpoint proxy address, expected identity), multiplexing every request
 //! to that endpoint. The identity is part of the key: if the snapshot says a different
 //! workload now lives at an address, the old connection is never reused for it.
+//!
+//! A connection no request has used for the idle timeout is let go: dropping its handle lets
+//! the streams still open on it (a long tunnel) finish, then hyper closes it. How many
+//! streams a connection carries at once is the server's to say (SETTINGS_MAX_CONCURRENT_STREAMS,
+//! see [`crate::inbound`]); past it, a request waits for a stream to end.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -60,11 +65,17 @@ struct PoolKey {
 pub struct Pool {
     state: Arc<ProxyState>,
     // A plain mutex: it guards a map lookup and is never held across an await.
-    conns: Mutex<HashMap<PoolKey, SendRequest<Body>>>,
+    conns: Mutex<HashMap<PoolKey, Pooled>>,
     /// One TLS client config per expected peer identity, kept across connections: its
     /// session cache is what lets a reconnect resume instead of doing a full handshake.
     /// Tagged with the credentials generation it was built from.
     tls: Mutex<HashMap<String, (u64, Arc<rustls::ClientConfig>)>>,
+}
+
+/// A pooled connection's handle and when a request last took it.
+struct Pooled {
+    sender: SendRequest<Body>,
+    last_used: Instant,
 }
 
 impl Pool {
@@ -103,13 +114,50 @@ impl Pool {
 
     fn cached(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        match conns.get(key) {
-            Some(s) if !s.is_closed() => Some(s.clone()),
+        match conns.get_mut(key) {
+            Some(p) if !p.sender.is_closed() => {
+                p.last_used = Instant::now();
+                Some(p.sender.clone())
+            }
             Some(_) => {
                 conns.remove(key);
                 None
             }
             None => None,
+        }
+    }
+
+    /// How many connections the pool holds.
+    pub fn len(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether the pool holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lets go of connections that no request has used for `idle`, and of closed ones;
+    /// returns how many went.
+    pub fn reap(&self, idle: Duration) -> usize {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let before = conns.len();
+        conns.retain(|key, p| {
+            let keep = !p.sender.is_closed() && p.last_used.elapsed() < idle;
+            if !keep {
+                tracing::debug!(peer = %key.addr, identity = %key.identity, "idle connection released");
+            }
+            keep
+        });
+        before - conns.len()
+    }
+
+    /// Reaps idle connections every so often (a quarter of `idle`, at least a second).
+    pub async fn reap_forever(self: Arc<Self>, idle: Duration) {
+        let every = (idle / 4).max(Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(every).await;
+            self.reap(idle);
         }
     }
 
@@ -186,10 +234,13 @@ impl Pool {
             }
         });
         tracing::debug!(peer = %addr, identity = %key.identity, "opened mTLS connection");
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), sender.clone());
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key.clone(),
+            Pooled {
+                sender: sender.clone(),
+                last_used: Instant::now(),
+            },
+        );
         Ok(sender)
     }
 }

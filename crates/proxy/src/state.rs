@@ -1,6 +1,6 @@
-//! The proxy's dynamic state: current credentials and current snapshot, each replaced
-//! whole and atomically ([`ArcSwapOption`]) so that no lock is held on the request path and a
-//! request in flight finishes on the version it started with.
+//! The proxy's dynamic state: current credentials, current snapshot and the inbound policy
+//! chosen from it, each replaced whole and atomically ([`ArcSwapOption`]) so that no lock is
+//! held on the request path and a request in flight finishes on the version it started with.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -10,7 +10,8 @@ use tokio::sync::{watch, Notify};
 use trellis_api::snapshot::Snapshot;
 use trellis_identity::{Svid, TrustBundle};
 
-use crate::config::ProxyConfig;
+use crate::authz::InboundPolicy;
+use crate::config::{Mode, ProxyConfig};
 use crate::metrics::ProxyMetrics;
 
 /// What the proxy proves itself with and whom it trusts.
@@ -31,6 +32,9 @@ pub struct ProxyState {
     pub config: ProxyConfig,
     pub creds: ArcSwapOption<Credentials>,
     pub snapshot: ArcSwapOption<Snapshot>,
+    /// What the workload enforces on inbound traffic, chosen from the snapshot when it is
+    /// set; `None` until the first one (inbound traffic is refused meanwhile).
+    pub inbound_policy: ArcSwapOption<InboundPolicy>,
     /// Wakes the renewal task early (the control plane moved to another root).
     pub renew_now: Notify,
     /// Bumped whenever the credentials change, so the snapshot stream can report them.
@@ -51,6 +55,7 @@ impl ProxyState {
             config,
             creds: ArcSwapOption::empty(),
             snapshot: ArcSwapOption::empty(),
+            inbound_policy: ArcSwapOption::empty(),
             renew_now: Notify::new(),
             creds_changed: watch::channel(0).0,
             metrics: ProxyMetrics::default(),
@@ -62,7 +67,7 @@ impl ProxyState {
     /// The mark for the proxy's own connections: set in transparent mode, so the capture
     /// rules let them through instead of sending them back to the proxy.
     pub fn own_mark(&self) -> Option<u32> {
-        (self.config.mode == crate::config::Mode::Transparent).then_some(self.config.mark)
+        (self.config.mode == Mode::Transparent).then_some(self.config.mark)
     }
 
     /// Ready once it has both an identity and a snapshot to route with, and, when it
@@ -109,7 +114,23 @@ impl ProxyState {
         self.update_ready();
     }
 
+    /// Installs a new snapshot, and the inbound policy chosen from it first: a request that
+    /// sees the new routes also sees the new policy.
     pub fn set_snapshot(&self, snap: Snapshot) {
+        let policy = InboundPolicy::select(&snap, &self.config);
+        let changed = self
+            .inbound_policy
+            .load()
+            .as_deref()
+            .is_none_or(|old| *old != policy);
+        if changed {
+            tracing::info!(policy = %policy.describe(), "inbound policy");
+            if self.config.mode == Mode::Explicit && policy.any_strict() {
+                // Nothing stands between a plaintext client and the app in explicit mode.
+                tracing::warn!("STRICT mutual TLS cannot be enforced in explicit mode: the app is reachable without the proxy; run the proxy in transparent mode");
+            }
+        }
+        self.inbound_policy.store(Some(Arc::new(policy)));
         self.snapshot.store(Some(Arc::new(snap)));
         self.update_ready();
     }
@@ -122,42 +143,9 @@ impl ProxyState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Mode, OutboundPolicy};
-    use std::net::SocketAddr;
-    use std::time::Duration;
-    use trellis_identity::SpiffeId;
 
     fn config(capture: bool) -> ProxyConfig {
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        ProxyConfig {
-            control_addr: any,
-            control_identity: SpiffeId::new("cluster.local", "trellis-system", "trellis-control"),
-            ca_bundle_pem: String::new(),
-            token: String::new(),
-            identity: SpiffeId::new("cluster.local", "default", "web"),
-            workload_name: "web-1".into(),
-            address: any.ip(),
-            labels: Default::default(),
-            ports: Default::default(),
-            outbound_addr: any,
-            inbound_addr: any,
-            admin_addr: any,
-            front: None,
-            control_timeout: Duration::from_secs(1),
-            mode: if capture {
-                Mode::Transparent
-            } else {
-                Mode::Explicit
-            },
-            inbound_plain_addr: any,
-            outbound_policy: OutboundPolicy::AllowAny,
-            mark: 0,
-            capture,
-            capture_exclusions: Default::default(),
-            drain_timeout: Duration::from_secs(1),
-            state_dir: None,
-            admin_local_addr: any,
-        }
+        ProxyConfig::for_tests(capture)
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!   HTTP/1.1 and h2c are served as HTTP and routed like explicit mode; TLS from the app and
 //!   anything else travel as opaque TCP in a tunnel ([`crate::tunnel`]). Destinations outside
 //!   the mesh go direct under `ALLOW_ANY` and are refused under `REGISTRY_ONLY`.
-//! * Inbound plaintext (15006): connections from outside the mesh to the workload's ports,
-//!   passed to the app (the mesh default, PERMISSIVE).
+//! * Inbound plaintext (15006): connections from outside the mesh to the workload's ports.
+//!   Under a STRICT PeerAuthentication for the port they are closed; under PERMISSIVE (the
+//!   default) or DISABLE they are authorized as TCP connections without a principal
+//!   ([`crate::authz`]) and passed to the app.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use trellis_api::authz::PeerMode;
 
 use crate::config::OutboundPolicy;
 use crate::detect::{detect, Protocol};
@@ -289,7 +292,11 @@ pub async fn serve_inbound_plain(
                 tracing::warn!(%peer, destination = %orig, "inbound connection for another address dropped");
                 return;
             }
+            state.metrics.count_inbound(false, peer.ip());
             let target = SocketAddr::new(state.config.address, orig.port());
+            if !plaintext_allowed(&state, peer, target) {
+                return;
+            }
             match crate::capture::connect_marked(target, Some(state.config.mark)).await {
                 Ok(mut app) => {
                     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut app).await;
@@ -298,6 +305,22 @@ pub async fn serve_inbound_plain(
             }
         });
     }
+}
+
+/// Whether a plaintext connection from `peer` to `target` may reach the app: the port's
+/// PeerAuthentication mode must accept plain text, then the AuthorizationPolicies must allow
+/// a connection without a principal. Logs why not.
+fn plaintext_allowed(state: &ProxyState, peer: SocketAddr, target: SocketAddr) -> bool {
+    let Some(policy) = state.inbound_policy.load_full() else {
+        tracing::info!(%peer, %target, "plaintext connection closed: no policy yet (no snapshot)");
+        return false;
+    };
+    let mtls = policy.mtls(target.port());
+    if mtls.mode == PeerMode::Strict {
+        tracing::info!(%peer, %target, mtls = %mtls.source, "plaintext connection closed: mutual TLS required");
+        return false;
+    }
+    crate::authz::authorize_connection(state, None, peer, target, None)
 }
 
 fn is_own(state: &ProxyState, ip: IpAddr) -> bool {

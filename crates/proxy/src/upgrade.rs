@@ -10,10 +10,10 @@
 //!   answer means the server's app switched: the app gets `101 Switching Protocols` with the
 //!   server app's headers (`Sec-WebSocket-Accept`, …) and its connection is spliced with the
 //!   stream. Any other answer goes back to the app as it is, body included.
-//! * Server side ([`serve_inbound`]): the same checks as any inbound request (declared port),
-//!   the same headers to the app (`Host` from `:authority`, `x-forwarded-client-cert` from
-//!   the TLS session), then the `GET` with `Upgrade` on a fresh HTTP/1.1 connection to the
-//!   app. The app's `101` becomes `200` on the stream (its headers kept) and the two are
+//! * Server side ([`serve_inbound`]): the same checks as any inbound request (declared port,
+//!   authorization of the `GET` with its normalized path), the same headers to the app
+//!   (`Host` from `:authority`, `x-forwarded-client-cert` from the TLS session), then the
+//!   `GET` with `Upgrade` on a fresh HTTP/1.1 connection to the app. The app's `101` becomes `200` on the stream (its headers kept) and the two are
 //!   spliced; a refusal (4xx, 5xx) is passed back with its body.
 //!
 //! Unlike an opaque tunnel ([`crate::tunnel`]) the server proxy sees the request, so the app
@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 use trellis_api::snapshot::{Service, Snapshot};
 use trellis_identity::SpiffeId;
 
+use crate::authz::Peer;
 use crate::body::{boxed, error_response, full, Body};
 use crate::headers::{strip_hop_by_hop, strip_trellis_headers, xfcc_value, TARGET_PORT, XFCC};
 use crate::pool::{Pool, PoolError};
@@ -214,12 +215,12 @@ pub async fn serve_inbound(
     req: Request<Incoming>,
     protocol: Protocol,
     state: &ProxyState,
-    caller: &SpiffeId,
+    caller: &Peer,
 ) -> Response<Body> {
     switch_app(req, protocol, state, caller)
         .await
         .unwrap_or_else(|e| {
-            tracing::warn!(caller = %caller, error = %e, "inbound upgrade failed");
+            tracing::warn!(caller = %caller.principal, error = %e, "inbound upgrade failed");
             e.into_response()
         })
 }
@@ -228,7 +229,7 @@ async fn switch_app(
     mut req: Request<Incoming>,
     protocol: Protocol,
     state: &ProxyState,
-    caller: &SpiffeId,
+    caller: &Peer,
 ) -> Result<Response<Body>, UpgradeError> {
     let port = req
         .headers()
@@ -241,7 +242,22 @@ async fn switch_app(
         return Err(UpgradeError::Port(port));
     }
     let peer_side = hyper::upgrade::on(&mut req);
-    let app_req = to_app(req, &protocol, &state.config.identity, caller)?;
+    let (uri, mut headers) = end_to_end(req);
+    headers.remove(XFCC);
+    // Authorized as the app will see it: a GET (the only upgrade the mesh carries).
+    let path =
+        match crate::authz::authorize_request(state, caller, port, &Method::GET, &uri, &headers) {
+            Ok(path) => path,
+            Err(refusal) => return Ok(refusal.into_response()),
+        };
+    let app_req = to_app(
+        &uri,
+        headers,
+        path.as_str(),
+        &protocol,
+        &state.config.identity,
+        &caller.principal,
+    )?;
 
     let addr = SocketAddr::new(state.config.address, port);
     let tcp = TcpStream::connect(addr)
@@ -275,7 +291,7 @@ async fn switch_app(
         .await
         .map_err(UpgradeError::Switch)?;
     let head = switched_head(resp, StatusCode::OK, Version::HTTP_2);
-    let caller = caller.to_string();
+    let caller = caller.principal.clone();
     tokio::spawn(async move {
         match peer_side.await {
             Ok(peer) => splice(peer, app, &caller).await,
@@ -285,24 +301,26 @@ async fn switch_app(
     Ok(Response::from_parts(head, full(Bytes::new())))
 }
 
-/// The peer's extended `CONNECT` as the HTTP/1.1 upgrade request the app expects: `GET` in
-/// origin form, `Host` from `:authority`, the caller's identity in
-/// `x-forwarded-client-cert` (any other removed), `Connection` and `Upgrade` restored.
+/// The peer's extended `CONNECT` (its URI, its end-to-end headers) as the HTTP/1.1 upgrade
+/// request the app expects: `GET` of `path` (normalized) in origin form, `Host` from
+/// `:authority`, the caller's identity in `x-forwarded-client-cert` (any other removed),
+/// `Connection` and `Upgrade` restored.
 fn to_app(
-    req: Request<Incoming>,
+    uri: &Uri,
+    mut headers: HeaderMap,
+    path: &str,
     protocol: &Protocol,
     own: &SpiffeId,
-    caller: &SpiffeId,
+    caller: &str,
 ) -> Result<Request<http_body_util::Empty<Bytes>>, UpgradeError> {
-    let (uri, mut headers) = end_to_end(req);
     let mut app_req = Request::builder()
         .method(Method::GET)
-        .uri(Uri::builder().path_and_query(path(&uri)).build()?)
+        .uri(Uri::builder().path_and_query(path).build()?)
         .version(Version::HTTP_11)
         .body(http_body_util::Empty::new())?;
     headers.insert(
         XFCC,
-        HeaderValue::from_str(&xfcc_value(&own.to_string(), &caller.to_string()))?,
+        HeaderValue::from_str(&xfcc_value(&own.to_string(), caller))?,
     );
     if let Some(authority) = uri.authority() {
         headers.insert(HOST, HeaderValue::from_str(authority.as_str())?);

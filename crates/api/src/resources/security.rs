@@ -1,8 +1,9 @@
 //! Istio's security kinds (`security.istio.io`): [`AuthorizationPolicy`] (who may call
 //! what), [`PeerAuthentication`] (whether workloads require mutual TLS) and
 //! [`RequestAuthentication`] (which JWTs requests may carry). The mesh parses and validates
-//! them against Istio's rules but does not enforce them yet, and says so with a notice per
-//! resource. [`SecurityError`] holds the rules specific to them.
+//! them against Istio's rules. The proxies enforce AuthorizationPolicy and PeerAuthentication
+//! (see [`crate::authz`]); RequestAuthentication is not enforced yet, which its notice says.
+//! [`SecurityError`] holds the rules specific to them.
 
 mod authorization_policy;
 mod peer_authentication;
@@ -102,7 +103,7 @@ impl From<SecurityError> for ValidationError {
     }
 }
 
-/// The notice every security resource gets: valid, but nothing enforces it yet.
+/// The notice of a security resource nothing enforces yet.
 fn not_enforced(kind: &'static str, out: &mut Vec<Notice>) {
     out.push(Notice::new(
         FieldPath::root(),

@@ -1,14 +1,14 @@
 //! Istio's `PeerAuthentication`: whether the selected workloads accept plain text, mutual
-//! TLS or both, for all ports or per port. Not enforced yet (the mesh always uses mutual TLS
-//! between its proxies).
+//! TLS or both, for all ports or per port. Enforced by transparent-mode proxies on plaintext
+//! inbound connections ([`crate::authz::effective_mtls`]); between proxies the mesh always
+//! uses mutual TLS.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{not_enforced, SecurityError};
+use super::SecurityError;
 use crate::resources::istio::{check_range, push, IstioError, WorkloadSelector};
-use crate::resources::notice::Notice;
 use crate::resources::path::FieldPath;
 use crate::resources::validate::Violation;
 use crate::resources::ObjectMeta;
@@ -106,11 +106,6 @@ impl PeerAuthenticationSpec {
                 ),
             }
         }
-    }
-
-    /// Not enforced yet.
-    pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
-        not_enforced("PeerAuthentication", out);
     }
 }
 

@@ -1,0 +1,79 @@
+//! The pool of mTLS connections between proxies, end to end in network namespaces: requests
+//! to one endpoint share one connection, and a connection left unused for the idle timeout
+//! is closed.
+//!
+//! Needs root, `ip`, `nft`, `curl` and `ss` (iproute2); fails without.
+
+use std::path::Path;
+use std::time::Duration;
+
+use trellis_testkit::lan_mesh::{
+    require_tools, service_config, wait_ready, wait_until, LanMesh, Proc,
+};
+use trellis_testkit::netns::{Host, Lan};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+const VIP: &str = "198.18.202.10";
+
+/// Established connections from `host` to port 15008 (other proxies).
+fn pooled(host: &Host) -> usize {
+    host.run(&["ss", "-tnH", "state", "established", "( dport = :15008 )"])
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+#[test]
+fn requests_share_one_connection_that_closes_when_idle() {
+    require_tools(&["ip", "nft", "curl", "ss"]).unwrap();
+    let mut lan = Lan::new(41).expect("LAN (needs root)");
+    let client = lan.add_host("client").unwrap();
+    let server = lan.add_host("server").unwrap();
+    let config = service_config("echo", VIP, &[("http", 8080)], server.ip, client.ip);
+    let mesh = LanMesh::start(Path::new(BIN), lan, &config).unwrap();
+    let mut app = server.command(BIN);
+    app.args(["demo-app", "--listen", &format!("{}:8080", server.ip)])
+        .args(["--service", "echo"]);
+    let _app = Proc::spawn(&mut app).unwrap();
+    let _server_proxy = mesh.proxy(&server, "echo", &["http=8080"], &[]).unwrap();
+    let _client_proxy = mesh
+        .proxy(&client, "client", &[], &["--pool-idle-timeout", "2s"])
+        .unwrap();
+    wait_ready(&server).unwrap();
+    wait_ready(&client).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pooled(&client), 0, "a connection before any request");
+
+    // Ten requests on ten separate app connections: one pooled connection carries them all.
+    for _ in 0..10 {
+        let out = client
+            .command("curl")
+            .args(["-sf", "-o", "/dev/null", "--max-time", "5"])
+            .arg(format!("http://{VIP}:8080/"))
+            .status()
+            .unwrap();
+        assert!(out.success());
+    }
+    assert_eq!(
+        pooled(&client),
+        1,
+        "requests to one endpoint share one connection"
+    );
+
+    // Unused for the idle timeout (2 s; reaped within a second after): closed.
+    wait_until("idle connection closed", Duration::from_secs(6), || {
+        pooled(&client) == 0
+    })
+    .unwrap();
+
+    // And the next request opens a fresh one.
+    let out = client
+        .command("curl")
+        .args(["-sf", "-o", "/dev/null", "--max-time", "5"])
+        .arg(format!("http://{VIP}:8080/"))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(pooled(&client), 1);
+}
