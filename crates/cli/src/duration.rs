@@ -23,9 +23,28 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Whole seconds in the largest unit that divides them: `10m`, `90s`, `2h`.
+pub fn format(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_in_the_largest_whole_unit() {
+        assert_eq!(format(Duration::from_secs(600)), "10m");
+        assert_eq!(format(Duration::from_secs(90)), "90s");
+        assert_eq!(format(Duration::from_secs(7200)), "2h");
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
+    }
 
     #[test]
     fn parses_units_and_rejects_the_rest() {

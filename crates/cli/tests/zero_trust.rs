@@ -384,3 +384,145 @@ fn peer_authentication_governs_plaintext() {
     let answer = curl(&client, &[&via_mesh]);
     assert_eq!(answer.status, 200, "{answer:?}");
 }
+
+/// curl from the LAN's own namespace (no proxy there): the HTTP status, 0 when refused.
+fn curl_in_lan(mesh: &LanMesh, url: &str) -> Answer {
+    let out = mesh
+        .lan()
+        .command("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            url,
+        ])
+        .output()
+        .unwrap();
+    Answer {
+        status: String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        body: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `trellis check --strict-ready` run against the control plane (from the LAN's namespace):
+/// its exit status and output.
+fn strict_ready(mesh: &LanMesh, window: &str) -> (bool, String) {
+    let out = mesh
+        .lan()
+        .command(BIN)
+        .args(["check", "--strict-ready", "--namespace", "default"])
+        .args(["--window", window])
+        .args(["--api", &format!("{}:15014", mesh.lan().gateway())])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Istio's adoption path as one story: PERMISSIVE with one plaintext client; the
+/// strict-readiness check says not ready and names it; the client is meshed; the check says
+/// ready once the window has passed; STRICT goes in. Meshed clients call the server all along
+/// and none of their requests fails.
+#[test]
+fn permissive_then_strict_without_a_failed_request() {
+    require_tools(&["ip", "nft", "curl", "python3"]).unwrap();
+    let mut lan = Lan::new(42).expect("LAN (needs root)");
+    let client = lan.add_host("client").unwrap();
+    let server = lan.add_host("server").unwrap();
+    let legacy = lan.add_host("legacy").unwrap();
+    let mesh = LanMesh::start(
+        Path::new(BIN),
+        lan,
+        &config(&server, &client, &peer_authentication("PERMISSIVE")),
+    )
+    .unwrap();
+    let mut workloads = start_workloads(&mesh, &server, &[(&client, "client")]);
+    let direct = format!("http://{}:{HTTP_PORT}/ok", server.ip);
+    let via_mesh = format!("http://{VIP}:{HTTP_PORT}/ok");
+
+    // Meshed traffic throughout, counted.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, client, via_mesh) = (stop.clone(), client.clone(), via_mesh.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = curl(&client, &[&via_mesh]);
+                if answer.status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(answer);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (ok, failed)
+        })
+    };
+
+    // Crawl: a plaintext client. The check names it and says not ready.
+    assert_eq!(curl(&legacy, &[&direct]).status, 200);
+    eventually("the check sees the plaintext client", || {
+        let (ok, out) = strict_ready(&mesh, "5s");
+        if !ok && out.contains("default/web-1: not ready") && out.contains(&legacy.ip.to_string()) {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    });
+    let (_, out) = strict_ready(&mesh, "5s");
+    assert!(out.contains("(outside the mesh)"), "{out}");
+
+    // Walk: the client gets a proxy and calls through the mesh; once the window has passed
+    // with no plaintext, the check says ready.
+    workloads.push(mesh.proxy(&legacy, "legacy", &[], &[]).unwrap());
+    wait_ready(&legacy).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = curl(&legacy, &[&via_mesh]);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    eventually("ready for STRICT", || {
+        let (ok, out) = strict_ready(&mesh, "5s");
+        if ok && out.contains("✔ default/web-1: ready for STRICT") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    });
+
+    // Run: STRICT.
+    write_config(
+        &mesh,
+        "mesh.yaml",
+        &config(&server, &client, &peer_authentication("STRICT")),
+    );
+    eventually("STRICT in force", || {
+        // Plain text from outside the mesh (the LAN's own namespace has no proxy) is refused.
+        let answer = curl_in_lan(&mesh, &direct);
+        match answer.status {
+            0 => Ok(()),
+            _ => Err(format!("plain text still answered: {answer:?}")),
+        }
+    });
+    // The once-plaintext client, meshed, still gets through calling the server's address:
+    // its connection is captured and carried over mTLS.
+    let answer = curl(&legacy, &[&direct]);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.join().unwrap();
+    assert!(ok >= 20, "only {ok} meshed requests went through");
+    assert!(failed.is_empty(), "meshed requests failed: {failed:?}");
+    assert_eq!(curl(&legacy, &[&via_mesh]).status, 200);
+}

@@ -41,6 +41,8 @@ pub struct ApiState {
     pub expiry_warning: Duration,
     /// Where mesh-wide policies live, for compiling candidate snapshots.
     pub root_namespace: String,
+    /// Plaintext connections the proxies reported.
+    pub plaintext: Arc<crate::plaintext::PlaintextLedger>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -49,6 +51,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/certs", get(certs))
+        .route("/api/v1/strict-ready", get(strict_ready))
         .route("/api/v1/ca/rotate", post(rotate))
         .route("/api/v1/revisions", get(revisions))
         .route("/api/v1/diff", post(diff))
@@ -433,4 +436,97 @@ async fn rollback(
         }
         Err(e) => change_failed(e),
     }
+}
+
+/// `GET /api/v1/strict-ready` parameters.
+#[derive(Debug, serde::Deserialize)]
+struct StrictReadyQuery {
+    /// Only workloads of this namespace.
+    namespace: Option<String>,
+    /// How far back to look, in seconds (default 600, at most an hour).
+    window_secs: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct StrictReady {
+    window_secs: u64,
+    workloads: Vec<WorkloadReadiness>,
+}
+
+#[derive(Serialize)]
+struct WorkloadReadiness {
+    namespace: String,
+    workload: String,
+    /// Whether its proxy is connected now.
+    connected: bool,
+    /// No plaintext connection in the window: STRICT would refuse no one seen.
+    ready: bool,
+    plaintext: Vec<PlaintextFrom>,
+}
+
+#[derive(Serialize)]
+struct PlaintextFrom {
+    source_address: std::net::IpAddr,
+    /// `namespace/name` of the meshed workload at that address, when there is one (a
+    /// workload whose proxy is bypassed or not yet capturing).
+    source_workload: Option<String>,
+    connections: u64,
+    last_seen_unix: u64,
+}
+
+/// Per workload, the plaintext connections its proxy accepted in the window, and whether it
+/// is ready for STRICT (none).
+async fn strict_ready(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Query(q): axum::extract::Query<StrictReadyQuery>,
+) -> Json<StrictReady> {
+    use crate::plaintext::{WorkloadKey, RETENTION};
+    let window = Duration::from_secs(q.window_secs.unwrap_or(600)).min(RETENTION);
+    let seen = state.plaintext.window(SystemTime::now(), window);
+    let live = state.registry.workloads();
+    let by_address: std::collections::HashMap<std::net::IpAddr, String> = live
+        .iter()
+        .map(|w| (w.address, format!("{}/{}", w.namespace, w.name)))
+        .collect();
+    let mut keys: std::collections::BTreeSet<WorkloadKey> = live
+        .iter()
+        .map(|w| WorkloadKey {
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+        })
+        .collect();
+    keys.extend(seen.keys().cloned());
+    let workloads = keys
+        .into_iter()
+        .filter(|k| q.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
+        .map(|k| {
+            let plaintext: Vec<PlaintextFrom> = seen
+                .get(&k)
+                .map(|sources| {
+                    sources
+                        .iter()
+                        .map(|s| PlaintextFrom {
+                            source_address: s.source_address,
+                            source_workload: by_address.get(&s.source_address).cloned(),
+                            connections: s.connections,
+                            last_seen_unix: s.last_seen_unix,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            WorkloadReadiness {
+                connected: live
+                    .iter()
+                    .any(|w| w.namespace == k.namespace && w.name == k.name),
+                ready: plaintext.is_empty(),
+                namespace: k.namespace,
+                workload: k.name,
+                plaintext,
+            }
+        })
+        .collect();
+    Json(StrictReady {
+        window_secs: window.as_secs(),
+        workloads,
+    })
 }

@@ -12,7 +12,8 @@
 //! * [`service`]: the gRPC API on port 15012, over TLS ([`incoming`]);
 //! * [`trust`]: the CA's state in snapshots, the control plane's own certificate, root
 //!   rotation; [`certs`]: what was issued to whom;
-//! * [`api`]: the HTTP API on port 15014 (status, certificates, metrics, admin operations).
+//! * [`api`]: the HTTP API on port 15014 (status, certificates, metrics, admin operations);
+//! * [`plaintext`]: plaintext connections the proxies report, for the strict-readiness check.
 //!
 //! Snapshots are compiled by one publisher task outside any lock and handed to every stream
 //! through a `watch` channel.
@@ -24,6 +25,7 @@ pub mod compile;
 pub mod diff;
 pub mod incoming;
 pub mod metrics;
+pub mod plaintext;
 pub mod policies;
 pub mod registry;
 pub mod revisions;
@@ -132,6 +134,7 @@ pub async fn run(
     );
     let ledger = Arc::new(certs::CertLedger::default());
     let metrics = Arc::new(metrics::ControlMetrics::default());
+    let plaintext = Arc::new(plaintext::PlaintextLedger::default());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -158,6 +161,7 @@ pub async fn run(
         admin_token,
         expiry_warning: config.expiry_warning,
         root_namespace: config.root_namespace.clone(),
+        plaintext: plaintext.clone(),
     });
     tokio::spawn(log_alarms(api_state.clone()));
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -179,6 +183,7 @@ pub async fn run(
         metrics,
         snapshots,
         svid_ttl: config.svid_ttl,
+        plaintext,
     };
     tracing::info!(
         listen = %config.listen,

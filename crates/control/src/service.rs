@@ -25,6 +25,7 @@ pub struct ControlService {
     pub metrics: Arc<ControlMetrics>,
     pub snapshots: watch::Receiver<Arc<proto::SnapshotMessage>>,
     pub svid_ttl: Duration,
+    pub plaintext: Arc<crate::plaintext::PlaintextLedger>,
 }
 
 type SnapshotStream =
@@ -134,6 +135,7 @@ impl proto::control_server::Control for ControlService {
 
         let (tx, rx) = mpsc::channel(4);
         let mut snapshots = self.snapshots.clone();
+        let plaintext = self.plaintext.clone();
         tokio::spawn(async move {
             // Dropped when this task ends, however it ends: the workload leaves the registry.
             let registration = registration;
@@ -160,6 +162,21 @@ impl proto::control_server::Control for ControlService {
                         Ok(Some(proto::ProxyMessage { kind: Some(Kind::Nack(n)) })) => {
                             tracing::warn!(workload = %workload.name, version = %n.version, error = %n.error, "snapshot NACK");
                             registration.report(|s| s.nack = Some(n.error));
+                        }
+                        Ok(Some(proto::ProxyMessage { kind: Some(Kind::Report(r)) })) => {
+                            let sources: Vec<(std::net::IpAddr, u64)> = r
+                                .plaintext
+                                .iter()
+                                .filter_map(|s| Some((s.source_address.parse().ok()?, s.connections)))
+                                .collect();
+                            plaintext.record(
+                                crate::plaintext::WorkloadKey {
+                                    namespace: workload.namespace.clone(),
+                                    name: workload.name.clone(),
+                                },
+                                std::time::SystemTime::now(),
+                                &sources,
+                            );
                         }
                         Ok(Some(_)) => {
                             tracing::warn!(workload = %workload.name, "unexpected message on snapshot stream");

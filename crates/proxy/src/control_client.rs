@@ -19,6 +19,9 @@ use trellis_identity::{csr, tls, Svid, TrustBundle};
 use crate::backoff::Backoff;
 use crate::state::{Credentials, ProxyState};
 
+/// How often the proxy tells the control plane what it saw (when it saw anything).
+const REPORT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How often an idle control connection is pinged, and how long a ping may go unanswered.
 const CONTROL_KEEPALIVE: Duration = Duration::from_secs(10);
 
@@ -236,9 +239,26 @@ impl ControlClient {
             .into_inner();
         let mut creds_changed = self.state.creds_changed.subscribe();
         let mut version = String::new();
+        let mut report_tick = tokio::time::interval(REPORT_INTERVAL);
+        report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let msg = tokio::select! {
                 m = stream.message() => m.map_err(|s| ControlError::Stream(format!("{}: {}", s.code(), s.message())))?,
+                _ = report_tick.tick() => {
+                    let plaintext: Vec<proto::PlaintextSource> = self
+                        .state
+                        .take_plaintext()
+                        .into_iter()
+                        .map(|(source, connections)| proto::PlaintextSource {
+                            source_address: source.to_string(),
+                            connections,
+                        })
+                        .collect();
+                    if !plaintext.is_empty() {
+                        send(&tx, Kind::Report(proto::Report { plaintext })).await?;
+                    }
+                    continue;
+                }
                 // A renewed certificate is reported at once: the control plane waits for
                 // every proxy to be on the new root before it retires the old one.
                 r = creds_changed.changed() => {

@@ -46,7 +46,14 @@ pub struct ProxyState {
     pub draining: std::sync::atomic::AtomicBool,
     /// Set once the capture rules are in (only asked for with `capture`).
     capturing: std::sync::atomic::AtomicBool,
+    /// Plaintext inbound connections per source since the last report to the control plane
+    /// (at most [`MAX_PLAINTEXT_SOURCES`] sources between two reports).
+    plaintext: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
 }
+
+/// Distinct plaintext sources remembered between two reports; more are not counted (a
+/// workload with that many plaintext clients is not near ready for STRICT anyway).
+pub const MAX_PLAINTEXT_SOURCES: usize = 256;
 
 impl ProxyState {
     pub fn new(config: ProxyConfig, log_control: Option<LogControl>) -> Self {
@@ -61,6 +68,7 @@ impl ProxyState {
             metrics: ProxyMetrics::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             capturing: std::sync::atomic::AtomicBool::new(false),
+            plaintext: Default::default(),
         }
     }
 
@@ -116,6 +124,22 @@ impl ProxyState {
 
     /// Installs a new snapshot, and the inbound policy chosen from it first: a request that
     /// sees the new routes also sees the new policy.
+    /// Counts a plaintext inbound connection from `source`, for the next report.
+    pub fn note_plaintext(&self, source: std::net::IpAddr) {
+        let mut seen = self.plaintext.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = seen.get_mut(&source) {
+            *n += 1;
+        } else if seen.len() < MAX_PLAINTEXT_SOURCES {
+            seen.insert(source, 1);
+        }
+    }
+
+    /// The plaintext connections counted since the previous call, per source.
+    pub fn take_plaintext(&self) -> Vec<(std::net::IpAddr, u64)> {
+        let mut seen = self.plaintext.lock().unwrap_or_else(|p| p.into_inner());
+        seen.drain().collect()
+    }
+
     pub fn set_snapshot(&self, snap: Snapshot) {
         let policy = InboundPolicy::select(&snap, &self.config);
         let changed = self

@@ -293,6 +293,7 @@ pub async fn serve_inbound_plain(
                 return;
             }
             state.metrics.count_inbound(false, peer.ip());
+            state.note_plaintext(peer.ip());
             let target = SocketAddr::new(state.config.address, orig.port());
             if !plaintext_allowed(&state, peer, target) {
                 return;
