@@ -11,7 +11,10 @@
 //! * [`peer_authentication_governs_plaintext`]: a client without a proxy (a host of its own
 //!   on the LAN) reaches the server app under PERMISSIVE, counted by source address in
 //!   `trellis_inbound_connections_total`; under STRICT, applied while the mesh runs, it is
-//!   refused while the meshed client still gets through.
+//!   refused, and so is a meshed client's app that goes around its own proxy, while the
+//!   meshed client still gets through.
+//! * [`permissive_then_strict_without_a_failed_request`]: the adoption path with
+//!   `trellis check --strict-ready` deciding when STRICT is safe.
 //!
 //! Needs root, `ip`, `nft`, `curl` and `python3`; fails without.
 
@@ -53,7 +56,14 @@ const ECHO_CLIENT: &str = r#"
 import socket, sys
 data = b""
 try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    addr = (sys.argv[1], int(sys.argv[2]))
+    if len(sys.argv) > 3:
+        # SO_MARK (36) with the proxy's mark: the capture rules let the connection pass, as if
+        # the app went around its own proxy.
+        c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, 36, int(sys.argv[3], 0))
+        c.settimeout(10); c.connect(addr)
+    else:
+        c = socket.create_connection(addr, timeout=10)
     c.sendall(b"ping"); c.shutdown(socket.SHUT_WR)
     while True:
         chunk = c.recv(65536)
@@ -140,6 +150,17 @@ fn echo(host: &Host, address: &str, port: u16) -> String {
     let out = host
         .command("python3")
         .args(["-c", ECHO_CLIENT, address, &port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Like [`echo`], from an app in a meshed `host` that bypasses its proxy (its socket carries
+/// the proxy's mark, so capture lets it pass): plain text reaches the server.
+fn echo_bypassing(host: &Host, address: &str, port: u16) -> String {
+    let out = host
+        .command("python3")
+        .args(["-c", ECHO_CLIENT, address, &port.to_string(), "0x7472"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -352,6 +373,11 @@ fn peer_authentication_governs_plaintext() {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(echo(&outsider, &server.ip.to_string(), TCP_PORT), "'ping'");
     assert_eq!(curl(&client, &[&via_mesh]).status, 200);
+    // A meshed client's app going around its proxy arrives as plain text too.
+    assert_eq!(
+        echo_bypassing(&client, &server.ip.to_string(), TCP_PORT),
+        "'ping'"
+    );
     let m = metrics(&server);
     let plaintext = format!(
         "trellis_inbound_connections_total{{connection_security_policy=\"none\",\
@@ -380,6 +406,11 @@ fn peer_authentication_governs_plaintext() {
         }
     });
     assert_eq!(echo(&outsider, &server.ip.to_string(), TCP_PORT), "''");
+    // So is the app that bypasses its own proxy.
+    assert_eq!(
+        echo_bypassing(&client, &server.ip.to_string(), TCP_PORT),
+        "''"
+    );
     // The meshed client is unaffected.
     let answer = curl(&client, &[&via_mesh]);
     assert_eq!(answer.status, 200, "{answer:?}");
