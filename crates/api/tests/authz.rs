@@ -23,15 +23,15 @@ use trellis_api::authz::{
     applies_to, evaluate, normalize_with, Decision, HttpAttrs, NormalizedPath, PathNormalization,
     PeerAuthPolicy, Policy, PolicyError, Request, Workload, DEFAULT_ROOT_NAMESPACE,
 };
-use trellis_api::load::parse_str;
+use trellis_api::load::{parse_str, Located};
 use trellis_api::resources::Resource;
 use trellis_api::snapshot::Labels;
 
 // === fixtures ===
 
-/// Compiles every AuthorizationPolicy of `yaml`, which must load without errors.
-fn policies(yaml: &str) -> Vec<Policy> {
-    let (resources, diagnostics) = parse_str(Path::new("test.yaml"), yaml);
+/// The resources of `text`, read from `path`; they must load without errors.
+fn load_clean(path: &Path, text: &str) -> Vec<Located<Resource>> {
+    let (resources, diagnostics) = parse_str(path, text);
     let errors: Vec<String> = diagnostics
         .iter()
         .filter(|d| d.is_error())
@@ -39,6 +39,11 @@ fn policies(yaml: &str) -> Vec<Policy> {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     resources
+}
+
+/// Compiles every AuthorizationPolicy of `yaml`, which must load without errors.
+fn policies(yaml: &str) -> Vec<Policy> {
+    load_clean(Path::new("test.yaml"), yaml)
         .into_iter()
         .map(|r| match r.value {
             Resource::AuthorizationPolicy(ap) => {

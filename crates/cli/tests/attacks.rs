@@ -22,8 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use trellis_identity::tls::{client_config, ExpectedPeer, TrustBundle};
 use trellis_identity::{CaSource, CertificateAuthority, SpiffeId, Svid};
-use trellis_testkit::lan_mesh::{require_tools, service_config, wait_ready, LanMesh, Proc};
-use trellis_testkit::netns::{Host, Lan};
+use trellis_testkit::lan_mesh::{curl, require_tools, service_config, wait_meshed, LanMesh, Proc};
+use trellis_testkit::netns::{block_on, Host, Lan};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 /// The service's virtual IP (its clusterIP).
@@ -47,15 +47,10 @@ fn scene(n: u8) -> Scene {
     let attacker = lan.add_host("attacker").unwrap();
     let config = service_config("echo", VIP, &[("http", 8080)], server.ip, client.ip);
     let mesh = LanMesh::start(Path::new(BIN), lan, &config).unwrap();
-    let mut app = server.command(BIN);
-    app.args(["demo-app", "--listen", &format!("{}:8080", server.ip)])
-        .args(["--service", "echo"]);
-    let app = Proc::spawn(&mut app).unwrap();
+    let app = mesh.demo_app(&server, "echo", 8080).unwrap();
     let server_proxy = mesh.proxy(&server, "echo", &["http=8080"], &[]).unwrap();
     let client_proxy = mesh.proxy(&client, "client", &[], &[]).unwrap();
-    wait_ready(&server).unwrap();
-    wait_ready(&client).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_meshed(&[&server, &client]).unwrap();
     Scene {
         client,
         server,
@@ -66,24 +61,18 @@ fn scene(n: u8) -> Scene {
 }
 
 impl Scene {
-    /// A meshed request from the client app: the HTTP status curl saw.
-    fn meshed_status(&self) -> String {
-        let out = self
-            .client
-            .command("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "5",
-            ])
-            .arg(format!("http://{VIP}:8080/"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    /// A meshed request from the client app, with `args` before the URL: the HTTP status
+    /// curl saw (0 for none).
+    fn meshed_status_with(&self, args: &[&str]) -> u16 {
+        let url = format!("http://{VIP}:8080/");
+        curl(&self.client, &[args, &[&url]].concat())
+            .unwrap()
+            .status
+    }
+
+    /// A plain meshed request from the client app: the HTTP status curl saw.
+    fn meshed_status(&self) -> u16 {
+        self.meshed_status_with(&[])
     }
 
     fn inbound(&self) -> SocketAddr {
@@ -103,13 +92,7 @@ impl Scene {
             + 'static,
     ) -> T {
         self.attacker
-            .spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(f())
-            })
+            .spawn(move || block_on(f()))
             .unwrap()
             .join()
             .unwrap()
@@ -160,7 +143,7 @@ fn foreign_svid(dir: &Path, id: &SpiffeId) -> Svid {
 #[test]
 fn attacks_on_the_inbound_port_are_refused_and_meshed_traffic_goes_on() {
     let s = scene(38);
-    assert_eq!(s.meshed_status(), "200");
+    assert_eq!(s.meshed_status(), 200);
     let inbound = s.inbound();
     let client_id = SpiffeId::new("cluster.local", "default", "client");
 
@@ -231,7 +214,7 @@ fn attacks_on_the_inbound_port_are_refused_and_meshed_traffic_goes_on() {
     let got = s.as_attacker(move || Box::pin(tls_attempt(inbound, short, b)));
     assert!(got.is_err(), "expired SVID accepted: {got:?}");
 
-    assert_eq!(s.meshed_status(), "200", "meshed traffic after the attacks");
+    assert_eq!(s.meshed_status(), 200, "meshed traffic after the attacks");
 }
 
 #[test]
@@ -245,35 +228,31 @@ fn a_slowloris_and_a_header_flood_leave_the_proxies_serving() {
     let attacker = s
         .attacker
         .spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let mut conns = Vec::new();
-                    for i in 0..300 {
-                        if let Ok(mut c) = TcpStream::connect(inbound).await {
-                            if i % 2 == 1 {
-                                // A TLS record header promising more than ever comes.
-                                let _ = c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await;
-                            }
-                            conns.push(c);
+            block_on(async move {
+                let mut conns = Vec::new();
+                for i in 0..300 {
+                    if let Ok(mut c) = TcpStream::connect(inbound).await {
+                        if i % 2 == 1 {
+                            // A TLS record header promising more than ever comes.
+                            let _ = c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await;
                         }
+                        conns.push(c);
                     }
-                    let _ = opened_tx.send(conns.len());
-                    let _ = hold_rx.await;
-                    // Which of them has the server closed by now?
-                    let mut closed = 0;
-                    for c in &mut conns {
-                        let mut b = [0u8; 64];
-                        if let Ok(Ok(0) | Err(_)) =
-                            tokio::time::timeout(Duration::from_millis(50), c.read(&mut b)).await
-                        {
-                            closed += 1;
-                        }
+                }
+                let _ = opened_tx.send(conns.len());
+                let _ = hold_rx.await;
+                // Which of them has the server closed by now?
+                let mut closed = 0;
+                for c in &mut conns {
+                    let mut b = [0u8; 64];
+                    if let Ok(Ok(0) | Err(_)) =
+                        tokio::time::timeout(Duration::from_millis(50), c.read(&mut b)).await
+                    {
+                        closed += 1;
                     }
-                    (conns.len(), closed)
-                })
+                }
+                (conns.len(), closed)
+            })
         })
         .unwrap();
     let opened = opened_rx
@@ -284,7 +263,7 @@ fn a_slowloris_and_a_header_flood_leave_the_proxies_serving() {
     // Meanwhile, meshed requests are answered, and quickly.
     for _ in 0..10 {
         let started = Instant::now();
-        assert_eq!(s.meshed_status(), "200", "meshed request under slowloris");
+        assert_eq!(s.meshed_status(), 200, "meshed request under slowloris");
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "meshed request took {:?} under slowloris",
@@ -305,31 +284,14 @@ fn a_slowloris_and_a_header_flood_leave_the_proxies_serving() {
     let big = "x".repeat(1024 * 1024);
     let header_file = s.mesh.tmp_path().join("big-header");
     std::fs::write(&header_file, format!("x-big: {big}\n")).unwrap();
-    let out = s
-        .client
-        .command("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .arg("-H")
-        .arg(format!("@{}", header_file.display()))
-        .arg(format!("http://{VIP}:8080/"))
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = s.meshed_status_with(&["-H", &format!("@{}", header_file.display())]);
     assert!(
-        status == "431" || status == "000",
+        status == 431 || status == 0,
         "1 MB of headers got {status:?}"
     );
     assert_eq!(
         s.meshed_status(),
-        "200",
+        200,
         "meshed request after the header flood"
     );
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use trellis_testkit::lan_mesh::{
-    require_tools, service_config, wait_ready, wait_until, LanMesh, Proc,
+    curl, require_tools, service_config, wait_meshed, wait_until, LanMesh,
 };
 use trellis_testkit::netns::{Host, Lan};
 
@@ -32,28 +32,19 @@ fn requests_share_one_connection_that_closes_when_idle() {
     let server = lan.add_host("server").unwrap();
     let config = service_config("echo", VIP, &[("http", 8080)], server.ip, client.ip);
     let mesh = LanMesh::start(Path::new(BIN), lan, &config).unwrap();
-    let mut app = server.command(BIN);
-    app.args(["demo-app", "--listen", &format!("{}:8080", server.ip)])
-        .args(["--service", "echo"]);
-    let _app = Proc::spawn(&mut app).unwrap();
+    let _app = mesh.demo_app(&server, "echo", 8080).unwrap();
     let _server_proxy = mesh.proxy(&server, "echo", &["http=8080"], &[]).unwrap();
     let _client_proxy = mesh
         .proxy(&client, "client", &[], &["--pool-idle-timeout", "2s"])
         .unwrap();
-    wait_ready(&server).unwrap();
-    wait_ready(&client).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_meshed(&[&server, &client]).unwrap();
     assert_eq!(pooled(&client), 0, "a connection before any request");
 
     // Ten requests on ten separate app connections: one pooled connection carries them all.
+    let url = format!("http://{VIP}:8080/");
     for _ in 0..10 {
-        let out = client
-            .command("curl")
-            .args(["-sf", "-o", "/dev/null", "--max-time", "5"])
-            .arg(format!("http://{VIP}:8080/"))
-            .status()
-            .unwrap();
-        assert!(out.success());
+        let answer = curl(&client, &[&url]).unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
     }
     assert_eq!(
         pooled(&client),
@@ -68,12 +59,7 @@ fn requests_share_one_connection_that_closes_when_idle() {
     .unwrap();
 
     // And the next request opens a fresh one.
-    let out = client
-        .command("curl")
-        .args(["-sf", "-o", "/dev/null", "--max-time", "5"])
-        .arg(format!("http://{VIP}:8080/"))
-        .status()
-        .unwrap();
-    assert!(out.success());
+    let answer = curl(&client, &[&url]).unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(pooled(&client), 1);
 }

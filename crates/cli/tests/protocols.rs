@@ -22,8 +22,8 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::Message;
 use tonic::Code;
 use trellis_testkit::grpc_echo::{self, EchoClient, EchoRequest};
-use trellis_testkit::lan_mesh::{require_tools, service_config, wait_ready, LanMesh, Proc};
-use trellis_testkit::netns::{Host, Lan};
+use trellis_testkit::lan_mesh::{require_tools, service_config, wait_meshed, LanMesh, Proc};
+use trellis_testkit::netns::{block_on, Host, Lan};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 /// The echo service's virtual IP (its clusterIP).
@@ -56,10 +56,7 @@ fn two_hosts(lan: u8, ports: &[(&str, u16)]) -> TwoHosts {
     let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
     let server_proxy = mesh.proxy(&server, "echo", &declared, &[]).unwrap();
     let client_proxy = mesh.proxy(&client, "client", &[], &[]).unwrap();
-    wait_ready(&server).unwrap();
-    wait_ready(&client).unwrap();
-    // Both snapshots include the other side once both registered.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_meshed(&[&server, &client]).unwrap();
     TwoHosts {
         client,
         server,
@@ -84,11 +81,7 @@ where
         .unwrap();
     listener.set_nonblocking(true).unwrap();
     host.spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        rt.block_on(async move {
+        block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             serve(listener).await;
         });

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use trellis_testkit::lan_mesh::{require_tools, service_config, wait_ready, LanMesh, Proc};
+use trellis_testkit::lan_mesh::{require_tools, service_config, wait_meshed, LanMesh, Proc};
 use trellis_testkit::netns::Lan;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
@@ -98,15 +98,7 @@ fn every_protocol_crosses_two_transparent_proxies() {
     // The server's apps first (they do not need the mesh to listen), then both proxies; the
     // client's traffic only starts once its proxy is ready.
     let sip = server.ip.to_string();
-    let mut app = server.command(BIN);
-    app.args([
-        "demo-app",
-        "--listen",
-        &format!("{sip}:8080"),
-        "--service",
-        "echo",
-    ]);
-    let _app = Proc::spawn(&mut app).unwrap();
+    let _app = mesh.demo_app(&server, "echo", 8080).unwrap();
     let mut echo = server.command("python3");
     echo.args(["-c", ECHO_AFTER_EOF, &sip]);
     let _echo = Proc::spawn(&mut echo).unwrap();
@@ -132,10 +124,7 @@ fn every_protocol_crosses_two_transparent_proxies() {
             &["--exclude-outbound-ports", "9200"],
         )
         .unwrap();
-    wait_ready(&server).unwrap();
-    wait_ready(&client).unwrap();
-    // Both snapshots include the other side once both registered.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_meshed(&[&server, &client]).unwrap();
 
     let curl = |args: &[&str]| -> (bool, String) {
         let out = client

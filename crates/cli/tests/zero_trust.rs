@@ -22,7 +22,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use trellis_testkit::lan_mesh::{require_tools, service_config, wait_ready, LanMesh, Proc};
+use trellis_testkit::lan_mesh::{
+    curl, curl_command, require_tools, service_config, wait_meshed, Answer, LanMesh, Proc,
+};
 use trellis_testkit::netns::{Host, Lan};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
@@ -91,14 +93,9 @@ fn config(server: &Host, client: &Host, policies: &str) -> String {
 /// proxy, then a proxy for each of `clients` (host, service account); waits until all are
 /// ready and have each other in their snapshots.
 fn start_workloads(mesh: &LanMesh, server: &Host, clients: &[(&Host, &str)]) -> Vec<Proc> {
-    let sip = server.ip.to_string();
-    let mut procs = Vec::new();
-    let mut app = server.command(BIN);
-    app.args(["demo-app", "--listen", &format!("{sip}:{HTTP_PORT}")])
-        .args(["--service", "web"]);
-    procs.push(Proc::spawn(&mut app).unwrap());
+    let mut procs = vec![mesh.demo_app(server, "web", HTTP_PORT).unwrap()];
     let mut echo = server.command("python3");
-    echo.args(["-c", ECHO, &sip, &TCP_PORT.to_string()]);
+    echo.args(["-c", ECHO, &server.ip.to_string(), &TCP_PORT.to_string()]);
     procs.push(Proc::spawn(&mut echo).unwrap());
     let ports = [format!("http={HTTP_PORT}"), format!("tcp-echo={TCP_PORT}")];
     let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
@@ -106,61 +103,31 @@ fn start_workloads(mesh: &LanMesh, server: &Host, clients: &[(&Host, &str)]) -> 
     for (host, sa) in clients {
         procs.push(mesh.proxy(host, sa, &[], &[]).unwrap());
     }
-    wait_ready(server).unwrap();
-    for (host, _) in clients {
-        wait_ready(host).unwrap();
-    }
-    // Every snapshot includes every side once all registered.
-    std::thread::sleep(Duration::from_millis(500));
+    let hosts: Vec<&Host> = [server]
+        .into_iter()
+        .chain(clients.iter().map(|c| c.0))
+        .collect();
+    wait_meshed(&hosts).unwrap();
     procs
-}
-
-/// An HTTP answer as curl saw it: the status (0 when there was none) and the body.
-#[derive(Debug, PartialEq)]
-struct Answer {
-    status: u16,
-    body: String,
-}
-
-/// `curl` in `host` with `args` (URL included), sending the path exactly as written.
-fn curl(host: &Host, args: &[&str]) -> Answer {
-    let out = host
-        .command("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--path-as-is",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    Answer {
-        status: code.trim().parse().unwrap_or(0),
-        body: format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
-    }
 }
 
 /// What the echo client in `host` got back from `address:port`.
 fn echo(host: &Host, address: &str, port: u16) -> String {
-    let out = host
-        .command("python3")
-        .args(["-c", ECHO_CLIENT, address, &port.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    echo_client(host, &[address, &port.to_string()])
 }
 
 /// Like [`echo`], from an app in a meshed `host` that bypasses its proxy (its socket carries
 /// the proxy's mark, so capture lets it pass): plain text reaches the server.
 fn echo_bypassing(host: &Host, address: &str, port: u16) -> String {
+    echo_client(host, &[address, &port.to_string(), "0x7472"])
+}
+
+/// Runs [`ECHO_CLIENT`] in `host` with `args`: what it printed.
+fn echo_client(host: &Host, args: &[&str]) -> String {
     let out = host
         .command("python3")
-        .args(["-c", ECHO_CLIENT, address, &port.to_string(), "0x7472"])
+        .args(["-c", ECHO_CLIENT])
+        .args(args)
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -275,14 +242,14 @@ fn authorization_policies_are_enforced() {
 
     // The client's service account is allowed; the app sees the normalized path.
     for (path, seen) in [("/ok", "/ok"), ("/x/../ok", "/ok"), ("//ok", "/ok")] {
-        let answer = curl(&client, &[&url(path)]);
+        let answer = curl(&client, &[&url(path)]).unwrap();
         assert_eq!(answer.status, 200, "{path}: {answer:?}");
         let v: Value = serde_json::from_str(&answer.body).unwrap_or_else(|_| panic!("{answer:?}"));
         assert_eq!(v["path"], seen, "{path}");
     }
     // /admin, however it is spelled, never reaches the app.
     for path in ["/admin", "/a/../admin", "//admin", "/%61dmin", "/admin/./x"] {
-        assert_eq!(curl(&client, &[&url(path)]), denied, "{path}");
+        assert_eq!(curl(&client, &[&url(path)]).unwrap(), denied, "{path}");
     }
     // A WebSocket upgrade is authorized like any request.
     let upgrade = [
@@ -296,9 +263,12 @@ fn authorization_policies_are_enforced() {
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
     ];
     let admin = url("/a/../admin");
-    assert_eq!(curl(&client, &[&upgrade[..], &[&admin]].concat()), denied);
+    assert_eq!(
+        curl(&client, &[&upgrade[..], &[&admin]].concat()).unwrap(),
+        denied
+    );
     // Another meshed workload, with a certificate of its own, is not in the ALLOW policy.
-    assert_eq!(curl(&stranger, &[&url("/ok")]), denied);
+    assert_eq!(curl(&stranger, &[&url("/ok")]).unwrap(), denied);
 
     // TCP: the tunnel works until a DENY on its port arrives, then it is refused and the
     // client's connection closed; HTTP on the other port is untouched.
@@ -310,7 +280,7 @@ fn authorization_policies_are_enforced() {
             s => Err(format!("echo still answers: {s}")),
         }
     });
-    assert_eq!(curl(&client, &[&url("/ok")]).status, 200);
+    assert_eq!(curl(&client, &[&url("/ok")]).unwrap().status, 200);
 
     // The server proxy counted every decision under the policy that made it.
     let m = metrics(&server);
@@ -349,36 +319,83 @@ spec:
     )
 }
 
-#[test]
-fn peer_authentication_governs_plaintext() {
+/// A mesh under PERMISSIVE: the server's apps and proxy (`web-1`) and a meshed client
+/// (`client-1`), both ready, and one more host with no proxy.
+struct Permissive {
+    client: Host,
+    server: Host,
+    /// The host with no proxy.
+    outsider: Host,
+    /// The server app's own address, as a client outside the mesh calls it.
+    direct: String,
+    /// The web service's virtual IP, as a meshed client calls it.
+    via_mesh: String,
+    // Dropped before the mesh, which deletes the namespaces they run in.
+    workloads: Vec<Proc>,
+    mesh: LanMesh,
+}
+
+/// Starts [`Permissive`] on LAN `n`, calling the host with no proxy `outsider`.
+fn permissive(n: u8, outsider: &str) -> Permissive {
     require_tools(&["ip", "nft", "curl", "python3"]).unwrap();
-    let mut lan = Lan::new(37).expect("LAN (needs root)");
+    let mut lan = Lan::new(n).expect("LAN (needs root)");
     let client = lan.add_host("client").unwrap();
     let server = lan.add_host("server").unwrap();
-    // No proxy here: a client from outside the mesh.
-    let outsider = lan.add_host("outsider").unwrap();
+    let outsider = lan.add_host(outsider).unwrap();
     let mesh = LanMesh::start(
         Path::new(BIN),
         lan,
         &config(&server, &client, &peer_authentication("PERMISSIVE")),
     )
     .unwrap();
-    let _workloads = start_workloads(&mesh, &server, &[(&client, "client")]);
-    let direct = format!("http://{}:{HTTP_PORT}/ok", server.ip);
-    let via_mesh = format!("http://{VIP}:{HTTP_PORT}/ok");
+    let workloads = start_workloads(&mesh, &server, &[(&client, "client")]);
+    Permissive {
+        direct: format!("http://{}:{HTTP_PORT}/ok", server.ip),
+        via_mesh: format!("http://{VIP}:{HTTP_PORT}/ok"),
+        client,
+        server,
+        outsider,
+        workloads,
+        mesh,
+    }
+}
+
+impl Permissive {
+    /// Applies STRICT while the mesh runs, and waits until `plaintext` (a request from outside
+    /// the mesh) is refused.
+    fn go_strict(&self, mut plaintext: impl FnMut() -> Answer) {
+        write_config(
+            &self.mesh,
+            "mesh.yaml",
+            &config(&self.server, &self.client, &peer_authentication("STRICT")),
+        );
+        eventually("STRICT in force", || {
+            let answer = plaintext();
+            match answer.status {
+                0 => Ok(()),
+                _ => Err(format!("plain text still answered: {answer:?}")),
+            }
+        });
+    }
+}
+
+#[test]
+fn peer_authentication_governs_plaintext() {
+    let s = permissive(37, "outsider");
+    let (client, server, outsider) = (&s.client, &s.server, &s.outsider);
 
     // PERMISSIVE: plain text reaches the app (through the server proxy's 15006), and so does
     // the meshed client over mTLS. Both are counted, plain text by its source.
-    let answer = curl(&outsider, &[&direct]);
+    let answer = curl(outsider, &[&s.direct]).unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(echo(&outsider, &server.ip.to_string(), TCP_PORT), "'ping'");
-    assert_eq!(curl(&client, &[&via_mesh]).status, 200);
+    assert_eq!(echo(outsider, &server.ip.to_string(), TCP_PORT), "'ping'");
+    assert_eq!(curl(client, &[&s.via_mesh]).unwrap().status, 200);
     // A meshed client's app going around its proxy arrives as plain text too.
     assert_eq!(
-        echo_bypassing(&client, &server.ip.to_string(), TCP_PORT),
+        echo_bypassing(client, &server.ip.to_string(), TCP_PORT),
         "'ping'"
     );
-    let m = metrics(&server);
+    let m = metrics(server);
     let plaintext = format!(
         "trellis_inbound_connections_total{{connection_security_policy=\"none\",\
          source_address=\"{}\"}}",
@@ -393,53 +410,16 @@ fn peer_authentication_governs_plaintext() {
     assert!(sample(&m, &mtls).is_some_and(|n| n >= 1.0), "{m}");
 
     // STRICT, applied while the mesh runs: plain text is refused, HTTP and TCP alike.
-    write_config(
-        &mesh,
-        "mesh.yaml",
-        &config(&server, &client, &peer_authentication("STRICT")),
-    );
-    eventually("STRICT in force", || {
-        let answer = curl(&outsider, &[&direct]);
-        match answer.status {
-            0 => Ok(()),
-            _ => Err(format!("plain text still answered: {answer:?}")),
-        }
-    });
-    assert_eq!(echo(&outsider, &server.ip.to_string(), TCP_PORT), "''");
+    s.go_strict(|| curl(outsider, &[&s.direct]).unwrap());
+    assert_eq!(echo(outsider, &server.ip.to_string(), TCP_PORT), "''");
     // So is the app that bypasses its own proxy.
     assert_eq!(
-        echo_bypassing(&client, &server.ip.to_string(), TCP_PORT),
+        echo_bypassing(client, &server.ip.to_string(), TCP_PORT),
         "''"
     );
     // The meshed client is unaffected.
-    let answer = curl(&client, &[&via_mesh]);
+    let answer = curl(client, &[&s.via_mesh]).unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
-}
-
-/// curl from the LAN's own namespace (no proxy there): the HTTP status, 0 when refused.
-fn curl_in_lan(mesh: &LanMesh, url: &str) -> Answer {
-    let out = mesh
-        .lan()
-        .command("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            url,
-        ])
-        .output()
-        .unwrap();
-    Answer {
-        status: String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0),
-        body: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// `trellis check --strict-ready` run against the control plane (from the LAN's namespace):
@@ -469,29 +449,17 @@ fn strict_ready(mesh: &LanMesh, window: &str) -> (bool, String) {
 /// and none of their requests fails.
 #[test]
 fn permissive_then_strict_without_a_failed_request() {
-    require_tools(&["ip", "nft", "curl", "python3"]).unwrap();
-    let mut lan = Lan::new(42).expect("LAN (needs root)");
-    let client = lan.add_host("client").unwrap();
-    let server = lan.add_host("server").unwrap();
-    let legacy = lan.add_host("legacy").unwrap();
-    let mesh = LanMesh::start(
-        Path::new(BIN),
-        lan,
-        &config(&server, &client, &peer_authentication("PERMISSIVE")),
-    )
-    .unwrap();
-    let mut workloads = start_workloads(&mesh, &server, &[(&client, "client")]);
-    let direct = format!("http://{}:{HTTP_PORT}/ok", server.ip);
-    let via_mesh = format!("http://{VIP}:{HTTP_PORT}/ok");
+    let mut s = permissive(42, "legacy");
+    let (mesh, legacy, direct, via_mesh) = (&s.mesh, &s.outsider, &s.direct, &s.via_mesh);
 
     // Meshed traffic throughout, counted.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = {
-        let (stop, client, via_mesh) = (stop.clone(), client.clone(), via_mesh.clone());
+        let (stop, client, via_mesh) = (stop.clone(), s.client.clone(), via_mesh.clone());
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let answer = curl(&client, &[&via_mesh]);
+                let answer = curl(&client, &[&via_mesh]).unwrap();
                 if answer.status == 200 {
                     ok += 1;
                 } else {
@@ -504,27 +472,27 @@ fn permissive_then_strict_without_a_failed_request() {
     };
 
     // Crawl: a plaintext client. The check names it and says not ready.
-    assert_eq!(curl(&legacy, &[&direct]).status, 200);
+    assert_eq!(curl(legacy, &[direct]).unwrap().status, 200);
     eventually("the check sees the plaintext client", || {
-        let (ok, out) = strict_ready(&mesh, "5s");
+        let (ok, out) = strict_ready(mesh, "5s");
         if !ok && out.contains("default/web-1: not ready") && out.contains(&legacy.ip.to_string()) {
             Ok(())
         } else {
             Err(out)
         }
     });
-    let (_, out) = strict_ready(&mesh, "5s");
+    let (_, out) = strict_ready(mesh, "5s");
     assert!(out.contains("(outside the mesh)"), "{out}");
 
     // Walk: the client gets a proxy and calls through the mesh; once the window has passed
     // with no plaintext, the check says ready.
-    workloads.push(mesh.proxy(&legacy, "legacy", &[], &[]).unwrap());
-    wait_ready(&legacy).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let answer = curl(&legacy, &[&via_mesh]);
+    s.workloads
+        .push(mesh.proxy(legacy, "legacy", &[], &[]).unwrap());
+    wait_meshed(&[legacy]).unwrap();
+    let answer = curl(legacy, &[via_mesh]).unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
     eventually("ready for STRICT", || {
-        let (ok, out) = strict_ready(&mesh, "5s");
+        let (ok, out) = strict_ready(mesh, "5s");
         if ok && out.contains("✔ default/web-1: ready for STRICT") {
             Ok(())
         } else {
@@ -532,28 +500,17 @@ fn permissive_then_strict_without_a_failed_request() {
         }
     });
 
-    // Run: STRICT.
-    write_config(
-        &mesh,
-        "mesh.yaml",
-        &config(&server, &client, &peer_authentication("STRICT")),
-    );
-    eventually("STRICT in force", || {
-        // Plain text from outside the mesh (the LAN's own namespace has no proxy) is refused.
-        let answer = curl_in_lan(&mesh, &direct);
-        match answer.status {
-            0 => Ok(()),
-            _ => Err(format!("plain text still answered: {answer:?}")),
-        }
-    });
+    // Run: STRICT. Plain text from outside the mesh (the LAN's own namespace has no proxy)
+    // is refused.
+    s.go_strict(|| curl_command(mesh.lan().command("curl"), &[direct]).unwrap());
     // The once-plaintext client, meshed, still gets through calling the server's address:
     // its connection is captured and carried over mTLS.
-    let answer = curl(&legacy, &[&direct]);
+    let answer = curl(legacy, &[direct]).unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = traffic.join().unwrap();
     assert!(ok >= 20, "only {ok} meshed requests went through");
     assert!(failed.is_empty(), "meshed requests failed: {failed:?}");
-    assert_eq!(curl(&legacy, &[&via_mesh]).status, 200);
+    assert_eq!(curl(legacy, &[via_mesh]).unwrap().status, 200);
 }

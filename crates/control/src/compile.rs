@@ -539,87 +539,66 @@ spec: {{mtls: {{mode: STRICT}}}}
             ..TrustState::default()
         };
         let web = "spiffe://cluster.local/ns/default/sa/web".to_string();
+        let other = "spiffe://cluster.local/ns/default/sa/other".to_string();
         let at = |a: &str, n: &str, id: &str| (a.to_string(), n.to_string(), id.to_string());
 
-        // Nobody registered: the entries as written.
-        let snap = compile(&cfg, &[], &trust, ROOT).unwrap();
-        assert_eq!(
-            endpoints_of(&snap),
-            [
-                at("127.0.1.1", "web-1", &web),
-                at("127.0.1.2", "web-2", &web)
-            ]
-        );
+        let compile_with =
+            |registered: &[RegisteredWorkload]| compile(&cfg, registered, &trust, ROOT).unwrap();
 
-        // web-1's proxy registers elsewhere: the entry moves there and keeps its ports.
-        let snap = compile(
-            &cfg,
-            &[registered("web-1", "web", "198.18.100.2")],
-            &trust,
-            ROOT,
-        )
-        .unwrap();
-        assert_eq!(
-            endpoints_of(&snap),
-            [
-                at("127.0.1.2", "web-2", &web),
-                at("198.18.100.2", "web-1", &web)
-            ]
-        );
+        let cases = [
+            (
+                "nobody registered: the entries as written",
+                vec![],
+                vec![
+                    at("127.0.1.1", "web-1", &web),
+                    at("127.0.1.2", "web-2", &web),
+                ],
+            ),
+            (
+                "web-1's proxy registers elsewhere: the entry moves there",
+                vec![registered("web-1", "web", "198.18.100.2")],
+                vec![
+                    at("127.0.1.2", "web-2", &web),
+                    at("198.18.100.2", "web-1", &web),
+                ],
+            ),
+            (
+                "another identity claiming the name does not move the entry: it is one more \
+                 endpoint",
+                vec![registered("web-1", "other", "198.18.100.3")],
+                vec![
+                    at("127.0.1.1", "web-1", &web),
+                    at("127.0.1.2", "web-2", &web),
+                    at("198.18.100.3", "web-1", &other),
+                ],
+            ),
+            (
+                "two live proxies with one name both serve; neither displaces the other",
+                vec![
+                    registered("web-1", "web", "198.18.100.2"),
+                    registered("web-1", "web", "198.18.100.4"),
+                ],
+                vec![
+                    at("127.0.1.2", "web-2", &web),
+                    at("198.18.100.2", "web-1", &web),
+                    at("198.18.100.4", "web-1", &web),
+                ],
+            ),
+            (
+                "a registration at an entry's address still refines that entry",
+                vec![registered("renamed", "web", "127.0.1.2")],
+                vec![
+                    at("127.0.1.1", "web-1", &web),
+                    at("127.0.1.2", "renamed", &web),
+                ],
+            ),
+        ];
+        for (why, registrations, want) in cases {
+            assert_eq!(endpoints_of(&compile_with(&registrations)), want, "{why}");
+        }
+
+        // The moved entry keeps its ports.
+        let snap = compile_with(&[registered("web-1", "web", "198.18.100.2")]);
         assert_eq!(snap.services[0].endpoints[1].ports.get("http"), Some(&8080));
-
-        // Another identity claiming the name does not move the entry: it is one more endpoint.
-        let other = "spiffe://cluster.local/ns/default/sa/other".to_string();
-        let snap = compile(
-            &cfg,
-            &[registered("web-1", "other", "198.18.100.3")],
-            &trust,
-            ROOT,
-        )
-        .unwrap();
-        assert_eq!(
-            endpoints_of(&snap),
-            [
-                at("127.0.1.1", "web-1", &web),
-                at("127.0.1.2", "web-2", &web),
-                at("198.18.100.3", "web-1", &other)
-            ]
-        );
-
-        // Two live proxies with one name both serve; neither displaces the other.
-        let snap = compile(
-            &cfg,
-            &[
-                registered("web-1", "web", "198.18.100.2"),
-                registered("web-1", "web", "198.18.100.4"),
-            ],
-            &trust,
-            ROOT,
-        )
-        .unwrap();
-        assert_eq!(
-            endpoints_of(&snap),
-            [
-                at("127.0.1.2", "web-2", &web),
-                at("198.18.100.2", "web-1", &web),
-                at("198.18.100.4", "web-1", &web)
-            ]
-        );
-
-        // A registration at an entry's address still refines that entry.
-        let snap = compile(
-            &cfg,
-            &[registered("renamed", "web", "127.0.1.2")],
-            &trust,
-            ROOT,
-        )
-        .unwrap();
-        assert_eq!(
-            endpoints_of(&snap),
-            [
-                at("127.0.1.1", "web-1", &web),
-                at("127.0.1.2", "renamed", &web)
-            ]
-        );
     }
 }

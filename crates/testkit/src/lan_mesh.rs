@@ -119,6 +119,15 @@ impl LanMesh {
         cmd.args(extra);
         Proc::spawn(&mut cmd)
     }
+
+    /// Starts `trellis demo-app` in `host`, listening on the host's address at `port` and
+    /// answering as `service`. It needs no mesh to listen, so it may start before the proxies.
+    pub fn demo_app(&self, host: &Host, service: &str, port: u16) -> Result<Proc> {
+        let mut cmd = host.command(&self.bin);
+        cmd.args(["demo-app", "--listen", &format!("{}:{port}", host.ip)])
+            .args(["--service", service]);
+        Proc::spawn(&mut cmd)
+    }
 }
 
 /// The usual two-host test mesh: a Service `service` at virtual IP `vip` with `ports`
@@ -184,6 +193,52 @@ pub fn wait_ready(host: &Host) -> Result<()> {
             .status()
             .map(|s| s.success())
             .unwrap_or(false)
+    })
+}
+
+/// Waits for the proxies in `hosts` to be ready and to have each other in their snapshots.
+pub fn wait_meshed(hosts: &[&Host]) -> Result<()> {
+    for host in hosts {
+        wait_ready(host)?;
+    }
+    // Every snapshot includes every side once all registered.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+/// An HTTP answer as curl saw it: the status (0 when there was none) and the body, followed
+/// by what curl said on standard error.
+#[derive(Debug, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `curl` in `host` with `args` (URL included): see [`curl_command`].
+pub fn curl(host: &Host, args: &[&str]) -> Result<Answer> {
+    curl_command(host.command("curl"), args)
+}
+
+/// Runs `curl` (a command for the `curl` program in some namespace) with `args` (URL
+/// included), for at most 10 s, sending the path exactly as written.
+pub fn curl_command(mut curl: Command, args: &[&str]) -> Result<Answer> {
+    let out = curl
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--path-as-is",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .context("running curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Ok(Answer {
+        status: code.trim().parse().unwrap_or(0),
+        body: format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
     })
 }
 

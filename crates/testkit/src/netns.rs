@@ -252,6 +252,21 @@ where
     }
 }
 
+/// Runs `future` to completion on a current-thread tokio runtime built for it on the calling
+/// thread. Called in a thread from [`spawn_in`] (or [`Host::spawn`]), the runtime's sockets
+/// are opened in that thread's namespace.
+///
+/// # Panics
+///
+/// When the runtime cannot be built.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
+        .block_on(future)
+}
+
 /// A thread running inside a network namespace, from [`spawn_in`].
 #[derive(Debug)]
 pub struct NetnsThread<T> {

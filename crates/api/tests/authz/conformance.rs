@@ -21,14 +21,7 @@ fn conformance(relative: &str) -> PathBuf {
 fn compile_file(relative: &str) -> Vec<(String, Result<Policy, PolicyError>)> {
     let path = conformance(relative);
     let text = std::fs::read_to_string(&path).unwrap();
-    let (resources, diagnostics) = parse_str(&path, &text);
-    let errors: Vec<String> = diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(ToString::to_string)
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    resources
+    load_clean(&path, &text)
         .into_iter()
         .filter_map(|r| match r.value {
             Resource::AuthorizationPolicy(ap) => Some((ap.meta.name.clone(), Policy::compile(&ap))),
@@ -110,12 +103,7 @@ fn conformance_valid_policies_compile_or_are_refused_by_name() {
 fn conformance_peer_authentications_compile() {
     let path = conformance("validation/peerauth-valid.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let (resources, diagnostics) = parse_str(&path, &text);
-    assert!(
-        diagnostics.iter().all(|d| !d.is_error()),
-        "{diagnostics:#?}"
-    );
-    let names: Vec<String> = resources
+    let names: Vec<String> = load_clean(&path, &text)
         .iter()
         .map(|r| match &r.value {
             Resource::PeerAuthentication(pa) => match PeerAuthPolicy::compile(pa) {

@@ -14,7 +14,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trellis_testkit::netns::{spawn_in, NetnsThread};
+use trellis_testkit::netns::{block_on, spawn_in, NetnsThread};
 
 // ---------------------------------------------------------------------------------------------
 // Rendering and validation (no privileges needed)
@@ -649,11 +649,7 @@ impl Listener {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = in_ns(ns, move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
+            block_on(async move {
                 for port in ports {
                     let listener = tokio::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
                         .await
@@ -689,11 +685,7 @@ impl Drop for Listener {
 fn connect_from(ns: &Netns, addr: &str, mark: Option<u32>) -> String {
     let addr: SocketAddr = addr.parse().unwrap();
     let thread = in_ns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
+        block_on(async move {
             let mut stream =
                 tokio::time::timeout(Duration::from_secs(5), connect_marked(addr, mark))
                     .await
