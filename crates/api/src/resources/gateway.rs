@@ -27,9 +27,10 @@ mod tcp_route;
 mod validate;
 
 pub use common::{
-    BackendObjectReference, BackendRef, Fraction, HeaderMatch, HeaderMatchType, HeaderModifier,
-    HttpHeader, LocalObjectReference, ParentReference, RequestMirror, DEFAULT_BACKEND_GROUP,
-    DEFAULT_BACKEND_KIND, DEFAULT_DENOMINATOR, DEFAULT_PARENT_KIND, DEFAULT_WEIGHT,
+    BackendObjectReference, BackendRef, FilteredBackendRef, Fraction, HeaderMatch, HeaderMatchType,
+    HeaderModifier, HttpHeader, LocalObjectReference, ParentReference, RequestMirror,
+    DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND, DEFAULT_DENOMINATOR, DEFAULT_PARENT_KIND,
+    DEFAULT_WEIGHT,
 };
 pub use grpc_route::{
     GrpcBackendRef, GrpcMethodMatch, GrpcRoute, GrpcRouteFilter, GrpcRouteFilterType,

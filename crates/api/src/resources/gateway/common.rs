@@ -19,6 +19,12 @@ const MAX_HOSTNAMES: usize = 16;
 const MAX_PARENT_REFS: usize = 32;
 /// Most entries in each of a header modifier's lists, and in a match's header list.
 pub(crate) const MAX_HEADERS: usize = 16;
+/// Most rules in an HTTPRoute or GRPCRoute.
+pub(crate) const MAX_RULES: usize = 16;
+/// Most matches across all rules of an HTTPRoute or GRPCRoute.
+pub(crate) const MAX_TOTAL_MATCHES: usize = 128;
+/// Most backends in a rule.
+pub(crate) const MAX_BACKENDS: usize = 16;
 /// Highest backend weight.
 const MAX_WEIGHT: i32 = 1_000_000;
 
@@ -95,7 +101,7 @@ impl ParentReference {
 }
 
 /// Checks `spec.hostnames` (at `path`).
-pub(crate) fn validate_hostnames(hostnames: &[String], path: &FieldPath, out: &mut Vec<Violation>) {
+fn validate_hostnames(hostnames: &[String], path: &FieldPath, out: &mut Vec<Violation>) {
     check_max_items("hostnames", hostnames.len(), MAX_HOSTNAMES, path, out);
     for (i, hostname) in hostnames.iter().enumerate() {
         check_string(HOSTNAME, hostname, &path.index(i), out);
@@ -153,8 +159,20 @@ pub(crate) fn validate_parent_refs(
     }
 }
 
-/// The mesh's view of the parents: a notice for each parent that is not a Service.
-pub(crate) fn parent_notices(refs: &[ParentReference], path: &FieldPath, out: &mut Vec<Notice>) {
+/// The mesh's view of a route of `kind`: it does not route with it yet, and parents other
+/// than Services are outside the mesh altogether.
+pub(crate) fn route_notices(kind: &'static str, refs: &[ParentReference], out: &mut Vec<Notice>) {
+    let reason = NoticeReason::NotActedOn {
+        kind,
+        action: "routed",
+    };
+    out.push(Notice::new(FieldPath::root(), reason));
+    let parents = FieldPath::root().field("spec").field("parentRefs");
+    parent_notices(refs, &parents, out);
+}
+
+/// A notice for each parent that is not a Service.
+fn parent_notices(refs: &[ParentReference], path: &FieldPath, out: &mut Vec<Notice>) {
     for (i, parent) in refs.iter().enumerate() {
         let reason = if parent.is_service() {
             continue;
@@ -305,6 +323,144 @@ impl BackendRef {
             weight: self.weight,
         }
         .validate(path, out);
+    }
+}
+
+/// What the route kinds with filters (HTTPRoute, GRPCRoute) need of their filter type, so
+/// that [`FilteredBackendRef`] and [`validate_route_spec`] serve both.
+pub(crate) trait RouteFilter: Sized {
+    /// Fills in the filter's schema defaults.
+    fn apply_defaults(&mut self);
+
+    /// Checks a filter list of a rule or a backend (at `path`).
+    fn validate_list(filters: &[Self], path: &FieldPath, out: &mut Vec<Violation>);
+}
+
+/// A weighted backend of an HTTPRoute or GRPCRoute rule, with filters (of the route kind's
+/// filter type `F`) that apply only when it is chosen.
+///
+/// The deserialize bound is spelled out because serde would otherwise require `F: Default`
+/// for the defaulted `filters` (a `Vec` defaults without it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    bound(deserialize = "F: Deserialize<'de>")
+)]
+pub struct FilteredBackendRef<F> {
+    /// API group; defaults to [`DEFAULT_BACKEND_GROUP`] (core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; defaults to [`DEFAULT_BACKEND_KIND`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name of the backend.
+    pub name: String,
+    /// Namespace; the route's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Port of the backend; required for a Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Share of the traffic relative to the rule's other backends; defaults to
+    /// [`DEFAULT_WEIGHT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// Filters for requests (calls) sent to this backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<F>,
+}
+
+// Written out rather than derived: the derive would require `F: Default`, which filters,
+// having no sensible default type, do not implement.
+impl<F> Default for FilteredBackendRef<F> {
+    fn default() -> Self {
+        Self {
+            group: None,
+            kind: None,
+            name: String::new(),
+            namespace: None,
+            port: None,
+            weight: None,
+            filters: Vec::new(),
+        }
+    }
+}
+
+impl<F> FilteredBackendRef<F> {
+    /// The weight, defaulted.
+    pub fn weight(&self) -> i32 {
+        self.weight.unwrap_or(DEFAULT_WEIGHT)
+    }
+}
+
+/// Fills in the schema defaults of a rule's filters and of its backends and their filters.
+pub(crate) fn default_filters_and_backends<F: RouteFilter>(
+    filters: &mut [F],
+    backends: &mut [FilteredBackendRef<F>],
+) {
+    filters.iter_mut().for_each(F::apply_defaults);
+    for backend in backends {
+        default_backend(&mut backend.group, &mut backend.kind);
+        backend.weight.get_or_insert(DEFAULT_WEIGHT);
+        backend.filters.iter_mut().for_each(F::apply_defaults);
+    }
+}
+
+/// Checks a rule's `backendRefs` (at `path`): how many, and each with its filters.
+pub(crate) fn validate_filtered_backends<F: RouteFilter>(
+    backends: &[FilteredBackendRef<F>],
+    path: &FieldPath,
+    out: &mut Vec<Violation>,
+) {
+    check_max_items("backendRefs", backends.len(), MAX_BACKENDS, path, out);
+    for (i, backend) in backends.iter().enumerate() {
+        let at = path.index(i);
+        let view = BackendView {
+            group: backend.group.as_deref(),
+            kind: backend.kind.as_deref(),
+            name: &backend.name,
+            namespace: backend.namespace.as_deref(),
+            port: backend.port,
+            weight: backend.weight,
+        };
+        view.validate(&at, out);
+        F::validate_list(&backend.filters, &at.field("filters"), out);
+    }
+}
+
+/// What [`validate_route_spec`] needs of an HTTPRoute or GRPCRoute rule.
+pub(crate) trait RouteRule {
+    /// How many matches the rule lists.
+    fn match_count(&self) -> usize;
+
+    /// Checks the rule (at `path`).
+    fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>);
+}
+
+/// Checks the spec of an HTTPRoute or GRPCRoute, whose parents, hostnames and rule limits
+/// are the same: the CRD's schema and CEL rules.
+pub(crate) fn validate_route_spec<R: RouteRule>(
+    parent_refs: &[ParentReference],
+    hostnames: &[String],
+    rules: &[R],
+    out: &mut Vec<Violation>,
+) {
+    let spec = FieldPath::root().field("spec");
+    validate_parent_refs(parent_refs, &spec.field("parentRefs"), out);
+    validate_hostnames(hostnames, &spec.field("hostnames"), out);
+    let path = spec.field("rules");
+    check_max_items("rules", rules.len(), MAX_RULES, &path, out);
+    let total: usize = rules.iter().map(R::match_count).sum();
+    if total > MAX_TOTAL_MATCHES {
+        let error = GatewayError::TooManyMatches {
+            max: MAX_TOTAL_MATCHES,
+            total,
+        };
+        push(out, path.clone(), error);
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        rule.validate(&path.index(i), out);
     }
 }
 
@@ -506,6 +662,50 @@ impl RequestMirror {
         }
         if self.percent.is_some() && self.fraction.is_some() {
             push(out, path.clone(), GatewayError::PercentAndFraction);
+        }
+    }
+}
+
+/// The configuration fields HTTPRoute and GRPCRoute filters both have, borrowed: the header
+/// modifiers and the mirror.
+pub(crate) struct SharedFilterConfig<'a> {
+    pub request_header_modifier: Option<&'a HeaderModifier>,
+    pub response_header_modifier: Option<&'a HeaderModifier>,
+    pub request_mirror: Option<&'a RequestMirror>,
+}
+
+impl SharedFilterConfig<'_> {
+    /// The first entries of the filter's [`check_filter_fields`] list.
+    pub(crate) fn fields(&self) -> [(&'static str, &'static str, bool); 3] {
+        [
+            (
+                "requestHeaderModifier",
+                "RequestHeaderModifier",
+                self.request_header_modifier.is_some(),
+            ),
+            (
+                "responseHeaderModifier",
+                "ResponseHeaderModifier",
+                self.response_header_modifier.is_some(),
+            ),
+            (
+                "requestMirror",
+                "RequestMirror",
+                self.request_mirror.is_some(),
+            ),
+        ]
+    }
+
+    /// Checks the configurations that are set (at the filter's `path`).
+    pub(crate) fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>) {
+        if let Some(modifier) = self.request_header_modifier {
+            modifier.validate(&path.field("requestHeaderModifier"), out);
+        }
+        if let Some(modifier) = self.response_header_modifier {
+            modifier.validate(&path.field("responseHeaderModifier"), out);
+        }
+        if let Some(mirror) = self.request_mirror {
+            mirror.validate(&path.field("requestMirror"), out);
         }
     }
 }

@@ -4,15 +4,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    check_filter_fields, check_filter_repeats, check_rule_name, default_backend, parent_notices,
-    validate_header_matches, validate_hostnames, validate_parent_refs, BackendView, HeaderMatch,
-    HeaderMatchType, HeaderModifier, LocalObjectReference, ParentReference, RequestMirror,
-    DEFAULT_WEIGHT,
+    check_filter_fields, check_filter_repeats, check_rule_name, default_filters_and_backends,
+    route_notices, validate_filtered_backends, validate_header_matches, validate_route_spec,
+    FilteredBackendRef, HeaderMatch, HeaderMatchType, HeaderModifier, LocalObjectReference,
+    ParentReference, RequestMirror, RouteFilter, RouteRule, SharedFilterConfig,
 };
 use super::http_filter::MAX_FILTERS;
-use super::http_route::{MAX_BACKENDS, MAX_MATCHES, MAX_RULES, MAX_TOTAL_MATCHES};
+use super::http_route::MAX_MATCHES;
 use super::validate::{check_max_items, check_string, push, GatewayError, Rule, MAX_PATH_LEN};
-use crate::resources::notice::{Notice, NoticeReason};
+use crate::resources::notice::Notice;
 use crate::resources::path::FieldPath;
 use crate::resources::validate::Violation;
 use crate::resources::ObjectMeta;
@@ -140,38 +140,8 @@ impl GrpcRouteFilterType {
     }
 }
 
-/// A weighted backend of a rule, with filters that apply only when it is chosen.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GrpcBackendRef {
-    /// API group; defaults to `""` (core).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Kind; defaults to `Service`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Name of the backend.
-    pub name: String,
-    /// Namespace; the route's own when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Port of the backend; required for a Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i32>,
-    /// Share of the traffic relative to the rule's other backends; defaults to 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<i32>,
-    /// Filters for calls sent to this backend.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<GrpcRouteFilter>,
-}
-
-impl GrpcBackendRef {
-    /// The weight, defaulted.
-    pub fn weight(&self) -> i32 {
-        self.weight.unwrap_or(DEFAULT_WEIGHT)
-    }
-}
+/// A weighted backend of a rule, with filters for the calls sent to it.
+pub type GrpcBackendRef = FilteredBackendRef<GrpcRouteFilter>;
 
 /// `^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$`: a dotted protobuf name.
 fn is_grpc_service(value: &str) -> bool {
@@ -223,57 +193,27 @@ impl GrpcRouteSpec {
                     header.type_.get_or_insert(HeaderMatchType::Exact);
                 }
             }
-            rule.filters
-                .iter_mut()
-                .for_each(GrpcRouteFilter::apply_defaults);
-            for backend in &mut rule.backend_refs {
-                default_backend(&mut backend.group, &mut backend.kind);
-                backend.weight.get_or_insert(DEFAULT_WEIGHT);
-                backend
-                    .filters
-                    .iter_mut()
-                    .for_each(GrpcRouteFilter::apply_defaults);
-            }
+            default_filters_and_backends(&mut rule.filters, &mut rule.backend_refs);
         }
     }
 
     /// Adds the problems of this spec to `out`: the CRD's schema and CEL rules.
     pub(crate) fn validate(&self, out: &mut Vec<Violation>) {
-        let spec = FieldPath::root().field("spec");
-        validate_parent_refs(&self.parent_refs, &spec.field("parentRefs"), out);
-        validate_hostnames(&self.hostnames, &spec.field("hostnames"), out);
-        let rules = spec.field("rules");
-        check_max_items("rules", self.rules.len(), MAX_RULES, &rules, out);
-        let total: usize = self.rules.iter().map(|r| r.matches.len()).sum();
-        if total > MAX_TOTAL_MATCHES {
-            let error = GatewayError::TooManyMatches {
-                max: MAX_TOTAL_MATCHES,
-                total,
-            };
-            push(out, rules.clone(), error);
-        }
-        for (i, rule) in self.rules.iter().enumerate() {
-            rule.validate(&rules.index(i), out);
-        }
+        validate_route_spec(&self.parent_refs, &self.hostnames, &self.rules, out);
     }
 
     /// The mesh does not route with GRPCRoutes yet; parents other than Services are outside
     /// the mesh altogether.
     pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
-        out.push(Notice::new(
-            FieldPath::root(),
-            NoticeReason::NotActedOn {
-                kind: "GRPCRoute",
-                action: "routed",
-            },
-        ));
-        let parents = FieldPath::root().field("spec").field("parentRefs");
-        parent_notices(&self.parent_refs, &parents, out);
+        route_notices("GRPCRoute", &self.parent_refs, out);
     }
 }
 
-impl GrpcRouteRule {
-    /// Checks the rule (at `path`).
+impl RouteRule for GrpcRouteRule {
+    fn match_count(&self) -> usize {
+        self.matches.len()
+    }
+
     fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>) {
         check_rule_name(self.name.as_deref(), &path.field("name"), out);
         let matches = path.field("matches");
@@ -285,28 +225,8 @@ impl GrpcRouteRule {
             }
             validate_header_matches(&m.headers, &at.field("headers"), out);
         }
-        validate_filters(&self.filters, &path.field("filters"), out);
-        let backends = path.field("backendRefs");
-        check_max_items(
-            "backendRefs",
-            self.backend_refs.len(),
-            MAX_BACKENDS,
-            &backends,
-            out,
-        );
-        for (i, backend) in self.backend_refs.iter().enumerate() {
-            let at = backends.index(i);
-            let view = BackendView {
-                group: backend.group.as_deref(),
-                kind: backend.kind.as_deref(),
-                name: &backend.name,
-                namespace: backend.namespace.as_deref(),
-                port: backend.port,
-                weight: backend.weight,
-            };
-            view.validate(&at, out);
-            validate_filters(&backend.filters, &at.field("filters"), out);
-        }
+        GrpcRouteFilter::validate_list(&self.filters, &path.field("filters"), out);
+        validate_filtered_backends(&self.backend_refs, &path.field("backendRefs"), out);
     }
 }
 
@@ -340,7 +260,7 @@ impl GrpcMethodMatch {
     }
 }
 
-impl GrpcRouteFilter {
+impl RouteFilter for GrpcRouteFilter {
     /// Fills in the schema defaults of a mirror.
     fn apply_defaults(&mut self) {
         if let Some(mirror) = &mut self.request_mirror {
@@ -348,54 +268,42 @@ impl GrpcRouteFilter {
         }
     }
 
+    /// Checks a GRPCRoute filter list (at `path`): size, each filter, header modifiers once.
+    fn validate_list(filters: &[Self], path: &FieldPath, out: &mut Vec<Violation>) {
+        check_max_items("filters", filters.len(), MAX_FILTERS, path, out);
+        for (i, filter) in filters.iter().enumerate() {
+            filter.validate(&path.index(i), out);
+        }
+        check_filter_repeats(
+            filters.iter().map(|f| f.type_.name()),
+            &UNREPEATABLE,
+            path,
+            out,
+        );
+    }
+}
+
+impl GrpcRouteFilter {
     /// Checks the filter (at `path`).
     fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>) {
+        let shared = SharedFilterConfig {
+            request_header_modifier: self.request_header_modifier.as_ref(),
+            response_header_modifier: self.response_header_modifier.as_ref(),
+            request_mirror: self.request_mirror.as_ref(),
+        };
+        let [request_modifier, response_modifier, mirror] = shared.fields();
         let fields = [
-            (
-                "requestHeaderModifier",
-                "RequestHeaderModifier",
-                self.request_header_modifier.is_some(),
-            ),
-            (
-                "responseHeaderModifier",
-                "ResponseHeaderModifier",
-                self.response_header_modifier.is_some(),
-            ),
-            (
-                "requestMirror",
-                "RequestMirror",
-                self.request_mirror.is_some(),
-            ),
+            request_modifier,
+            response_modifier,
+            mirror,
             ("extensionRef", "ExtensionRef", self.extension_ref.is_some()),
         ];
         check_filter_fields(self.type_.name(), &fields, path, out);
-        if let Some(modifier) = &self.request_header_modifier {
-            modifier.validate(&path.field("requestHeaderModifier"), out);
-        }
-        if let Some(modifier) = &self.response_header_modifier {
-            modifier.validate(&path.field("responseHeaderModifier"), out);
-        }
-        if let Some(mirror) = &self.request_mirror {
-            mirror.validate(&path.field("requestMirror"), out);
-        }
+        shared.validate(path, out);
         if let Some(extension) = &self.extension_ref {
             extension.validate(&path.field("extensionRef"), out);
         }
     }
-}
-
-/// Checks a GRPCRoute filter list (at `path`): size, each filter, header modifiers once.
-fn validate_filters(filters: &[GrpcRouteFilter], path: &FieldPath, out: &mut Vec<Violation>) {
-    check_max_items("filters", filters.len(), MAX_FILTERS, path, out);
-    for (i, filter) in filters.iter().enumerate() {
-        filter.validate(&path.index(i), out);
-    }
-    check_filter_repeats(
-        filters.iter().map(|f| f.type_.name()),
-        &UNREPEATABLE,
-        path,
-        out,
-    );
 }
 
 #[cfg(test)]

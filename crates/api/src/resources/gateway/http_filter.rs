@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::common::{
     check_filter_fields, check_filter_repeats, check_target_hostname, HeaderModifier,
-    LocalObjectReference, RequestMirror,
+    LocalObjectReference, RequestMirror, RouteFilter, SharedFilterConfig,
 };
 use super::validate::{
     check_max_items, check_port, check_string, check_unique, push, GatewayError, Rule, HEADER_NAME,
@@ -327,21 +327,6 @@ impl HttpRouteFilter {
         }
     }
 
-    /// Fills in the schema defaults: redirect status 302, mirror defaults, CORS maxAge 5.
-    pub(crate) fn apply_defaults(&mut self) {
-        if let Some(redirect) = &mut self.request_redirect {
-            redirect
-                .status_code
-                .get_or_insert(RedirectStatusCode::Found);
-        }
-        if let Some(mirror) = &mut self.request_mirror {
-            mirror.apply_defaults();
-        }
-        if let Some(cors) = &mut self.cors {
-            cors.max_age.get_or_insert(DEFAULT_CORS_MAX_AGE);
-        }
-    }
-
     /// The filter type whose `path.replacePrefixMatch` this filter uses, if it does.
     pub(crate) fn replaces_prefix(&self) -> Option<&'static str> {
         let uses = |path: Option<&PathModifier>| {
@@ -360,22 +345,16 @@ impl HttpRouteFilter {
 
     /// Checks the filter (at `path`).
     fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>) {
+        let shared = SharedFilterConfig {
+            request_header_modifier: self.request_header_modifier.as_ref(),
+            response_header_modifier: self.response_header_modifier.as_ref(),
+            request_mirror: self.request_mirror.as_ref(),
+        };
+        let [request_modifier, response_modifier, mirror] = shared.fields();
         let fields = [
-            (
-                "requestHeaderModifier",
-                "RequestHeaderModifier",
-                self.request_header_modifier.is_some(),
-            ),
-            (
-                "responseHeaderModifier",
-                "ResponseHeaderModifier",
-                self.response_header_modifier.is_some(),
-            ),
-            (
-                "requestMirror",
-                "RequestMirror",
-                self.request_mirror.is_some(),
-            ),
+            request_modifier,
+            response_modifier,
+            mirror,
             (
                 "requestRedirect",
                 "RequestRedirect",
@@ -386,15 +365,7 @@ impl HttpRouteFilter {
             ("extensionRef", "ExtensionRef", self.extension_ref.is_some()),
         ];
         check_filter_fields(self.type_.name(), &fields, path, out);
-        if let Some(modifier) = &self.request_header_modifier {
-            modifier.validate(&path.field("requestHeaderModifier"), out);
-        }
-        if let Some(modifier) = &self.response_header_modifier {
-            modifier.validate(&path.field("responseHeaderModifier"), out);
-        }
-        if let Some(mirror) = &self.request_mirror {
-            mirror.validate(&path.field("requestMirror"), out);
-        }
+        shared.validate(path, out);
         if let Some(redirect) = &self.request_redirect {
             let at = path.field("requestRedirect");
             check_target_hostname(redirect.hostname.as_deref(), &at.field("hostname"), out);
@@ -419,26 +390,39 @@ impl HttpRouteFilter {
     }
 }
 
-/// Checks an HTTPRoute filter list (at `path`): its size, each filter, the types that may
-/// appear once, and that it does not both redirect and rewrite.
-pub(crate) fn validate_filters(
-    filters: &[HttpRouteFilter],
-    path: &FieldPath,
-    out: &mut Vec<Violation>,
-) {
-    check_max_items("filters", filters.len(), MAX_FILTERS, path, out);
-    for (i, filter) in filters.iter().enumerate() {
-        filter.validate(&path.index(i), out);
+impl RouteFilter for HttpRouteFilter {
+    /// Fills in the schema defaults: redirect status 302, mirror defaults, CORS maxAge 5.
+    fn apply_defaults(&mut self) {
+        if let Some(redirect) = &mut self.request_redirect {
+            redirect
+                .status_code
+                .get_or_insert(RedirectStatusCode::Found);
+        }
+        if let Some(mirror) = &mut self.request_mirror {
+            mirror.apply_defaults();
+        }
+        if let Some(cors) = &mut self.cors {
+            cors.max_age.get_or_insert(DEFAULT_CORS_MAX_AGE);
+        }
     }
-    check_filter_repeats(
-        filters.iter().map(|f| f.type_.name()),
-        &UNREPEATABLE,
-        path,
-        out,
-    );
-    let has = |t| filters.iter().any(|f| f.type_ == t);
-    if has(HttpRouteFilterType::RequestRedirect) && has(HttpRouteFilterType::UrlRewrite) {
-        push(out, path.clone(), GatewayError::RedirectAndRewrite);
+
+    /// Checks an HTTPRoute filter list (at `path`): its size, each filter, the types that
+    /// may appear once, and that it does not both redirect and rewrite.
+    fn validate_list(filters: &[Self], path: &FieldPath, out: &mut Vec<Violation>) {
+        check_max_items("filters", filters.len(), MAX_FILTERS, path, out);
+        for (i, filter) in filters.iter().enumerate() {
+            filter.validate(&path.index(i), out);
+        }
+        check_filter_repeats(
+            filters.iter().map(|f| f.type_.name()),
+            &UNREPEATABLE,
+            path,
+            out,
+        );
+        let has = |t| filters.iter().any(|f| f.type_ == t);
+        if has(HttpRouteFilterType::RequestRedirect) && has(HttpRouteFilterType::UrlRewrite) {
+            push(out, path.clone(), GatewayError::RedirectAndRewrite);
+        }
     }
 }
 

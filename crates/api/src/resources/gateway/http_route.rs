@@ -7,28 +7,22 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    check_rule_name, default_backend, parent_notices, validate_header_matches, validate_hostnames,
-    validate_parent_refs, BackendView, HeaderMatch, HeaderMatchType, ParentReference,
-    DEFAULT_WEIGHT, MAX_HEADERS,
+    check_rule_name, default_filters_and_backends, route_notices, validate_filtered_backends,
+    validate_header_matches, validate_route_spec, FilteredBackendRef, HeaderMatch, HeaderMatchType,
+    ParentReference, RouteFilter, RouteRule, MAX_HEADERS,
 };
-use super::http_filter::{validate_filters, HttpRouteFilter, HttpRouteFilterType};
+use super::http_filter::{HttpRouteFilter, HttpRouteFilterType};
 use super::validate::{
     check_len, check_max_items, check_string, check_unique, parse_duration_ms, path_problem, push,
     GatewayError, Rule, HEADER_NAME, MAX_PATH_LEN,
 };
-use crate::resources::notice::{Notice, NoticeReason};
+use crate::resources::notice::Notice;
 use crate::resources::path::FieldPath;
 use crate::resources::validate::Violation;
 use crate::resources::ObjectMeta;
 
-/// Most rules in a route.
-pub(crate) const MAX_RULES: usize = 16;
 /// Most matches in a rule.
 pub(crate) const MAX_MATCHES: usize = 64;
-/// Most matches across all rules of a route.
-pub(crate) const MAX_TOTAL_MATCHES: usize = 128;
-/// Most backends in a rule.
-pub(crate) const MAX_BACKENDS: usize = 16;
 /// The path a match without a path (or a route without rules) matches: every path.
 pub const DEFAULT_PATH: &str = "/";
 
@@ -165,31 +159,8 @@ pub enum HttpMethod {
     Patch,
 }
 
-/// A weighted backend of a rule, with filters that apply only when it is chosen.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpBackendRef {
-    /// API group; defaults to `""` (core).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Kind; defaults to `Service`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Name of the backend.
-    pub name: String,
-    /// Namespace; the route's own when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Port of the backend; required for a Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i32>,
-    /// Share of the traffic relative to the rule's other backends; defaults to 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<i32>,
-    /// Filters for requests sent to this backend.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<HttpRouteFilter>,
-}
+/// A weighted backend of a rule, with filters for the requests sent to it.
+pub type HttpBackendRef = FilteredBackendRef<HttpRouteFilter>;
 
 /// Timeouts of a rule, as Gateway API durations (`10s`, `1h30m`, `500ms`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,13 +212,6 @@ impl HttpPathMatch {
     }
 }
 
-impl HttpBackendRef {
-    /// The weight, defaulted.
-    pub fn weight(&self) -> i32 {
-        self.weight.unwrap_or(DEFAULT_WEIGHT)
-    }
-}
-
 impl HttpRouteSpec {
     /// Fills in every default the CRD schema declares, as the Kubernetes API server does on
     /// admission (conformance manifests rely on them):
@@ -284,52 +248,19 @@ impl HttpRouteSpec {
                     param.type_.get_or_insert(HeaderMatchType::Exact);
                 }
             }
-            rule.filters
-                .iter_mut()
-                .for_each(HttpRouteFilter::apply_defaults);
-            for backend in &mut rule.backend_refs {
-                default_backend(&mut backend.group, &mut backend.kind);
-                backend.weight.get_or_insert(DEFAULT_WEIGHT);
-                backend
-                    .filters
-                    .iter_mut()
-                    .for_each(HttpRouteFilter::apply_defaults);
-            }
+            default_filters_and_backends(&mut rule.filters, &mut rule.backend_refs);
         }
     }
 
     /// Adds the problems of this spec to `out`: the CRD's schema and CEL rules.
     pub(crate) fn validate(&self, out: &mut Vec<Violation>) {
-        let spec = FieldPath::root().field("spec");
-        validate_parent_refs(&self.parent_refs, &spec.field("parentRefs"), out);
-        validate_hostnames(&self.hostnames, &spec.field("hostnames"), out);
-        let rules = spec.field("rules");
-        check_max_items("rules", self.rules.len(), MAX_RULES, &rules, out);
-        let total: usize = self.rules.iter().map(|r| r.matches.len()).sum();
-        if total > MAX_TOTAL_MATCHES {
-            let error = GatewayError::TooManyMatches {
-                max: MAX_TOTAL_MATCHES,
-                total,
-            };
-            push(out, rules.clone(), error);
-        }
-        for (i, rule) in self.rules.iter().enumerate() {
-            rule.validate(&rules.index(i), out);
-        }
+        validate_route_spec(&self.parent_refs, &self.hostnames, &self.rules, out);
     }
 
     /// The mesh does not route with HTTPRoutes yet; parents other than Services are outside
     /// the mesh altogether.
     pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
-        out.push(Notice::new(
-            FieldPath::root(),
-            NoticeReason::NotActedOn {
-                kind: "HTTPRoute",
-                action: "routed",
-            },
-        ));
-        let parents = FieldPath::root().field("spec").field("parentRefs");
-        parent_notices(&self.parent_refs, &parents, out);
+        route_notices("HTTPRoute", &self.parent_refs, out);
     }
 }
 
@@ -339,8 +270,11 @@ const QUERY_NAME: Rule = Rule {
     ..HEADER_NAME
 };
 
-impl HttpRouteRule {
-    /// Checks the rule (at `path`).
+impl RouteRule for HttpRouteRule {
+    fn match_count(&self) -> usize {
+        self.matches.len()
+    }
+
     fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>) {
         check_rule_name(self.name.as_deref(), &path.field("name"), out);
         let matches = path.field("matches");
@@ -349,28 +283,8 @@ impl HttpRouteRule {
             m.validate(&matches.index(i), out);
         }
         let filters = path.field("filters");
-        validate_filters(&self.filters, &filters, out);
-        let backends = path.field("backendRefs");
-        check_max_items(
-            "backendRefs",
-            self.backend_refs.len(),
-            MAX_BACKENDS,
-            &backends,
-            out,
-        );
-        for (i, backend) in self.backend_refs.iter().enumerate() {
-            let at = backends.index(i);
-            let view = BackendView {
-                group: backend.group.as_deref(),
-                kind: backend.kind.as_deref(),
-                name: &backend.name,
-                namespace: backend.namespace.as_deref(),
-                port: backend.port,
-                weight: backend.weight,
-            };
-            view.validate(&at, out);
-            validate_filters(&backend.filters, &at.field("filters"), out);
-        }
+        HttpRouteFilter::validate_list(&self.filters, &filters, out);
+        validate_filtered_backends(&self.backend_refs, &path.field("backendRefs"), out);
         if !self.backend_refs.is_empty() {
             for (j, filter) in self.filters.iter().enumerate() {
                 if filter.type_ == HttpRouteFilterType::RequestRedirect {
@@ -383,7 +297,9 @@ impl HttpRouteRule {
             timeouts.validate(&path.field("timeouts"), out);
         }
     }
+}
 
+impl HttpRouteRule {
     /// `replacePrefixMatch` (in a rule filter or a backend filter) replaces what a PathPrefix
     /// match matched, so the rule must have exactly one match, a PathPrefix one.
     ///

@@ -4,12 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    check_rule_name, parent_notices, validate_parent_refs, BackendRef, ParentReference,
+    check_rule_name, route_notices, validate_parent_refs, BackendRef, ParentReference, MAX_BACKENDS,
 };
-use super::http_route::MAX_BACKENDS;
 use super::validate::check_max_items;
 use super::GATEWAY_API_GROUP;
-use crate::resources::notice::{Notice, NoticeReason};
+use crate::resources::notice::Notice;
 use crate::resources::path::FieldPath;
 use crate::resources::validate::{ValidationError, Violation};
 use crate::resources::ObjectMeta;
@@ -103,14 +102,6 @@ impl TcpRoute {
     /// The mesh does not route with TCPRoutes yet; parents other than Services are outside
     /// the mesh altogether.
     pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
-        out.push(Notice::new(
-            FieldPath::root(),
-            NoticeReason::NotActedOn {
-                kind: "TCPRoute",
-                action: "routed",
-            },
-        ));
-        let parents = FieldPath::root().field("spec").field("parentRefs");
-        parent_notices(&self.spec.parent_refs, &parents, out);
+        route_notices("TCPRoute", &self.spec.parent_refs, out);
     }
 }
