@@ -315,11 +315,7 @@ mod tests {
     }
 
     fn violations(spec: &ServiceSpec) -> Vec<String> {
-        let mut out = Vec::new();
-        spec.validate(&mut out);
-        out.iter()
-            .map(|v| format!("{}: {}", v.path, v.error))
-            .collect()
+        crate::resources::validate::rendered(|out| spec.validate(out))
     }
 
     #[test]

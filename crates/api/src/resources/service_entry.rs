@@ -339,11 +339,7 @@ mod tests {
     use super::*;
 
     fn violations(spec: &ServiceEntrySpec) -> Vec<String> {
-        let mut out = Vec::new();
-        spec.validate(&mut out);
-        out.iter()
-            .map(|v| format!("{}: {}", v.path, v.error))
-            .collect()
+        crate::resources::validate::rendered(|out| spec.validate(out))
     }
 
     fn spec(value: serde_json::Value) -> ServiceEntrySpec {

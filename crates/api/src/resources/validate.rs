@@ -241,6 +241,16 @@ pub(crate) fn check_unique_names<'a>(
     }
 }
 
+/// Runs `validate` and renders what it found as `path: error` lines, the form tests compare.
+#[cfg(test)]
+pub(crate) fn rendered(validate: impl FnOnce(&mut Vec<Violation>)) -> Vec<String> {
+    let mut out = Vec::new();
+    validate(&mut out);
+    out.iter()
+        .map(|v| format!("{}: {}", v.path, v.error))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

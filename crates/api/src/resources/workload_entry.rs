@@ -202,11 +202,7 @@ mod tests {
     use super::*;
 
     fn violations(spec: &WorkloadEntrySpec) -> Vec<String> {
-        let mut out = Vec::new();
-        spec.validate(&mut out);
-        out.iter()
-            .map(|v| format!("{}: {}", v.path, v.error))
-            .collect()
+        crate::resources::validate::rendered(|out| spec.validate(out))
     }
 
     #[test]

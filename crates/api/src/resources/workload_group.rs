@@ -290,11 +290,7 @@ mod tests {
 
     fn violations(value: serde_json::Value) -> Vec<String> {
         let spec: WorkloadGroupSpec = serde_json::from_value(value).unwrap();
-        let mut out = Vec::new();
-        spec.validate(&mut out);
-        out.iter()
-            .map(|v| format!("{}: {}", v.path, v.error))
-            .collect()
+        crate::resources::validate::rendered(|out| spec.validate(out))
     }
 
     #[test]

@@ -18,11 +18,7 @@ fn dest(host: &str, subset: &str, weight: Option<i32>) -> HttpRouteDestination {
 }
 
 fn violations(spec: &VirtualServiceSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    spec.validate(&mut out);
-    out.iter()
-        .map(|v| format!("{}: {}", v.path, v.error))
-        .collect()
+    crate::resources::validate::rendered(|out| spec.validate(out))
 }
 
 fn paths(spec: &VirtualServiceSpec) -> Vec<String> {
