@@ -353,10 +353,32 @@ fn decide(state: &ProxyState, policies: &[Policy], request: &Request<'_>) -> boo
 
 /// `ns/name` of the policy behind a verdict, or `none` when the default decided.
 fn policy_label(verdict: &Verdict<'_>) -> String {
-    verdict.policy.map_or_else(
-        || "none".to_owned(),
-        |m| format!("{}/{}", m.policy.namespace, m.policy.name),
-    )
+    PolicyName(verdict).to_string()
+}
+
+/// Displays as [`policy_label`] does, for log lines: formatted only when the line is written.
+struct PolicyName<'a, 'p>(&'a Verdict<'p>);
+
+impl std::fmt::Display for PolicyName<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.policy {
+            Some(m) => write!(f, "{}/{}", m.policy.namespace, m.policy.name),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// What was decided on, for log lines: `GET /admin` for a request, `TCP` for a connection.
+/// Formatted only when the line is written (most decisions are allowed, logged at debug).
+struct Subject<'a, 'r>(&'a Request<'r>);
+
+impl std::fmt::Display for Subject<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.http {
+            Some(h) => write!(f, "{} {}", h.method, h.path.path()),
+            None => f.write_str("TCP"),
+        }
+    }
 }
 
 fn action_label(verdict: &Verdict<'_>) -> &'static str {
@@ -373,17 +395,13 @@ fn action_label(verdict: &Verdict<'_>) -> &'static str {
 fn report(state: &ProxyState, decision: &Decision<'_>, request: &Request<'_>) {
     let metrics = &state.metrics;
     let verdict = &decision.verdict;
-    let policy = policy_label(verdict);
+    let policy = PolicyName(verdict);
     let principal = request.source_principal.unwrap_or("none");
     let source = request.source_ip;
     let port = request.destination_port;
-    // `GET /admin` for a request, `TCP` for a connection.
-    let what = request.http.map_or_else(
-        || "TCP".to_owned(),
-        |h| format!("{} {}", h.method, h.path.path()),
-    );
+    let what = Subject(request);
     metrics.count_authz(
-        policy.clone(),
+        policy_label(verdict),
         action_label(verdict),
         if verdict.allow { "allow" } else { "deny" },
     );
@@ -393,13 +411,13 @@ fn report(state: &ProxyState, decision: &Decision<'_>, request: &Request<'_>) {
         tracing::info!(%policy, principal, %source, port, request = %what, reason = %verdict, "authorization: denied");
     }
     if let Some(dry_run) = &decision.dry_run {
-        let dry_policy = policy_label(dry_run);
+        let dry_policy = PolicyName(dry_run);
         let outcome = if dry_run.allow {
             "dry_run_allow"
         } else {
             "dry_run_deny"
         };
-        metrics.count_authz(dry_policy.clone(), action_label(dry_run), outcome);
+        metrics.count_authz(policy_label(dry_run), action_label(dry_run), outcome);
         if dry_run.allow {
             tracing::debug!(policy = %dry_policy, principal, %source, port, request = %what, reason = %dry_run, "authorization (dry run, not enforced): would allow");
         } else {
