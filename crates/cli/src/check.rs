@@ -136,7 +136,7 @@ async fn strict_ready(a: &CheckArgs) -> anyhow::Result<()> {
                 .map(|w| format!(" (meshed workload {w}: its traffic bypasses its proxy)"))
                 .unwrap_or_else(|| " (outside the mesh)".to_string());
             println!(
-                "    {from}{who}: {} connection(s), last at {}",
+                "    {from}{who}: {} connection(s), last at {} (UTC)",
                 s["connections"],
                 s["last_seen_unix"]
                     .as_i64()

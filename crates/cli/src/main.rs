@@ -59,7 +59,8 @@ enum Command {
     Rollback(config_cmds::RollbackArgs),
     /// Show every workload certificate: serial, expiry, time left, root, last renewal.
     Certs(certs::CertsArgs),
-    /// Check the mesh's health: control plane, certificate alarms, proxies in sync.
+    /// Check the mesh's health: control plane, certificate alarms, proxies in sync; or, with
+    /// --strict-ready, which workloads still receive plain text.
     Check(check::CheckArgs),
     /// Operate the certificate authority (root rotation).
     #[command(subcommand)]
