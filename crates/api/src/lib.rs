@@ -12,6 +12,7 @@ pub mod authz;
 pub mod load;
 pub mod resources;
 pub mod snapshot;
+pub mod telemetry;
 
 /// Generated protobuf and gRPC types of the control protocol.
 #[allow(missing_docs, clippy::all)]

@@ -436,6 +436,7 @@ mod tests {
             authorization_policies_json: Vec::new(),
             peer_authentications_json: Vec::new(),
             root_namespace: String::new(),
+            tap: None,
             services: vec![proto::Service {
                 host: "reviews.default.svc.cluster.local".into(),
                 name: "reviews".into(),

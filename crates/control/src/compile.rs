@@ -134,6 +134,7 @@ pub fn compile(
         authorization_policies_json: json_list(&policies.authorization)?,
         peer_authentications_json: json_list(&policies.peer_authentication)?,
         root_namespace: root_namespace.to_owned(),
+        tap: None,
     };
     snap.version = hex::encode(&Sha256::digest(snap.encode_to_vec())[..8]);
     Ok(snap)

@@ -255,7 +255,7 @@ impl ControlClient {
                         })
                         .collect();
                     if !plaintext.is_empty() {
-                        send(&tx, Kind::Report(proto::Report { plaintext })).await?;
+                        send(&tx, Kind::Report(proto::Report { plaintext, ..Default::default() })).await?;
                     }
                     continue;
                 }
