@@ -104,9 +104,68 @@ impl LatencyHistogram {
     }
 }
 
+/// The content type of [`prometheus_text`]'s output.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of OpenMetrics text, as the metrics encoder writes it.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether a scraper's `Accept` header asks for OpenMetrics (Prometheus servers do); anything
+/// else (curl, `promtool check metrics`, older scrapers) gets the classic text format.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// Rewrites OpenMetrics text as the classic Prometheus text format (0.0.4): a counter's
+/// `# HELP` and `# TYPE` name its `_total` series, as that format wants, and the `# UNIT`
+/// and `# EOF` lines, which it does not have, go. Sample lines are the same in both.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + counters.len() * 16);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(l.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_counters_become_total_families() {
+        let om = "# HELP trellis_requests Requests.\n# TYPE trellis_requests counter\n\
+                  trellis_requests_total{a=\"b\"} 3\n# HELP up Up.\n# TYPE up gauge\n\
+                  # UNIT up seconds\nup 1\n# EOF\n";
+        let text = prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP trellis_requests_total Requests.\n# TYPE trellis_requests_total counter\n\
+             trellis_requests_total{a=\"b\"} 3\n# HELP up Up.\n# TYPE up gauge\nup 1\n"
+        );
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(None));
+    }
 
     #[test]
     fn bounds_grow_by_a_fifth_and_cover_ten_minutes() {

@@ -6,6 +6,10 @@
 //! status; `?delay=250ms` waits first. If any downstream call fails, the answer is 502 so a
 //! failure anywhere in the call tree is visible at the top.
 //!
+//! Like Bookinfo's productpage, it forwards the trace context (`traceparent`, `tracestate`,
+//! B3), `x-request-id` and `end-user` of the request it serves to the calls it makes, so one
+//! request's calls join one trace and header-based routes apply all the way down.
+//!
 //! `--startup-call` URLs are called once, as soon as the app listens, the way many real apps
 //! fetch something from a dependency while starting: their outcome (one try each, no retry)
 //! is logged and embedded in every answer as `startup_calls`, which shows what an app's very
@@ -151,7 +155,7 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
         for url in &app.args.startup_calls {
             let (ok, answer) = match tokio::time::timeout(
                 STARTUP_CALL_TIMEOUT,
-                call(&app.client, url),
+                call(&app.client, url, &[]),
             )
             .await
             {
@@ -199,6 +203,14 @@ async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
             )
         })
         .collect();
+    let forwarded: Vec<(http::HeaderName, http::HeaderValue)> = FORWARDED
+        .iter()
+        .filter_map(|name| {
+            req.headers()
+                .get(*name)
+                .map(|v| (http::HeaderName::from_static(name), v.clone()))
+        })
+        .collect();
     let version = format!("{:?}", req.version());
     let path = req.uri().path().to_string();
     // The body is counted as it streams in, never held whole: tests send 10 MB through.
@@ -218,7 +230,7 @@ async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
     let mut calls = Vec::with_capacity(app.args.calls.len());
     let mut failed = false;
     for url in &app.args.calls {
-        let (ok, answer) = call(&app.client, url).await;
+        let (ok, answer) = call(&app.client, url, &forwarded).await;
         failed |= !ok;
         calls.push(answer);
     }
@@ -243,12 +255,35 @@ async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
     json_response(status, &body)
 }
 
-/// Calls one downstream URL; the answer is its JSON, or a description of the failure.
-async fn call(client: &HttpClient, url: &str) -> (bool, Value) {
-    let req = match Request::get(url).body(Body::new(Bytes::new())) {
+/// Headers passed from the request served to the calls made for it: the trace context,
+/// the request ID and Bookinfo's user header (lowercase, as `HeaderName::from_static` needs).
+const FORWARDED: [&str; 10] = [
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "x-request-id",
+    "end-user",
+];
+
+/// Calls one downstream URL with the `forwarded` headers; the answer is its JSON, or a
+/// description of the failure.
+async fn call(
+    client: &HttpClient,
+    url: &str,
+    forwarded: &[(http::HeaderName, http::HeaderValue)],
+) -> (bool, Value) {
+    let mut req = match Request::get(url).body(Body::new(Bytes::new())) {
         Ok(r) => r,
         Err(e) => return (false, json!({"url": url, "error": e.to_string()})),
     };
+    for (name, value) in forwarded {
+        req.headers_mut().insert(name.clone(), value.clone());
+    }
     let resp = match client.request(req).await {
         Ok(r) => r,
         Err(e) => return (false, json!({"url": url, "error": format!("{e:?}")})),

@@ -93,6 +93,24 @@ pub struct ProxyArgs {
     /// whatever its Host: the proxy becomes the mesh's front door.
     #[arg(long)]
     pub front: Option<String>,
+    /// Request and TCP metrics, edge summaries, access logs and spans: `on` or `off`. Off
+    /// leaves the health metrics and passes trace headers through untouched.
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    pub telemetry: String,
+    /// JSON access log, one line per request or TCP connection: `off`, `stdout`, or a file
+    /// path (appended to).
+    #[arg(long, default_value = "off")]
+    pub access_log: String,
+    /// Fraction of requests and connections written to the access log (0 to 1).
+    #[arg(long, default_value_t = 1.0, value_parser = fraction)]
+    pub access_log_sampling: f64,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+    }
 }
 
 fn cidr(s: &str) -> Result<trellis_proxy::capture::Cidr, String> {
@@ -168,6 +186,16 @@ pub async fn run(a: ProxyArgs, reload: crate::logging::Reload) -> anyhow::Result
         drain_timeout: a.drain_timeout,
         pool_idle_timeout: a.pool_idle_timeout,
         state_dir: a.state_dir,
+        telemetry: trellis_proxy::config::TelemetryConfig {
+            enabled: a.telemetry == "on",
+            access_log: match a.access_log.as_str() {
+                "off" => None,
+                "stdout" => Some(trellis_proxy::telemetry::AccessLogTarget::Stdout),
+                path => Some(trellis_proxy::telemetry::AccessLogTarget::File(path.into())),
+            },
+            access_log_sampling: a.access_log_sampling,
+            ..Default::default()
+        },
         admin_local_addr: a.admin_local.unwrap_or(if transparent {
             SocketAddr::from(([127, 0, 0, 1], 15000))
         } else {

@@ -87,6 +87,19 @@ pub struct UpArgs {
     /// How long to wait for everything to become ready, in seconds.
     #[arg(long, default_value_t = 60)]
     pub ready_timeout_secs: u64,
+    /// Every proxy writes a JSON access log line per request and TCP connection to its
+    /// standard output (shown with the mesh's output).
+    #[arg(long)]
+    pub access_log: bool,
+}
+
+/// The telemetry flags every proxy of the mesh gets.
+fn telemetry_flags(a: &UpArgs) -> Vec<String> {
+    let mut flags = Vec::new();
+    if a.access_log {
+        flags.extend(["--access-log".to_owned(), "stdout".to_owned()]);
+    }
+    flags
 }
 
 /// One workload to start, read from a WorkloadEntry.
@@ -387,6 +400,7 @@ async fn start_control(
 /// A proxy for `w` at `address`, with a join token for exactly its identity.
 fn proxy_command(
     mut cmd: Command,
+    a: &UpArgs,
     tokens: &TokenStore,
     control: SocketAddr,
     root: &Path,
@@ -408,6 +422,7 @@ fn proxy_command(
         .args(["--service-account", &w.service_account])
         .args(["--workload-name", &w.name])
         .args(["--address", &address.to_string()])
+        .args(telemetry_flags(a))
         .env("TRELLIS_JOIN_TOKEN", token);
     for (k, v) in &w.labels {
         cmd.args(["--label", &format!("{k}={v}")]);
@@ -481,6 +496,7 @@ fn spawn_front(
             .args(["--inbound", &SocketAddr::new(a.listen.ip(), 0).to_string()])
             .args(["--admin", &front_admin.to_string()])
             .args(["--front", &format!("{}:{}", front.service, front.port)])
+            .args(telemetry_flags(a))
             .env("TRELLIS_JOIN_TOKEN", token),
     )?;
     Ok(front_admin)
@@ -495,6 +511,7 @@ async fn start_loopback(ctx: &Ctx<'_>, children: &mut Children) -> anyhow::Resul
     for w in &ctx.plan.workloads {
         let mut proxy = proxy_command(
             Command::new(ctx.exe),
+            a,
             &tokens,
             a.control,
             &root,

@@ -48,12 +48,23 @@ fn handle(req: Request<Incoming>, state: &ProxyState) -> Response<Body> {
     match req.uri().path() {
         "/healthz/live" => Response::new(full("live\n")),
         "/metrics" => {
-            let mut resp = Response::new(full(state.metrics.encode()));
+            use trellis_api::telemetry::{
+                prometheus_text, wants_openmetrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT,
+            };
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let encoded = state.metrics.encode();
+            let (body, content_type) = if wants_openmetrics(accept) {
+                (encoded, OPENMETRICS_TEXT)
+            } else {
+                (prometheus_text(&encoded), PROMETHEUS_TEXT)
+            };
+            let mut resp = Response::new(full(body));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                http::HeaderValue::from_static(content_type),
             );
             resp
         }

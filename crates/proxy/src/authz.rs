@@ -236,9 +236,10 @@ pub enum Refusal {
     /// The path cannot be normalized: 400.
     #[error("invalid request path: {0}")]
     Path(#[from] PathError),
-    /// An AuthorizationPolicy denied it: 403.
+    /// An AuthorizationPolicy denied it: 403. Holds the deciding policy (`ns/name`, or `none`
+    /// when the default decided) for access logs.
     #[error("{DENIED_BODY}")]
-    Denied,
+    Denied { policy: String },
     /// No snapshot yet, so no policy is known: 503.
     #[error("no snapshot yet: inbound policy unknown")]
     NoPolicy,
@@ -249,7 +250,7 @@ impl Refusal {
     pub fn into_response(self) -> Response<Body> {
         match self {
             Refusal::Path(_) => error_response(StatusCode::BAD_REQUEST, self),
-            Refusal::Denied => denied(),
+            Refusal::Denied { .. } => denied(),
             Refusal::NoPolicy => error_response(StatusCode::SERVICE_UNAVAILABLE, self),
         }
     }
@@ -268,7 +269,7 @@ pub fn authorize_request(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<NormalizedPath, Refusal> {
+) -> Result<Authorized, Refusal> {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let path = normalize(target).inspect_err(|e| {
         tracing::info!(peer = %peer.addr, caller = %peer.principal, target, error = %e, "request refused: invalid path");
@@ -299,11 +300,34 @@ pub fn authorize_request(
             headers,
         }),
     };
-    if decide(state, &policy.policies, &request) {
-        Ok(path)
+    let ruling = decide(state, &policy.policies, &request);
+    if ruling.allow {
+        Ok(Authorized {
+            path,
+            policy: ruling.policy,
+        })
     } else {
-        Err(Refusal::Denied)
+        Err(Refusal::Denied {
+            policy: ruling.policy,
+        })
     }
+}
+
+/// An allowed request: the path the app must receive and the policy that allowed it.
+#[derive(Debug)]
+pub struct Authorized {
+    pub path: NormalizedPath,
+    /// `ns/name` of the deciding policy, or `none` when the default (no ALLOW policy)
+    /// decided.
+    pub policy: String,
+}
+
+/// A decision on a connection.
+#[derive(Debug)]
+pub struct Ruling {
+    pub allow: bool,
+    /// `ns/name` of the deciding policy, or `none`.
+    pub policy: String,
 }
 
 /// Decides on an opaque TCP connection from `source` (with the peer's SPIFFE ID when it came
@@ -314,10 +338,13 @@ pub fn authorize_connection(
     source: SocketAddr,
     destination: SocketAddr,
     sni: Option<&str>,
-) -> bool {
+) -> Ruling {
     let Some(policy) = state.inbound_policy.load_full() else {
         tracing::info!(%source, %destination, "connection refused: no policy yet (no snapshot)");
-        return false;
+        return Ruling {
+            allow: false,
+            policy: "none".into(),
+        };
     };
     let request = Request {
         source_principal: principal,
@@ -342,11 +369,14 @@ pub fn denied() -> Response<Body> {
     resp
 }
 
-/// Evaluates, logs and counts; true when the request may proceed.
-fn decide(state: &ProxyState, policies: &[Policy], request: &Request<'_>) -> bool {
+/// Evaluates, logs and counts.
+fn decide(state: &ProxyState, policies: &[Policy], request: &Request<'_>) -> Ruling {
     let decision = evaluate(policies, request);
-    report(state, &decision, request);
-    decision.allow()
+    let policy = report(state, &decision, request);
+    Ruling {
+        allow: decision.allow(),
+        policy,
+    }
 }
 
 // === reporting ===
@@ -391,8 +421,8 @@ fn action_label(verdict: &Verdict<'_>) -> &'static str {
 }
 
 /// Logs and counts one decision: the enforced verdict, the dry-run one if any dry-run policy
-/// applies, and the audit mark.
-fn report(state: &ProxyState, decision: &Decision<'_>, request: &Request<'_>) {
+/// applies, and the audit mark. Returns the deciding policy's label.
+fn report(state: &ProxyState, decision: &Decision<'_>, request: &Request<'_>) -> String {
     let metrics = &state.metrics;
     let verdict = &decision.verdict;
     let policy = PolicyName(verdict);
@@ -400,8 +430,9 @@ fn report(state: &ProxyState, decision: &Decision<'_>, request: &Request<'_>) {
     let source = request.source_ip;
     let port = request.destination_port;
     let what = Subject(request);
+    let label = policy_label(verdict);
     metrics.count_authz(
-        policy_label(verdict),
+        label.clone(),
         action_label(verdict),
         if verdict.allow { "allow" } else { "deny" },
     );
@@ -429,6 +460,7 @@ fn report(state: &ProxyState, decision: &Decision<'_>, request: &Request<'_>) {
         metrics.count_authz(audit_policy.clone(), "AUDIT", "audit");
         tracing::info!(policy = %audit_policy, principal, %source, port, request = %what, rule = audit.rule, "authorization: audited");
     }
+    label
 }
 
 #[cfg(test)]

@@ -74,6 +74,36 @@ pub struct ProxyConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// Local admin endpoint: config dump, log level (port 15000, loopback).
     pub admin_local_addr: SocketAddr,
+    pub telemetry: TelemetryConfig,
+}
+
+/// What the proxy records about traffic, and where it sends it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelemetryConfig {
+    /// Off: no request or TCP metrics, edge summaries, access logs or spans (health metrics
+    /// stay). Trace headers are still passed through untouched.
+    pub enabled: bool,
+    /// Where access log lines go; `None`: no access log.
+    pub access_log: Option<crate::telemetry::AccessLogTarget>,
+    /// Fraction of requests and connections logged, 0..=1.
+    pub access_log_sampling: f64,
+    /// OTLP/gRPC collector (`http://host:4317`); `None`: spans are not exported.
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces sampled, 0..=1; a caller's sampling decision is kept.
+    pub trace_sampling: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            enabled: true,
+            access_log: None,
+            access_log_sampling: 1.0,
+            otlp_endpoint: None,
+            // Istio's default: 1 % of new traces.
+            trace_sampling: 0.01,
+        }
+    }
 }
 
 /// What transparent capture leaves alone, as Istio's `excludeInboundPorts`,
@@ -128,6 +158,7 @@ impl ProxyConfig {
             pool_idle_timeout: Duration::from_secs(60),
             state_dir: None,
             admin_local_addr: any,
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

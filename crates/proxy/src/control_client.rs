@@ -22,6 +22,9 @@ use crate::state::{Credentials, ProxyState};
 /// How often the proxy tells the control plane what it saw (when it saw anything).
 const REPORT_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Tap events sent in one message at most.
+const TAP_BATCH: usize = 256;
+
 /// How often an idle control connection is pinged, and how long a ping may go unanswered.
 const CONTROL_KEEPALIVE: Duration = Duration::from_secs(10);
 
@@ -241,6 +244,12 @@ impl ControlClient {
         let mut version = String::new();
         let mut report_tick = tokio::time::interval(REPORT_INTERVAL);
         report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Taps belong to a stream: the control plane sends the set again on a new one.
+        let telemetry = &self.state.telemetry;
+        telemetry.set_taps(&[]);
+        let mut tap_events = telemetry.tap_events().lock().await;
+        // Events queued while no stream was open are for taps that are gone.
+        while tap_events.try_recv().is_ok() {}
         loop {
             let msg = tokio::select! {
                 m = stream.message() => m.map_err(|s| ControlError::Stream(format!("{}: {}", s.code(), s.message())))?,
@@ -254,9 +263,22 @@ impl ControlClient {
                             connections,
                         })
                         .collect();
-                    if !plaintext.is_empty() {
-                        send(&tx, Kind::Report(proto::Report { plaintext, ..Default::default() })).await?;
+                    // Sent every period, even an empty one: the control plane divides by the
+                    // time each proxy's reports cover, so a quiet period must be counted.
+                    let (edges, period_millis) = telemetry.take_summaries();
+                    let report = proto::Report { plaintext, edges, period_millis };
+                    send(&tx, Kind::Report(report)).await?;
+                    continue;
+                }
+                Some(first) = tap_events.recv() => {
+                    let mut events = vec![first];
+                    while events.len() < TAP_BATCH {
+                        match tap_events.try_recv() {
+                            Ok(e) => events.push(e),
+                            Err(_) => break,
+                        }
                     }
+                    send(&tx, Kind::Tap(proto::TapEvents { events })).await?;
                     continue;
                 }
                 // A renewed certificate is reported at once: the control plane waits for
@@ -270,6 +292,12 @@ impl ControlClient {
             };
             let Some(msg) = msg else { break };
             backoff.reset();
+            if msg.version.is_empty() {
+                if let Some(tap) = &msg.tap {
+                    telemetry.set_taps(&tap.taps);
+                    continue;
+                }
+            }
             let msg_version = msg.version.clone();
             let bundle_pem = msg.trust_bundle_pem.clone();
             let wire = self.state.config.state_dir.as_ref().map(|_| msg.clone());
@@ -285,6 +313,7 @@ impl ControlClient {
                     let signing_root = snap.signing_root_fingerprint.clone();
                     self.state.set_snapshot(snap);
                     self.state.metrics.count_snapshot(true);
+                    self.state.metrics.set_snapshot_version(&msg_version);
                     version = msg_version;
                     creds_changed.mark_unchanged();
                     send(&tx, Kind::Ack(self.ack(&version))).await?;

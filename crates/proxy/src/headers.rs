@@ -11,6 +11,17 @@ pub const TARGET_PORT: HeaderName = HeaderName::from_static("x-trellis-target-po
 /// speaks HTTP/2 to its app too; removed before the app sees the request.
 pub const APP_PROTOCOL: HeaderName = HeaderName::from_static("x-trellis-app-protocol");
 
+/// The calling workload's name, set by the client proxy for the server proxy's telemetry
+/// (Istio exchanges the same through peer metadata). Informational: the caller's identity is
+/// always the TLS session's, and this header only names which workload of that identity
+/// called.
+pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-trellis-source-workload");
+
+/// The service the caller addressed (its host), set by the client proxy, so the server
+/// proxy's metrics name the same `destination_service` when a workload backs several.
+pub const DESTINATION_SERVICE: HeaderName =
+    HeaderName::from_static("x-trellis-destination-service");
+
 /// Envoy's header naming the verified client identity.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 

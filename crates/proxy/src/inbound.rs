@@ -21,10 +21,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use trellis_identity::tls;
 
-use crate::authz::Peer;
+use crate::authz::{Peer, Refusal};
 use crate::body::{boxed, error_response, Body};
-use crate::headers::{strip_hop_by_hop, strip_trellis_headers, xfcc_value, TARGET_PORT, XFCC};
+use crate::headers::{
+    strip_hop_by_hop, strip_trellis_headers, xfcc_value, DESTINATION_SERVICE, SOURCE_WORKLOAD,
+    TARGET_PORT, XFCC,
+};
 use crate::state::ProxyState;
+use crate::telemetry::{count_request_body, flag_response, Edge, Exchange, Flag, Recorded};
 
 /// A handshake that has not finished by then is dropped, so a stalled peer holds no task.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,10 +118,13 @@ async fn serve_connection(
         }
     };
     state.metrics.count_inbound(true, peer.ip());
+    let _open = state.metrics.connection_open("inbound");
     tracing::debug!(%peer, caller = %caller.principal, "inbound mTLS connection");
+    let labels = Arc::new(CallerLabels::new(&caller));
     let svc = hyper::service::service_fn(move |req| {
-        let (state, app, caller) = (state.clone(), app.clone(), caller.clone());
-        async move { Ok::<_, Infallible>(handle(req, &state, &app, &caller).await) }
+        let (state, app, caller, labels) =
+            (state.clone(), app.clone(), caller.clone(), labels.clone());
+        async move { Ok::<_, Infallible>(handle(req, &state, &app, &caller, &labels).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         // Extended CONNECT (RFC 8441) carries HTTP/1.1 upgrades: see crate::upgrade.
@@ -129,18 +136,82 @@ async fn serve_connection(
     }
 }
 
+/// The caller's part of every edge on one connection, made once per connection: its
+/// principal and namespace come from the TLS session and do not change.
+struct CallerLabels {
+    principal: Arc<str>,
+    namespace: Arc<str>,
+}
+
+impl CallerLabels {
+    fn new(caller: &Peer) -> Self {
+        CallerLabels {
+            principal: caller.principal.as_str().into(),
+            namespace: caller.id.namespace.as_str().into(),
+        }
+    }
+
+    /// The edge of one request or tunnel: the caller's workload and the service it addressed
+    /// come from the client proxy's headers (read before they are stripped), else `unknown`
+    /// and the authority's host.
+    fn edge(&self, state: &ProxyState, headers: &http::HeaderMap, authority: &str) -> Edge {
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+        };
+        let workload = header(SOURCE_WORKLOAD).unwrap_or(crate::outbound::UNKNOWN);
+        let service = header(DESTINATION_SERVICE)
+            .unwrap_or_else(|| authority.rsplit_once(':').map_or(authority, |(h, _)| h));
+        state.telemetry.inbound_edge(
+            workload.into(),
+            self.namespace.clone(),
+            self.principal.clone(),
+            service.into(),
+            true,
+        )
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     state: &ProxyState,
     app: &AppClient,
     caller: &Peer,
+    labels: &CallerLabels,
 ) -> Response<Body> {
     if req.method() == Method::CONNECT {
         if let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>().cloned() {
             return crate::upgrade::serve_inbound(req, protocol, state, caller).await;
         }
-        return tunnel(req, state, caller).await;
+        return tunnel(req, state, caller, labels).await;
     }
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let mut exchange = state.telemetry.start(
+        labels.edge(state, req.headers(), &authority),
+        req.method(),
+        &authority,
+        req.uri().path(),
+        crate::outbound::is_grpc(req.headers()),
+    );
+    let resp = forward_to_app(req, state, app, caller, exchange.as_mut(), authority).await;
+    Recorded::wrap(resp, exchange)
+}
+
+/// Authorizes the request and sends it to the app.
+async fn forward_to_app(
+    req: Request<Incoming>,
+    state: &ProxyState,
+    app: &AppClient,
+    caller: &Peer,
+    mut exchange: Option<&mut Exchange>,
+    authority: String,
+) -> Response<Body> {
     let port = match req
         .headers()
         .get(TARGET_PORT)
@@ -162,11 +233,6 @@ async fn handle(
         .headers
         .get(crate::headers::APP_PROTOCOL)
         .is_some_and(|v| v == "h2c");
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
     // Policies see the headers the app will see, not the ones only proxies set.
     strip_hop_by_hop(&mut parts.headers);
     strip_trellis_headers(&mut parts.headers);
@@ -179,10 +245,30 @@ async fn handle(
         &parts.uri,
         &parts.headers,
     ) {
-        Ok(path) => path,
-        Err(refusal) => return refusal.into_response(),
+        Ok(allowed) => {
+            if let Some(ex) = exchange.as_deref_mut() {
+                ex.policy = Some(allowed.policy);
+            }
+            allowed.path
+        }
+        Err(refusal) => {
+            let flag = match &refusal {
+                Refusal::Denied { policy } => {
+                    if let Some(ex) = exchange.as_deref_mut() {
+                        ex.policy = Some(policy.clone());
+                    }
+                    Flag::Denied
+                }
+                Refusal::Path(_) => Flag::DownstreamProtocolError,
+                Refusal::NoPolicy => Flag::NoRoute,
+            };
+            return flag_response(refusal.into_response(), flag);
+        }
     };
     let app_addr = SocketAddr::new(state.config.address, port);
+    if let Some(ex) = exchange.as_deref_mut() {
+        ex.upstream = Some(app_addr);
+    }
     // The normalized path: the app must act on the path the policies were checked against.
     parts.uri = match Uri::builder()
         .scheme("http")
@@ -213,7 +299,10 @@ async fn handle(
         &app.h1
     };
     match client
-        .request(Request::from_parts(parts, boxed(body)))
+        .request(Request::from_parts(
+            parts,
+            count_request_body(body, exchange),
+        ))
         .await
     {
         Ok(resp) => {
@@ -224,9 +313,12 @@ async fn handle(
         }
         Err(e) => {
             tracing::warn!(app = %app_addr, error = %e, "local app request failed");
-            error_response(
-                StatusCode::BAD_GATEWAY,
-                format!("local app at {app_addr}: {e}"),
+            flag_response(
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("local app at {app_addr}: {e}"),
+                ),
+                Flag::UpstreamConnectFailure,
             )
         }
     }
@@ -236,7 +328,12 @@ async fn handle(
 /// port; the connection is authorized (a denied one is a 403, and the client proxy closes the
 /// app's connection), then the app is connected, so a refused port is reported to the caller
 /// as 502.
-async fn tunnel(mut req: Request<Incoming>, state: &ProxyState, caller: &Peer) -> Response<Body> {
+async fn tunnel(
+    mut req: Request<Incoming>,
+    state: &ProxyState,
+    caller: &Peer,
+    labels: &CallerLabels,
+) -> Response<Body> {
     let Some(target) = req
         .uri()
         .authority()
@@ -263,18 +360,34 @@ async fn tunnel(mut req: Request<Incoming>, state: &ProxyState, caller: &Peer) -
             ),
         );
     }
+    let authority = target.to_string();
+    let exchange = state
+        .telemetry
+        .start_tcp(labels.edge(state, req.headers(), &authority))
+        .map(|mut ex| {
+            ex.upstream = Some(target);
+            ex
+        });
     if !crate::authz::authorize_connection(
         state,
         Some(&caller.principal),
         caller.addr,
         target,
         caller.sni.as_deref(),
-    ) {
+    )
+    .allow
+    {
+        if let Some(ex) = exchange {
+            ex.finish(0, 0, Some(Flag::Denied));
+        }
         return crate::authz::denied();
     }
     let mut app = match TcpStream::connect(target).await {
         Ok(s) => s,
         Err(e) => {
+            if let Some(ex) = exchange {
+                ex.finish(0, 0, Some(Flag::UpstreamConnectFailure));
+            }
             tracing::warn!(%target, error = %e, "tunnel: local app refused");
             return error_response(
                 StatusCode::BAD_GATEWAY,
@@ -285,16 +398,34 @@ async fn tunnel(mut req: Request<Incoming>, state: &ProxyState, caller: &Peer) -
     let _ = app.set_nodelay(true);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let caller = caller.principal.clone();
+    let open = state.metrics.connection_open("inbound");
     tokio::spawn(async move {
-        match on_upgrade.await {
+        let _open = open;
+        let (sent, received, flag) = match on_upgrade.await {
             Ok(up) => {
                 let mut up = TokioIo::new(up);
-                match crate::tunnel::splice(&mut up, &mut app).await {
-                    Ok((rx, tx)) => tracing::debug!(%target, %caller, rx, tx, "tunnel closed"),
-                    Err(e) => tracing::debug!(%target, %caller, error = %e, "tunnel ended"),
+                let mut counted = crate::tunnel::Counted::new(&mut up);
+                let r = crate::tunnel::splice(&mut counted, &mut app).await;
+                // Read from the caller: the request direction; written to it: the response.
+                let (received, sent) = counted.totals();
+                match r {
+                    Ok(_) => {
+                        tracing::debug!(%target, %caller, received, sent, "tunnel closed");
+                        (sent, received, None)
+                    }
+                    Err(e) => {
+                        tracing::debug!(%target, %caller, error = %e, "tunnel ended");
+                        (sent, received, Some(Flag::UpstreamReset))
+                    }
                 }
             }
-            Err(e) => tracing::debug!(%target, error = %e, "tunnel upgrade failed"),
+            Err(e) => {
+                tracing::debug!(%target, error = %e, "tunnel upgrade failed");
+                (0, 0, Some(Flag::DownstreamDisconnect))
+            }
+        };
+        if let Some(ex) = exchange {
+            ex.finish(sent, received, flag);
         }
     });
     Response::new(crate::body::full(bytes::Bytes::new()))

@@ -13,6 +13,8 @@
 //! * [`upgrade`]: HTTP/1.1 `Upgrade` (WebSocket) carried between proxies as extended
 //!   `CONNECT`;
 //! * [`control_client`]: certificate requests and the snapshot stream, with back-off;
+//! * [`telemetry`]: Istio's request and TCP metrics, access logs, edge summaries for the
+//!   control plane and live taps, recorded as each request's response ends;
 //! * [`admin`]: health endpoints and metrics.
 //!
 //! Shared state lives in [`ProxyState`]: the current snapshot and credentials, each swapped
@@ -35,6 +37,7 @@ pub mod outbound;
 pub mod persist;
 pub mod pool;
 pub mod state;
+pub mod telemetry;
 pub mod transparent;
 pub mod tunnel;
 pub mod upgrade;
@@ -54,6 +57,8 @@ pub enum ProxyError {
     },
     #[error(transparent)]
     Control(#[from] control_client::ControlError),
+    #[error(transparent)]
+    AccessLog(#[from] telemetry::AccessLogError),
     #[error("traffic capture: {0}")]
     Capture(#[from] capture::CaptureError),
 }
@@ -79,7 +84,14 @@ pub async fn run(
         config::Mode::Transparent => Some(bind(&mut config.inbound_plain_addr).await?),
         config::Mode::Explicit => None,
     };
-    let state = Arc::new(ProxyState::new(config, log_control));
+    let access_log = match &config.telemetry.access_log {
+        Some(target) => Some(telemetry::AccessLog::open(
+            target,
+            config.telemetry.access_log_sampling,
+        )?),
+        None => None,
+    };
+    let state = Arc::new(ProxyState::with_access_log(config, log_control, access_log));
     let client = control_client::ControlClient::new(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The admin port keeps answering through a drain (readiness says "no" meanwhile); it

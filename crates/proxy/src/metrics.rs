@@ -4,17 +4,149 @@
 //! is one of the config's (`ns/name`) or `none`; a source address is one of the first
 //! [`MAX_SOURCE_LABELS`] seen, then `other`.
 //!
-//! The proxy's health series are `trellis_proxy_*`; the traffic series
-//! (`trellis_authz_decisions_total`, `trellis_inbound_connections_total`) are named for what
-//! they count, like Istio's `istio_requests_total`, not for the process that counts.
+//! The traffic series are Istio's standard ones under the `trellis_` prefix:
+//! `trellis_requests_total`, `trellis_request_duration_seconds` (a histogram, in seconds),
+//! `trellis_tcp_connections_opened_total`, `trellis_tcp_connections_closed_total`,
+//! `trellis_tcp_sent_bytes_total` and `trellis_tcp_received_bytes_total`, with Istio's label
+//! set ([`RequestLabels`]). Every label value comes from the mesh's config (workloads,
+//! services, identities) or a small fixed set (codes, flags): never a path, an ID or a port,
+//! so the number of series depends on the mesh, not on its traffic. Beside them,
+//! `trellis_authz_decisions_total` and `trellis_inbound_connections_total`.
+//!
+//! The proxy's health series are `trellis_proxy_*`: readiness, certificate expiry and
+//! renewals, snapshots, open connections, resident memory.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{text::encode, EncodeLabelSet};
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use prometheus_client::registry::Registry;
+
+use crate::telemetry::{flag_label, Edge, Flag, Outcome};
+
+/// Request duration buckets, in seconds: Istio's (0.5 ms to an hour), so dashboards and
+/// alerts written for Istio's histogram read this one the same way.
+const DURATION_BUCKETS: [f64; 19] = [
+    0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// gRPC status codes as label values; anything else reads `other`.
+const GRPC_CODES: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
+
+/// Istio's standard label set for `trellis_requests_total` and
+/// `trellis_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub reporter: &'static str,
+    pub source_workload: Arc<str>,
+    pub source_namespace: Arc<str>,
+    pub source_principal: Arc<str>,
+    pub destination_service: Arc<str>,
+    pub destination_workload: Arc<str>,
+    pub destination_namespace: Arc<str>,
+    pub destination_principal: Arc<str>,
+    /// `http` or `grpc`.
+    pub request_protocol: &'static str,
+    pub response_code: u16,
+    /// The gRPC status code, or empty for plain HTTP.
+    pub grpc_response_status: &'static str,
+    pub response_flags: &'static str,
+    /// `mutual_tls` or `none`.
+    pub connection_security_policy: &'static str,
+}
+
+impl RequestLabels {
+    pub fn new(edge: &Edge, protocol: &'static str, outcome: &Outcome) -> Self {
+        RequestLabels {
+            reporter: edge.reporter.as_str(),
+            source_workload: edge.source_workload.clone(),
+            source_namespace: edge.source_namespace.clone(),
+            source_principal: edge.source_principal.clone(),
+            destination_service: edge.destination_service.clone(),
+            destination_workload: edge.destination_workload.clone(),
+            destination_namespace: edge.destination_namespace.clone(),
+            destination_principal: edge.destination_principal.clone(),
+            request_protocol: protocol,
+            response_code: outcome.status,
+            grpc_response_status: match outcome.grpc_status {
+                Some(c) => GRPC_CODES.get(usize::from(c)).copied().unwrap_or("other"),
+                None => "",
+            },
+            response_flags: flag_label(outcome.flag),
+            connection_security_policy: security_policy(edge.mutual_tls),
+        }
+    }
+}
+
+/// Istio's label set for the `trellis_tcp_*` series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub reporter: &'static str,
+    pub source_workload: Arc<str>,
+    pub source_namespace: Arc<str>,
+    pub source_principal: Arc<str>,
+    pub destination_service: Arc<str>,
+    pub destination_workload: Arc<str>,
+    pub destination_namespace: Arc<str>,
+    pub destination_principal: Arc<str>,
+    pub response_flags: &'static str,
+    pub connection_security_policy: &'static str,
+}
+
+impl TcpLabels {
+    pub fn new(edge: &Edge, flag: Option<Flag>) -> Self {
+        TcpLabels {
+            reporter: edge.reporter.as_str(),
+            source_workload: edge.source_workload.clone(),
+            source_namespace: edge.source_namespace.clone(),
+            source_principal: edge.source_principal.clone(),
+            destination_service: edge.destination_service.clone(),
+            destination_workload: edge.destination_workload.clone(),
+            destination_namespace: edge.destination_namespace.clone(),
+            destination_principal: edge.destination_principal.clone(),
+            response_flags: flag_label(flag),
+            connection_security_policy: security_policy(edge.mutual_tls),
+        }
+    }
+}
+
+fn security_policy(mutual_tls: bool) -> &'static str {
+    if mutual_tls {
+        "mutual_tls"
+    } else {
+        "none"
+    }
+}
+
+/// Makes each request-duration histogram with [`DURATION_BUCKETS`].
+#[derive(Clone)]
+pub struct DurationHistogram;
+
+impl MetricConstructor<Histogram> for DurationHistogram {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(DURATION_BUCKETS)
+    }
+}
+
+/// Connection direction, for the open-connections gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `inbound` (peers on 15008, plaintext on 15006) or `outbound` (the app's).
+    pub direction: &'static str,
+}
+
+/// The snapshot being served, as an info series (value 1).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
 
 /// Distinct `source_address` values before the rest are counted as `other`. A workload
 /// reachable from outside the mesh may see any number of clients; a scrape must stay small.
@@ -56,6 +188,16 @@ pub struct ProxyMetrics {
     pub ready: Gauge,
     pub authz_decisions: Family<AuthzLabels, Counter>,
     pub inbound_connections: Family<InboundLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RequestLabels, Histogram, DurationHistogram>,
+    pub tcp_opened: Family<TcpLabels, Counter>,
+    pub tcp_closed: Family<TcpLabels, Counter>,
+    pub tcp_sent: Family<TcpLabels, Counter>,
+    pub tcp_received: Family<TcpLabels, Counter>,
+    pub open_connections: Family<DirectionLabel, Gauge>,
+    /// One series, the current snapshot version, value 1.
+    pub snapshot_version: Family<VersionLabel, Gauge>,
+    pub resident_memory: Gauge,
     /// Source addresses that have a label of their own.
     sources: Mutex<HashSet<IpAddr>>,
 }
@@ -76,7 +218,69 @@ impl Default for ProxyMetrics {
              address",
             inbound_connections.clone(),
         );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests completed, by Istio's standard labels (reporter, source and destination \
+             workload, service, principal, response code, gRPC status, flags, mTLS)",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<RequestLabels, Histogram, DurationHistogram>::new_with_constructor(
+                DurationHistogram,
+            );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival until its response was sent to the end, seconds",
+            request_duration.clone(),
+        );
+        let tcp = registry.sub_registry_with_prefix("tcp");
+        let tcp_opened = Family::<TcpLabels, Counter>::default();
+        tcp.register(
+            "connections_opened",
+            "TCP connections opened (tunnels, plaintext inbound, passthrough)",
+            tcp_opened.clone(),
+        );
+        let tcp_closed = Family::<TcpLabels, Counter>::default();
+        tcp.register(
+            "connections_closed",
+            "TCP connections closed, with a response flag when they failed",
+            tcp_closed.clone(),
+        );
+        let tcp_sent = Family::<TcpLabels, Counter>::default();
+        tcp.register(
+            "sent_bytes",
+            "Bytes sent back to the client on TCP connections (the response direction), counted at \
+             close",
+            tcp_sent.clone(),
+        );
+        let tcp_received = Family::<TcpLabels, Counter>::default();
+        tcp.register(
+            "received_bytes",
+            "Bytes received from the client on TCP connections (the request direction), counted \
+             at close",
+            tcp_received.clone(),
+        );
         let proxy = registry.sub_registry_with_prefix("proxy");
+        let open_connections = Family::<DirectionLabel, Gauge>::default();
+        proxy.register(
+            "open_connections",
+            "Connections open now, inbound (from peers and plaintext clients) and outbound \
+             (from the app)",
+            open_connections.clone(),
+        );
+        let snapshot_version = Family::<VersionLabel, Gauge>::default();
+        proxy.register(
+            "snapshot_info",
+            "The snapshot version being served (value 1)",
+            snapshot_version.clone(),
+        );
+        let resident_memory = Gauge::default();
+        proxy.register(
+            "resident_memory_bytes",
+            "The proxy's resident memory, read at scrape time",
+            resident_memory.clone(),
+        );
         let svid_expiry = Gauge::default();
         proxy.register(
             "svid_expiry_timestamp_seconds",
@@ -109,6 +313,15 @@ impl Default for ProxyMetrics {
             ready,
             authz_decisions,
             inbound_connections,
+            requests,
+            request_duration,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+            open_connections,
+            snapshot_version,
+            resident_memory,
             sources: Mutex::new(HashSet::new()),
         }
     }
@@ -117,10 +330,34 @@ impl Default for ProxyMetrics {
 impl ProxyMetrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        if let Some(rss) = resident_bytes() {
+            self.resident_memory.set(rss);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Marks `version` as the snapshot being served (the previous one's series goes).
+    pub fn set_snapshot_version(&self, version: &str) {
+        self.snapshot_version.clear();
+        self.snapshot_version
+            .get_or_create(&VersionLabel {
+                version: version.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Counts a connection open until the guard is dropped.
+    pub fn connection_open(self: &Arc<Self>, direction: &'static str) -> OpenConnection {
+        self.open_connections
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
+        OpenConnection {
+            metrics: self.clone(),
+            direction,
+        }
     }
 
     pub fn count_renewal(&self, ok: bool) {
@@ -170,6 +407,32 @@ impl ProxyMetrics {
             "other".to_owned()
         }
     }
+}
+
+/// An open connection, counted in `trellis_proxy_open_connections` while it lives.
+pub struct OpenConnection {
+    metrics: Arc<ProxyMetrics>,
+    direction: &'static str,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics
+            .open_connections
+            .get_or_create(&DirectionLabel {
+                direction: self.direction,
+            })
+            .dec();
+    }
+}
+
+/// The process's resident set size, from `/proc/self/statm` (pages).
+fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // The page size is 4 KiB on every platform the proxy runs on (x86-64, aarch64 Linux
+    // with 4K pages); a 64K-page kernel would under-report, not misbehave.
+    Some(pages * 4096)
 }
 
 #[cfg(test)]

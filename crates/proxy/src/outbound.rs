@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{header, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
@@ -16,9 +16,12 @@ use tokio::sync::watch;
 use trellis_api::snapshot::{authority_port, Endpoint, HttpRoute, Service, Snapshot};
 
 use crate::body::{boxed, error_response, Body};
-use crate::headers::{strip_hop_by_hop, strip_trellis_headers, TARGET_PORT};
+use crate::headers::{
+    strip_hop_by_hop, strip_trellis_headers, DESTINATION_SERVICE, SOURCE_WORKLOAD, TARGET_PORT,
+};
 use crate::pool::Pool;
 use crate::state::ProxyState;
+use crate::telemetry::{count_request_body, flag_response, Exchange, Flag, Recorded};
 
 /// Accepts app connections until `stop` turns true.
 pub async fn serve(
@@ -45,7 +48,9 @@ pub async fn serve(
         let conn =
             hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
         let conn = graceful.watch(conn);
+        let open = state.metrics.connection_open("outbound");
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "outbound connection ended");
             }
@@ -58,6 +63,8 @@ pub async fn serve(
 /// A destination chosen for one request or connection.
 pub struct Target<'a> {
     pub service: &'a Service,
+    /// The route that chose the destination, if one did.
+    pub route: Option<&'a str>,
     pub endpoint: &'a Endpoint,
     /// The workload port on the endpoint.
     pub port: u16,
@@ -82,6 +89,7 @@ async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Pool) -> Resp
     };
     forward(
         req,
+        state,
         pool,
         &snapshot,
         service,
@@ -92,27 +100,65 @@ async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Pool) -> Resp
 }
 
 /// Sends an app's HTTP request to `service` (already resolved, by authority in explicit mode
-/// or by virtual IP in transparent mode): route, pick an endpoint, send over the pool.
+/// or by virtual IP in transparent mode): route, pick an endpoint, send over the pool. The
+/// request is recorded as the source side of its edge ([`crate::telemetry`]).
 pub async fn forward(
     req: Request<Incoming>,
+    state: &ProxyState,
     pool: &Pool,
     snapshot: &Snapshot,
     service: &Service,
     port: Option<u16>,
     authority: &str,
 ) -> Response<Body> {
+    let telemetry = &state.telemetry;
+    let grpc = is_grpc(req.headers());
+    let path = req.uri().path();
     let target = match choose(snapshot, service, port) {
         Ok(t) => t,
-        Err((status, msg)) => return error_response(status, msg),
+        Err((status, msg)) => {
+            let exchange = telemetry.start(
+                telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN),
+                req.method(),
+                authority,
+                path,
+                grpc,
+            );
+            let flag = if status == StatusCode::NOT_FOUND {
+                Flag::NoRoute
+            } else {
+                Flag::NoHealthyUpstream
+            };
+            return Recorded::wrap(flag_response(error_response(status, msg), flag), exchange);
+        }
     };
     let peer_addr = target.endpoint.proxy_addr();
+    let mut exchange = telemetry.start(
+        telemetry.outbound_edge(
+            &target.service.host,
+            &target.endpoint.workload_name,
+            &target.service.namespace,
+            &target.endpoint.identity,
+        ),
+        req.method(),
+        authority,
+        path,
+        grpc,
+    );
+    if let Some(ex) = &mut exchange {
+        ex.upstream = Some(peer_addr);
+        ex.route = target.route.map(str::to_owned);
+    }
     let identity = target.endpoint.identity.clone();
-    let req = match to_upstream(req, authority, target.port) {
+    let req = match to_upstream(req, authority, &target, state, exchange.as_mut()) {
         Ok(r) => r,
-        Err(msg) => return error_response(StatusCode::BAD_REQUEST, msg),
+        Err(msg) => {
+            let resp = error_response(StatusCode::BAD_REQUEST, msg);
+            return Recorded::wrap(flag_response(resp, Flag::DownstreamProtocolError), exchange);
+        }
     };
     tracing::debug!(%authority, service = %target.service.host, endpoint = %target.endpoint.workload_name, "routing");
-    match pool.send(peer_addr, &identity, req).await {
+    let resp = match pool.send(peer_addr, &identity, req).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -121,9 +167,23 @@ pub async fn forward(
         }
         Err(e) => {
             tracing::warn!(%authority, endpoint = %peer_addr, error = %e, "upstream request failed");
-            error_response(StatusCode::BAD_GATEWAY, e)
+            flag_response(
+                error_response(StatusCode::BAD_GATEWAY, e),
+                Flag::UpstreamConnectFailure,
+            )
         }
-    }
+    };
+    Recorded::wrap(resp, exchange)
+}
+
+/// What a reporter writes for a peer it cannot know (no endpoint was chosen).
+pub const UNKNOWN: &str = "unknown";
+
+/// Whether a request is gRPC, by its content type (`application/grpc`, `+proto`, `+json`).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The authority an app addressed: absolute-form URI first (proxy style), then `Host`.
@@ -145,7 +205,8 @@ pub fn choose<'a>(
     service: &'a Service,
     requested_port: Option<u16>,
 ) -> Result<Target<'a>, (StatusCode, String)> {
-    let (dest_service, subset, dest_port) = match service.http_routes.first() {
+    let route = service.http_routes.first();
+    let (dest_service, subset, dest_port) = match route {
         Some(route) => {
             let d = pick_weighted(route);
             let dest = snapshot.services.get(&d.host).ok_or_else(|| {
@@ -190,6 +251,7 @@ pub fn choose<'a>(
         )
     })?;
     Ok(Target {
+        route: route.map(|r| r.name.as_str()),
         service: dest_service,
         endpoint,
         port,
@@ -217,11 +279,13 @@ fn pick_weighted(route: &HttpRoute) -> &trellis_api::snapshot::WeightedDestinati
 
 /// Turns the app's HTTP/1.1 request into the HTTP/2 request sent between proxies: the
 /// authority moves into the URI, hop-by-hop and forged Trellis headers go, and the target
-/// workload port is added.
+/// workload port, this workload's name and the addressed service are added.
 fn to_upstream(
     req: Request<Incoming>,
     authority: &str,
-    port: u16,
+    target: &Target<'_>,
+    state: &ProxyState,
+    exchange: Option<&mut Exchange>,
 ) -> Result<Request<Body>, String> {
     let (mut parts, body) = req.into_parts();
     let path = parts
@@ -246,9 +310,20 @@ fn to_upstream(
         );
     }
     parts.headers.remove(header::HOST);
-    parts.headers.insert(TARGET_PORT, port.into());
+    parts.headers.insert(TARGET_PORT, target.port.into());
+    if state.telemetry.enabled() {
+        if let Ok(v) = HeaderValue::from_str(&state.config.workload_name) {
+            parts.headers.insert(SOURCE_WORKLOAD, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&target.service.host) {
+            parts.headers.insert(DESTINATION_SERVICE, v);
+        }
+    }
     parts.version = Version::HTTP_2;
-    Ok(Request::from_parts(parts, boxed(body)))
+    Ok(Request::from_parts(
+        parts,
+        count_request_body(body, exchange),
+    ))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use trellis_identity::{Svid, TrustBundle};
 use crate::authz::InboundPolicy;
 use crate::config::{Mode, ProxyConfig};
 use crate::metrics::ProxyMetrics;
+use crate::telemetry::{AccessLog, Telemetry};
 
 /// What the proxy proves itself with and whom it trusts.
 pub struct Credentials {
@@ -39,7 +40,8 @@ pub struct ProxyState {
     pub renew_now: Notify,
     /// Bumped whenever the credentials change, so the snapshot stream can report them.
     pub creds_changed: watch::Sender<u64>,
-    pub metrics: ProxyMetrics,
+    pub metrics: Arc<ProxyMetrics>,
+    pub telemetry: Arc<Telemetry>,
     /// Changes the process's log filter (the admin `/logging` endpoint).
     pub log_control: Option<LogControl>,
     /// Set on shutdown: readiness turns false while requests in flight finish.
@@ -57,7 +59,26 @@ pub const MAX_PLAINTEXT_SOURCES: usize = 256;
 
 impl ProxyState {
     pub fn new(config: ProxyConfig, log_control: Option<LogControl>) -> Self {
+        Self::with_access_log(config, log_control, None)
+    }
+
+    /// As [`ProxyState::new`], writing access logs to `access_log`.
+    pub fn with_access_log(
+        config: ProxyConfig,
+        log_control: Option<LogControl>,
+        access_log: Option<AccessLog>,
+    ) -> Self {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let telemetry = Arc::new(Telemetry::new(
+            metrics.clone(),
+            config.telemetry.enabled,
+            &config.workload_name,
+            config.namespace(),
+            &config.identity.to_string(),
+            access_log,
+        ));
         Self {
+            telemetry,
             log_control,
             config,
             creds: ArcSwapOption::empty(),
@@ -65,7 +86,7 @@ impl ProxyState {
             inbound_policy: ArcSwapOption::empty(),
             renew_now: Notify::new(),
             creds_changed: watch::channel(0).0,
-            metrics: ProxyMetrics::default(),
+            metrics,
             draining: std::sync::atomic::AtomicBool::new(false),
             capturing: std::sync::atomic::AtomicBool::new(false),
             plaintext: Default::default(),

@@ -22,15 +22,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use trellis_api::authz::PeerMode;
 
+use http::StatusCode;
+
 use crate::config::OutboundPolicy;
 use crate::detect::{detect, Protocol};
+use crate::outbound::UNKNOWN;
 use crate::pool::Pool;
 use crate::state::ProxyState;
+use crate::telemetry::{Edge, Flag};
+use crate::tunnel::TunnelError;
 
 /// How long protocol detection waits for the client's first bytes: past it the connection
 /// is opaque TCP, so a server-speaks-first protocol on an undeclared port waits this long for
 /// its banner at most. Declared `tcp` ports wait not at all.
 pub const DETECT_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The `destination_service` of connections to destinations outside the mesh (Istio's
+/// `PassthroughCluster`).
+pub const PASSTHROUGH: &str = "passthrough";
 
 /// Where a captured connection was going.
 enum Destination {
@@ -76,6 +85,7 @@ pub async fn serve_outbound(
         let _ = tcp.set_nodelay(true);
         let (state, pool) = (state.clone(), pool.clone());
         tokio::spawn(async move {
+            let _open = state.metrics.connection_open("outbound");
             if let Err(e) = outbound(tcp, &state, &pool).await {
                 tracing::debug!(%peer, error = %e, "outbound connection ended");
             }
@@ -109,16 +119,23 @@ async fn outbound(
             let Some(snap) = state.snapshot.load_full() else {
                 return Ok(());
             };
-            let Some(ep) = snap
-                .services
-                .get(&host)
-                .and_then(|s| s.endpoints.get(index))
-            else {
+            let Some(svc) = snap.services.get(&host) else {
                 return Ok(());
             };
+            let Some(ep) = svc.endpoints.get(index) else {
+                return Ok(());
+            };
+            let edge = state.telemetry.outbound_edge(
+                &host,
+                &ep.workload_name,
+                &svc.namespace,
+                &ep.identity,
+            );
             tunnel(
                 tcp,
+                state,
                 pool,
+                edge,
                 ep.proxy_addr(),
                 &ep.identity,
                 SocketAddr::new(ep.address, orig.port()),
@@ -147,35 +164,82 @@ async fn outbound(
                     Ok(())
                 }
                 Protocol::Tls | Protocol::Opaque => {
-                    let (peer, identity, target) = {
-                        let t = crate::outbound::choose(&snap, &service, Some(orig.port()))
-                            .map_err(|(_, msg)| std::io::Error::other(msg))?;
+                    let (peer, identity, target, edge) = {
+                        let t = match crate::outbound::choose(&snap, &service, Some(orig.port())) {
+                            Ok(t) => t,
+                            Err((_, msg)) => {
+                                let edge = state.telemetry.outbound_edge(
+                                    &service.host,
+                                    UNKNOWN,
+                                    &service.namespace,
+                                    UNKNOWN,
+                                );
+                                if let Some(ex) = state.telemetry.start_tcp(edge) {
+                                    ex.finish(0, 0, Some(Flag::NoHealthyUpstream));
+                                }
+                                return Err(std::io::Error::other(msg));
+                            }
+                        };
+                        let edge = state.telemetry.outbound_edge(
+                            &t.service.host,
+                            &t.endpoint.workload_name,
+                            &t.service.namespace,
+                            &t.endpoint.identity,
+                        );
                         (
                             t.endpoint.proxy_addr(),
                             t.endpoint.identity.clone(),
                             SocketAddr::new(t.endpoint.address, t.port),
+                            edge,
                         )
                     };
-                    tunnel(tcp, pool, peer, &identity, target).await
+                    tunnel(tcp, state, pool, edge, peer, &identity, target).await
                 }
             }
         }
     }
 }
 
+/// Carries an app's connection to `target` through the proxy at `peer`, recorded as the
+/// source side of `edge`.
 async fn tunnel(
     mut tcp: TcpStream,
+    state: &ProxyState,
     pool: &Pool,
+    edge: Edge,
     peer: SocketAddr,
     identity: &str,
     target: SocketAddr,
 ) -> std::io::Result<()> {
-    let mut up = crate::tunnel::open(pool, peer, identity, target)
-        .await
-        .map_err(std::io::Error::other)?;
-    let (tx, rx) = crate::tunnel::splice(&mut tcp, &mut up).await?;
-    tracing::debug!(%target, tx, rx, "tunnel closed");
-    Ok(())
+    let exchange = state.telemetry.start_tcp(edge).map(|mut ex| {
+        ex.upstream = Some(peer);
+        ex
+    });
+    let mut up = match crate::tunnel::open(pool, peer, identity, target).await {
+        Ok(up) => up,
+        Err(e) => {
+            if let Some(ex) = exchange {
+                let flag = match &e {
+                    TunnelError::Refused { status, .. } if *status == StatusCode::FORBIDDEN => {
+                        Flag::Denied
+                    }
+                    _ => Flag::UpstreamConnectFailure,
+                };
+                ex.finish(0, 0, Some(flag));
+            }
+            return Err(std::io::Error::other(e));
+        }
+    };
+    let mut app = crate::tunnel::Counted::new(&mut tcp);
+    let result = crate::tunnel::splice(&mut app, &mut up).await;
+    // Read from the app: the request direction; written to it: the response.
+    let (received, sent) = app.totals();
+    if let Some(ex) = exchange {
+        let flag = result.as_ref().err().map(|_| Flag::UpstreamReset);
+        ex.finish(sent, received, flag);
+    }
+    tracing::debug!(%target, received, sent, "tunnel closed");
+    result.map(|_| ())
 }
 
 async fn external(mut tcp: TcpStream, orig: SocketAddr, state: &ProxyState) -> std::io::Result<()> {
@@ -185,10 +249,38 @@ async fn external(mut tcp: TcpStream, orig: SocketAddr, state: &ProxyState) -> s
             Ok(())
         }
         OutboundPolicy::AllowAny => {
-            let mut out = crate::capture::connect_marked(orig, Some(state.config.mark)).await?;
+            // Outside the mesh: one `passthrough` service for every destination, so
+            // addresses never become labels.
+            let edge = state
+                .telemetry
+                .outbound_edge(PASSTHROUGH, UNKNOWN, UNKNOWN, UNKNOWN);
+            let exchange = state.telemetry.start_tcp(edge).map(|mut ex| {
+                ex.upstream = Some(orig);
+                ex.edge.mutual_tls = false;
+                ex
+            });
+            let mut out = match crate::capture::connect_marked(orig, Some(state.config.mark)).await
+            {
+                Ok(out) => out,
+                Err(e) => {
+                    if let Some(ex) = exchange {
+                        ex.finish(0, 0, Some(Flag::UpstreamConnectFailure));
+                    }
+                    return Err(e);
+                }
+            };
             let _ = out.set_nodelay(true);
-            tokio::io::copy_bidirectional(&mut tcp, &mut out).await?;
-            Ok(())
+            let mut app = crate::tunnel::Counted::new(&mut tcp);
+            let result = tokio::io::copy_bidirectional(&mut app, &mut out).await;
+            let (received, sent) = app.totals();
+            if let Some(ex) = exchange {
+                ex.finish(
+                    sent,
+                    received,
+                    result.as_ref().err().map(|_| Flag::UpstreamReset),
+                );
+            }
+            result.map(|_| ())
         }
     }
 }
@@ -202,52 +294,52 @@ async fn serve_http(
     orig: SocketAddr,
 ) {
     let h2 = protocol == Protocol::Http2;
-    let svc =
-        hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let (state, pool, host) = (state.clone(), pool.clone(), host.clone());
-            async move {
-                let Some(snap) = state.snapshot.load_full() else {
-                    return Ok::<_, Infallible>(crate::body::error_response(
-                        http::StatusCode::SERVICE_UNAVAILABLE,
-                        "proxy has no snapshot yet",
-                    ));
-                };
-                let Some(service) = snap.services.get(&host).cloned() else {
-                    return Ok(crate::body::error_response(
-                        http::StatusCode::NOT_FOUND,
-                        format!("service {host} is gone"),
-                    ));
-                };
-                // The authority the app wrote, else the address it dialled.
-                let authority = req
-                    .uri()
-                    .authority()
-                    .map(|a| a.to_string())
-                    .or_else(|| {
-                        req.headers()
-                            .get(http::header::HOST)
-                            .and_then(|h| h.to_str().ok())
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| orig.to_string());
-                if let Some(protocol) = crate::upgrade::requested(&req) {
-                    let port = Some(orig.port());
-                    let up = crate::upgrade::forward(
-                        req, protocol, &pool, &snap, &service, port, &authority,
-                    );
-                    return Ok(up.await);
-                }
-                Ok(crate::outbound::forward(
-                    req,
-                    &pool,
-                    &snap,
-                    &service,
-                    Some(orig.port()),
-                    &authority,
-                )
-                .await)
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (state, pool, host) = (state.clone(), pool.clone(), host.clone());
+        async move {
+            let Some(snap) = state.snapshot.load_full() else {
+                return Ok::<_, Infallible>(crate::body::error_response(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "proxy has no snapshot yet",
+                ));
+            };
+            let Some(service) = snap.services.get(&host).cloned() else {
+                return Ok(crate::body::error_response(
+                    http::StatusCode::NOT_FOUND,
+                    format!("service {host} is gone"),
+                ));
+            };
+            // The authority the app wrote, else the address it dialled.
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| orig.to_string());
+            if let Some(protocol) = crate::upgrade::requested(&req) {
+                let port = Some(orig.port());
+                let up = crate::upgrade::forward(
+                    req, protocol, &pool, &snap, &service, port, &authority,
+                );
+                return Ok(up.await);
             }
-        });
+            Ok(crate::outbound::forward(
+                req,
+                &state,
+                &pool,
+                &snap,
+                &service,
+                Some(orig.port()),
+                &authority,
+            )
+            .await)
+        }
+    });
     let io = TokioIo::new(tcp);
     let result = if h2 {
         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -293,16 +385,42 @@ pub async fn serve_inbound_plain(
                 return;
             }
             state.metrics.count_inbound(false, peer.ip());
+            let _open = state.metrics.connection_open("inbound");
             state.note_plaintext(peer.ip());
             let target = SocketAddr::new(state.config.address, orig.port());
-            if !plaintext_allowed(&state, peer, target) {
+            // A plaintext client has no identity: its edge is `unknown`, and the service is
+            // the workload's own (what it was addressed as is not known below HTTP).
+            let own = state.telemetry.own_workload.clone();
+            let unknown: Arc<str> = Arc::from(UNKNOWN);
+            let edge =
+                state
+                    .telemetry
+                    .inbound_edge(unknown.clone(), unknown.clone(), unknown, own, false);
+            let exchange = state.telemetry.start_tcp(edge).map(|mut ex| {
+                ex.upstream = Some(target);
+                ex
+            });
+            if let Err(flag) = plaintext_allowed(&state, peer, target) {
+                if let Some(ex) = exchange {
+                    ex.finish(0, 0, Some(flag));
+                }
                 return;
             }
             match crate::capture::connect_marked(target, Some(state.config.mark)).await {
                 Ok(mut app) => {
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut app).await;
+                    let mut client = crate::tunnel::Counted::new(&mut tcp);
+                    let result = tokio::io::copy_bidirectional(&mut client, &mut app).await;
+                    let (received, sent) = client.totals();
+                    if let Some(ex) = exchange {
+                        ex.finish(sent, received, result.err().map(|_| Flag::UpstreamReset));
+                    }
                 }
-                Err(e) => tracing::debug!(%peer, %target, error = %e, "inbound: app refused"),
+                Err(e) => {
+                    if let Some(ex) = exchange {
+                        ex.finish(0, 0, Some(Flag::UpstreamConnectFailure));
+                    }
+                    tracing::debug!(%peer, %target, error = %e, "inbound: app refused");
+                }
             }
         });
     }
@@ -310,18 +428,22 @@ pub async fn serve_inbound_plain(
 
 /// Whether a plaintext connection from `peer` to `target` may reach the app: the port's
 /// PeerAuthentication mode must accept plain text, then the AuthorizationPolicies must allow
-/// a connection without a principal. Logs why not.
-fn plaintext_allowed(state: &ProxyState, peer: SocketAddr, target: SocketAddr) -> bool {
+/// a connection without a principal. Logs why not, and says it as a response flag.
+fn plaintext_allowed(state: &ProxyState, peer: SocketAddr, target: SocketAddr) -> Result<(), Flag> {
     let Some(policy) = state.inbound_policy.load_full() else {
         tracing::info!(%peer, %target, "plaintext connection closed: no policy yet (no snapshot)");
-        return false;
+        return Err(Flag::NoRoute);
     };
     let mtls = policy.mtls(target.port());
     if mtls.mode == PeerMode::Strict {
         tracing::info!(%peer, %target, mtls = %mtls.source, "plaintext connection closed: mutual TLS required");
-        return false;
+        return Err(Flag::Denied);
     }
-    crate::authz::authorize_connection(state, None, peer, target, None)
+    if crate::authz::authorize_connection(state, None, peer, target, None).allow {
+        Ok(())
+    } else {
+        Err(Flag::Denied)
+    }
 }
 
 fn is_own(state: &ProxyState, ip: IpAddr) -> bool {

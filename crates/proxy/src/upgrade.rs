@@ -247,7 +247,7 @@ async fn switch_app(
     // Authorized as the app will see it: a GET (the only upgrade the mesh carries).
     let path =
         match crate::authz::authorize_request(state, caller, port, &Method::GET, &uri, &headers) {
-            Ok(path) => path,
+            Ok(allowed) => allowed.path,
             Err(refusal) => return Ok(refusal.into_response()),
         };
     let app_req = to_app(

@@ -85,6 +85,7 @@ pub(super) async fn run(
     for p in &placed {
         let mut cmd = proxy_command(
             command_in(&p.netns, ctx.exe),
+            ctx.args,
             &tokens,
             control,
             &root,

@@ -256,7 +256,7 @@ fn peer(id: &str) -> Peer {
 async fn get(state: &ProxyState, caller: &Peer, target: &str) -> Result<String, (u16, String)> {
     let uri: Uri = format!("http://web:8080{target}").parse().unwrap();
     match authorize_request(state, caller, 8080, &Method::GET, &uri, &HeaderMap::new()) {
-        Ok(path) => Ok(path.as_str().to_owned()),
+        Ok(allowed) => Ok(allowed.path.as_str().to_owned()),
         Err(refusal) => {
             let resp = refusal.into_response();
             let status = resp.status().as_u16();
@@ -328,14 +328,8 @@ async fn allow_by_principal() {
     // A plaintext connection has no principal: an ALLOW by principal keeps it out.
     let source = SocketAddr::from(([10, 0, 0, 3], 5555));
     let target = SocketAddr::from(([127, 0, 0, 1], 8080));
-    assert!(!authorize_connection(&state, None, source, target, None));
-    assert!(authorize_connection(
-        &state,
-        Some(CLIENT_ID),
-        source,
-        target,
-        None
-    ));
+    assert!(!authorize_connection(&state, None, source, target, None).allow);
+    assert!(authorize_connection(&state, Some(CLIENT_ID), source, target, None).allow);
 }
 
 #[test]
@@ -356,21 +350,9 @@ fn tcp_connections_are_denied_by_port_and_dry_run_is_not_enforced() {
     );
     let source = SocketAddr::from(([10, 0, 0, 2], 5555));
     let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(!authorize_connection(
-        &state,
-        Some(CLIENT_ID),
-        source,
-        at(5432),
-        None
-    ));
+    assert!(!authorize_connection(&state, Some(CLIENT_ID), source, at(5432), None).allow);
     // The dry-run DENY would refuse this one, but only says so.
-    assert!(authorize_connection(
-        &state,
-        Some(CLIENT_ID),
-        source,
-        at(8080),
-        None
-    ));
+    assert!(authorize_connection(&state, Some(CLIENT_ID), source, at(8080), None).allow);
     let metrics = state.metrics.encode();
     assert!(
         metrics.contains(
@@ -389,5 +371,5 @@ async fn nothing_passes_before_the_first_snapshot() {
         Err(503)
     );
     let any = SocketAddr::from(([127, 0, 0, 1], 8080));
-    assert!(!authorize_connection(&state, None, any, any, None));
+    assert!(!authorize_connection(&state, None, any, any, None).allow);
 }

@@ -1,0 +1,315 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+
+use super::*;
+use crate::body::{boxed, full, Body};
+
+fn telemetry(access_log: Option<AccessLog>) -> (Arc<Telemetry>, Arc<ProxyMetrics>) {
+    let metrics = Arc::new(ProxyMetrics::default());
+    let t = Arc::new(Telemetry::new(
+        metrics.clone(),
+        true,
+        "reviews-v1",
+        "default",
+        "spiffe://cluster.local/ns/default/sa/reviews",
+        access_log,
+    ));
+    (t, metrics)
+}
+
+fn inbound(t: &Telemetry) -> Edge {
+    t.inbound_edge(
+        "productpage-v1".into(),
+        "default".into(),
+        "spiffe://cluster.local/ns/default/sa/productpage".into(),
+        "reviews.default.svc.cluster.local".into(),
+        true,
+    )
+}
+
+fn series(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A response whose body is sent to the end finishes its exchange once, with the bytes sent.
+#[tokio::test]
+async fn a_response_sent_to_the_end_is_counted_once() {
+    let (t, metrics) = telemetry(None);
+    let ex = t.start(
+        inbound(&t),
+        &http::Method::GET,
+        "reviews:9080",
+        "/r/1",
+        false,
+    );
+    let resp = http::Response::new(full("twelve bytes"));
+    let body = Recorded::wrap(resp, ex)
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(body.to_bytes().len(), 12);
+    let text = metrics.encode();
+    let requests = series(&text, "trellis_requests_total{");
+    assert_eq!(requests.len(), 1, "{text}");
+    assert!(
+        requests[0].contains("reporter=\"destination\""),
+        "{}",
+        requests[0]
+    );
+    assert!(requests[0].contains("source_workload=\"productpage-v1\""));
+    assert!(requests[0].contains("destination_workload=\"reviews-v1\""));
+    assert!(requests[0].contains("response_code=\"200\""));
+    assert!(requests[0].contains("response_flags=\"-\""));
+    assert!(requests[0].ends_with(" 1"), "{}", requests[0]);
+    assert!(text.contains("trellis_request_duration_seconds_count{"));
+    // The destination side summarizes the edge for the control plane.
+    let (edges, _) = t.take_summaries();
+    assert_eq!(edges.len(), 1);
+    assert_eq!(edges[0].requests, 1);
+    assert_eq!(edges[0].failures, 0);
+    assert_eq!(edges[0].source_workload, "productpage-v1");
+    assert_eq!(edges[0].latency_counts.iter().sum::<u64>(), 1);
+    // Taken: the next period starts empty.
+    assert!(t.take_summaries().0.is_empty());
+}
+
+/// Only the destination side reports edges to the control plane: a call between two
+/// proxies must not be counted twice.
+#[tokio::test]
+async fn the_source_side_sends_no_summary() {
+    let (t, metrics) = telemetry(None);
+    let edge = t.outbound_edge(
+        "details.default.svc.cluster.local",
+        "details-v1",
+        "default",
+        "x",
+    );
+    let ex = t.start(edge, &http::Method::GET, "details:9080", "/", false);
+    Recorded::wrap(http::Response::new(full("x")), ex)
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert!(t.take_summaries().0.is_empty());
+    assert!(metrics.encode().contains("reporter=\"source\""));
+}
+
+/// A client that goes away mid-response is `DC`; a 503 and a failing gRPC status are
+/// failures; a gRPC status read from the trailers labels the series.
+#[tokio::test]
+async fn flags_and_failures() {
+    let (t, metrics) = telemetry(None);
+    // Dropped before the end.
+    let ex = t.start(inbound(&t), &http::Method::GET, "a", "/", false);
+    let resp = Recorded::wrap(http::Response::new(full("unread")), ex);
+    drop(resp);
+    // The proxy's own 503, flagged.
+    let ex = t.start(inbound(&t), &http::Method::GET, "a", "/", false);
+    let resp = flag_response(
+        crate::body::error_response(http::StatusCode::SERVICE_UNAVAILABLE, "none"),
+        Flag::NoHealthyUpstream,
+    );
+    Recorded::wrap(resp, ex)
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    // gRPC UNAVAILABLE (14) in the trailers of a 200.
+    let ex = t.start(inbound(&t), &http::Method::POST, "a", "/svc/M", true);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+    let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = vec![
+        Ok(http_body::Frame::data(Bytes::from_static(b"msg"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let body: Body = boxed(StreamBody::new(futures_util::stream::iter(frames)));
+    Recorded::wrap(http::Response::new(body), ex)
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let text = metrics.encode();
+    assert!(text.contains("response_flags=\"DC\""), "{text}");
+    assert!(
+        series(&text, "trellis_requests_total{")
+            .iter()
+            .any(|l| l.contains("response_code=\"503\"") && l.contains("response_flags=\"UH\"")),
+        "{text}"
+    );
+    assert!(
+        series(&text, "trellis_requests_total{")
+            .iter()
+            .any(|l| l.contains("request_protocol=\"grpc\"")
+                && l.contains("grpc_response_status=\"14\"")),
+        "{text}"
+    );
+    let (edges, _) = t.take_summaries();
+    let (http, grpc): (Vec<_>, Vec<_>) = edges.iter().partition(|e| e.protocol == "http");
+    assert_eq!(http[0].requests, 2);
+    // The DC request had a 200 head: the app answered, the client left. Only the 503 failed.
+    assert_eq!(http[0].failures, 1);
+    assert_eq!((grpc[0].requests, grpc[0].failures), (1, 1));
+}
+
+/// Paths, queries and authorities never become labels: ten thousand distinct ones make one
+/// series.
+#[tokio::test]
+async fn distinct_paths_add_no_series() {
+    let (t, metrics) = telemetry(None);
+    for i in 0..10_000 {
+        let ex = t.start(
+            inbound(&t),
+            &http::Method::GET,
+            &format!("host-{i}:9080"),
+            &format!("/item/{i}?id={i}"),
+            false,
+        );
+        Recorded::wrap(http::Response::new(full("x")), ex)
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+    }
+    let text = metrics.encode();
+    assert_eq!(series(&text, "trellis_requests_total{").len(), 1, "{text}");
+    assert!(!text.contains("/item/"), "a path leaked into a label");
+}
+
+/// Access log lines are JSON with the request's details, written by the log's own thread.
+#[tokio::test]
+async fn access_log_lines_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log = AccessLog::open(&AccessLogTarget::File(path.clone()), 1.0).unwrap();
+    let (t, _) = telemetry(Some(log));
+    let mut ex = t
+        .start(
+            inbound(&t),
+            &http::Method::PUT,
+            "reviews:9080",
+            "/r/7?x=1",
+            false,
+        )
+        .unwrap();
+    ex.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+    ex.policy = Some("default/allow-pp".into());
+    ex.upstream = Some("127.0.0.1:9080".parse().unwrap());
+    let req_body = count_request_body(Full::new(Bytes::from_static(b"abcd")), Some(&mut ex));
+    req_body.collect().await.unwrap();
+    Recorded::wrap(http::Response::new(full("hello")), Some(ex))
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let tcp = t.start_tcp(inbound(&t)).unwrap();
+    tcp.finish(10, 20, Some(Flag::UpstreamReset));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= 2 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let lines: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let r = &lines[0];
+    assert_eq!(r["method"], "PUT");
+    assert_eq!(r["path"], "/r/7?x=1");
+    assert_eq!(r["authority"], "reviews:9080");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["request_bytes"], 4);
+    assert_eq!(r["response_bytes"], 5);
+    assert_eq!(r["response_flags"], "-");
+    assert_eq!(r["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(r["policy"], "default/allow-pp");
+    assert_eq!(r["upstream"], "127.0.0.1:9080");
+    assert_eq!(
+        r["source_principal"],
+        "spiffe://cluster.local/ns/default/sa/productpage"
+    );
+    assert_eq!(r["destination_workload"], "reviews-v1");
+    assert!(r["start_time"].as_str().unwrap().ends_with('Z'));
+    let c = &lines[1];
+    assert_eq!(c["protocol"], "tcp");
+    assert_eq!(c["response_flags"], "UC");
+    // Received from the client is the request direction.
+    assert_eq!(
+        (c["request_bytes"].as_u64(), c["response_bytes"].as_u64()),
+        (Some(20), Some(10))
+    );
+}
+
+#[test]
+fn sampling_outside_zero_to_one_is_refused() {
+    assert!(AccessLog::open(&AccessLogTarget::Stdout, 1.5).is_err());
+    assert!(AccessLog::open(&AccessLogTarget::File("/nonexistent/dir/log".into()), 1.0).is_err());
+}
+
+/// A tap gets the requests its filter matches, tagged with its id; others get nothing.
+#[tokio::test]
+async fn taps_get_what_they_match() {
+    let (t, _) = telemetry(None);
+    t.set_taps(&[
+        proto::TapRequest {
+            id: "t1".into(),
+            path_prefix: "/api".into(),
+            method: String::new(),
+        },
+        proto::TapRequest {
+            id: "t2".into(),
+            path_prefix: String::new(),
+            method: "POST".into(),
+        },
+    ]);
+    for (method, path) in [("GET", "/api/x"), ("POST", "/other"), ("GET", "/other")] {
+        let m: http::Method = method.parse().unwrap();
+        let ex = t.start(inbound(&t), &m, "reviews:9080", path, false);
+        Recorded::wrap(http::Response::new(full("x")), ex)
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+    }
+    let mut rx = t.tap_events().lock().await;
+    let mut got = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        got.push((e.tap_id, e.method, e.path, e.status));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("t1".into(), "GET".into(), "/api/x".into(), 200),
+            ("t2".into(), "POST".into(), "/other".into(), 200),
+        ]
+    );
+    t.set_taps(&[]);
+    let ex = t.start(inbound(&t), &http::Method::GET, "a", "/api/y", false);
+    Recorded::wrap(http::Response::new(full("x")), ex)
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert!(rx.try_recv().is_err());
+}
+
+/// Off means off: nothing is recorded.
+#[tokio::test]
+async fn disabled_records_nothing() {
+    let metrics = Arc::new(ProxyMetrics::default());
+    let t = Arc::new(Telemetry::new(metrics.clone(), false, "w", "ns", "p", None));
+    assert!(t
+        .start(inbound(&t), &http::Method::GET, "a", "/", false)
+        .is_none());
+    assert!(t.start_tcp(inbound(&t)).is_none());
+    assert!(!metrics.encode().contains("trellis_requests_total{"));
+}
