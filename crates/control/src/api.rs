@@ -229,16 +229,23 @@ async fn certs(State(state): State<Arc<ApiState>>) -> Json<Certs> {
     })
 }
 
-async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    let body = state.metrics.encode(&state);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format for
+/// everyone else (`promtool check metrics`, curl).
+async fn metrics(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    use trellis_api::telemetry::{
+        prometheus_text, wants_openmetrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT,
+    };
+    let encoded = state.metrics.encode(&state);
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], encoded).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            prometheus_text(&encoded),
+        )
+            .into_response()
+    }
 }
 
 fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {

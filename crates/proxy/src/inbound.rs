@@ -196,7 +196,7 @@ async fn handle(
         labels.edge(state, req.headers(), &authority),
         req.method(),
         &authority,
-        req.uri().path(),
+        req.uri().path_and_query().map_or("/", |p| p.as_str()),
         crate::outbound::is_grpc(req.headers()),
     );
     let resp = forward_to_app(req, state, app, caller, exchange.as_mut(), authority).await;

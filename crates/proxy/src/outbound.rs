@@ -113,7 +113,7 @@ pub async fn forward(
 ) -> Response<Body> {
     let telemetry = &state.telemetry;
     let grpc = is_grpc(req.headers());
-    let path = req.uri().path();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let target = match choose(snapshot, service, port) {
         Ok(t) => t,
         Err((status, msg)) => {

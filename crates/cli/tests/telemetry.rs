@@ -1,0 +1,344 @@
+//! End to end: the quickstart mesh's telemetry read by the tools users point at it —
+//! `promtool`, a real Prometheus server, an OTLP receiver, `trellis stat` and `trellis tap`.
+//!
+//! `promtool` and `prometheus` come from Debian's `prometheus` package (`.ci/run` installs
+//! it); a test that needs them fails, naming the package, when they are missing.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use trellis_testkit::load::Load;
+use trellis_testkit::{workspace_root, HttpClient, Mesh};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+
+fn quickstart(subnet: u8, extra: &[&str]) -> Mesh {
+    Mesh::up_with(
+        BIN.as_ref(),
+        &workspace_root().join("examples/quickstart"),
+        subnet,
+        extra,
+    )
+    .expect("mesh starts")
+}
+
+/// The path of `tool`, or a failure naming the package that has it.
+fn require(tool: &str) -> String {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .expect("sh runs");
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    assert!(
+        found.status.success() && !path.is_empty(),
+        "{tool} is not installed: install Debian's `prometheus` package (.ci/run does)"
+    );
+    path
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let resp = HttpClient::new()
+        .get(addr, &addr.to_string(), "/metrics", &[])
+        .await
+        .unwrap_or_else(|e| panic!("scraping {addr}: {e:#}"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    resp.text()
+}
+
+/// The sample lines of a scrape: one per series (histogram buckets count each).
+fn series(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.rsplit_once(' ').map_or(l, |(name, _)| name))
+        .collect()
+}
+
+/// Runs `promtool check metrics` on `text`; panics with its findings unless it passes.
+fn promtool_check(what: &str, text: &str) {
+    let promtool = require("promtool");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics on {what}: {}{}\n--- input ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends `n` GETs for `path(i)` to the front door, `concurrency` at a time; every one must
+/// succeed.
+async fn send(mesh: &Mesh, n: usize, concurrency: usize, path: fn(usize) -> String) {
+    let client = HttpClient::new();
+    let front = mesh.front;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let client = client.clone();
+        tasks.spawn(async move {
+            for i in (worker..n).step_by(concurrency) {
+                let p = path(i);
+                let resp = client
+                    .get(front, "productpage", &p, &[])
+                    .await
+                    .expect("request");
+                assert_eq!(resp.status, 200, "{p}: {}", resp.text());
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("sender");
+    }
+}
+
+/// Every proxy's and the control plane's `/metrics` pass `promtool check metrics`; the
+/// request series carry Istio's labels; and ten thousand requests with distinct paths and
+/// query strings leave the number of series unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_paths_add_no_series() {
+    let mesh = quickstart(20, &["--access-log"]);
+    // Enough that both reviews versions (90/10) and every edge have been seen.
+    send(&mesh, 300, 8, |_| "/".to_owned()).await;
+    let productpage = mesh.addr(1, 15020);
+    let proxies: Vec<SocketAddr> = (1..=6).map(|h| mesh.addr(h, 15020)).collect();
+    for p in &proxies {
+        promtool_check(&format!("the proxy at {p}"), &scrape(*p).await);
+    }
+    promtool_check("the control plane", &scrape(mesh.api).await);
+
+    let before = scrape(productpage).await;
+    let requests: Vec<&str> = before
+        .lines()
+        .filter(|l| l.starts_with("trellis_requests_total{reporter=\"destination\""))
+        .collect();
+    assert_eq!(requests.len(), 1, "{before}");
+    for label in [
+        "source_workload=\"front\"",
+        "source_namespace=\"default\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/trellis-front\"",
+        "destination_service=\"productpage.default.svc.cluster.local\"",
+        "destination_workload=\"productpage-v1\"",
+        "destination_namespace=\"default\"",
+        "response_code=\"200\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(
+            requests[0].contains(label),
+            "{label} missing: {}",
+            requests[0]
+        );
+    }
+    assert!(requests[0].ends_with(" 300"), "{}", requests[0]);
+
+    send(&mesh, 10_000, 16, |i| {
+        format!("/item/{i}?q={i}&session={}", i * 7919)
+    })
+    .await;
+    let after = scrape(productpage).await;
+    let (b, a) = (series(&before), series(&after));
+    assert_eq!(
+        b.len(),
+        a.len(),
+        "series appeared: {:?}",
+        a.iter().filter(|s| !b.contains(s)).collect::<Vec<_>>()
+    );
+    assert!(!after.contains("/item/"), "a path became a label");
+    let front_edge = after
+        .lines()
+        .find(|l| l.starts_with("trellis_requests_total{reporter=\"destination\""))
+        .expect("series");
+    assert!(front_edge.ends_with(" 10300"), "{front_edge}");
+
+    // The access log: JSON lines with the request's path, status and identities.
+    let logs = mesh.logs();
+    let line = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["path"] == "/item/42?q=42&session=332598" && v["reporter"] == "destination")
+        .unwrap_or_else(|| panic!("no access log line for /item/42 among {} lines", logs.len()));
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["destination_workload"], "productpage-v1");
+    assert_eq!(
+        line["source_principal"],
+        "spiffe://cluster.local/ns/default/sa/trellis-front"
+    );
+    assert_eq!(line["method"], "GET");
+    assert!(
+        line["duration_ms"].as_f64().is_some_and(|d| d > 0.0),
+        "{line}"
+    );
+    assert!(
+        line["response_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{line}"
+    );
+}
+
+/// URL-encodes a PromQL query for a query string.
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Prometheus server run for one test, killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(addr: SocketAddr, targets: &[SocketAddr], control: SocketAddr) -> Prometheus {
+        let bin = require("prometheus");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = |t: &[SocketAddr]| {
+            t.iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n\
+             - job_name: trellis-proxies\n  static_configs: [{{targets: [{}]}}]\n\
+             - job_name: trellis-control\n  static_configs: [{{targets: [{}]}}]\n",
+            list(targets),
+            list(&[control])
+        );
+        let path = dir.path().join("prometheus.yml");
+        std::fs::write(&path, config).expect("writing the config");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("prometheus starts");
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let resp = HttpClient::new()
+            .get(self.addr, &self.addr.to_string(), path, &[])
+            .await
+            .unwrap_or_else(|e| panic!("prometheus {path}: {e:#}"));
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        resp.json().expect("json")
+    }
+
+    async fn query(&self, q: &str) -> Value {
+        self.get(&format!("/api/v1/query?query={}", encode(q)))
+            .await
+    }
+
+    /// Waits until every target has been scraped successfully.
+    async fn wait_up(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = HttpClient::new()
+                .get(self.addr, &self.addr.to_string(), "/api/v1/targets", &[])
+                .await
+                .ok()
+                .and_then(|r| r.json().ok());
+            let up = ready
+                .as_ref()
+                .and_then(|v| v["data"]["activeTargets"].as_array().cloned())
+                .map(|t| t.iter().filter(|t| t["health"] == "up").count())
+                .unwrap_or(0);
+            if up == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus targets not up: {ready:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Prometheus server scrapes the quickstart mesh under steady load; PromQL's request
+/// rate per `destination_service` matches the rate the test sends, within 10 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_sees_the_rate_sent() {
+    let mesh = quickstart(21, &[]);
+    let targets: Vec<SocketAddr> = (1..=6).map(|h| mesh.addr(h, 15020)).collect();
+    let prom = Prometheus::start(mesh.addr(252, 9090), &targets, mesh.api);
+    prom.wait_up(targets.len() + 1).await;
+
+    let rate = 40;
+    let load = Load::start(mesh.front, "productpage", "/", rate, 64);
+    // A 15 s window, fully inside the load once 20 s have passed.
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let answer = prom
+        .query(
+            "sum by (destination_service) \
+             (rate(trellis_requests_total{reporter=\"destination\",response_code=\"200\"}[15s]))",
+        )
+        .await;
+    let report = load.finish().await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let sent = report.rate();
+    let results = answer["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let per_service = |host: &str| -> f64 {
+        results
+            .iter()
+            .find(|r| r["metric"]["destination_service"] == host)
+            .and_then(|r| r["value"][1].as_str())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no rate for {host} in {answer}"))
+    };
+    // Each page calls details and reviews once: all three see the front door's rate.
+    for service in ["productpage", "details", "reviews"] {
+        let host = format!("{service}.default.svc.cluster.local");
+        let seen = per_service(&host);
+        assert!(
+            (seen - sent).abs() / sent <= 0.10,
+            "{host}: Prometheus says {seen:.2} req/s, the test sent {sent:.2} req/s"
+        );
+    }
+    // The control plane is scraped too.
+    let proxies = prom.query("trellis_control_connected_proxies").await;
+    let connected: f64 = proxies["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{proxies}"));
+    assert_eq!(connected, 7.0, "six workloads and the front door");
+}
