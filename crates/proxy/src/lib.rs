@@ -13,7 +13,9 @@
 //! * [`upgrade`]: HTTP/1.1 `Upgrade` (WebSocket) carried between proxies as extended
 //!   `CONNECT`;
 //! * [`control_client`]: certificate requests and the snapshot stream, with back-off;
-//! * [`admin`]: health endpoints and metrics.
+//! * [`admin`]: health endpoints and metrics;
+//! * [`trace`]: distributed tracing: W3C `traceparent` and B3 propagation, spans for each
+//!   hop, export to an OpenTelemetry collector (OTLP/gRPC).
 //!
 //! Shared state lives in [`ProxyState`]: the current snapshot and credentials, each swapped
 //! atomically so requests in flight keep the version they started with.
@@ -35,6 +37,7 @@ pub mod outbound;
 pub mod persist;
 pub mod pool;
 pub mod state;
+pub mod trace;
 pub mod transparent;
 pub mod tunnel;
 pub mod upgrade;
