@@ -15,6 +15,8 @@
 //! * [`control_client`]: certificate requests and the snapshot stream, with back-off;
 //! * [`telemetry`]: Istio's request and TCP metrics, access logs, edge summaries for the
 //!   control plane and live taps, recorded as each request's response ends;
+//! * [`trace`]: distributed tracing: W3C `traceparent` and B3 propagation, a span for each
+//!   hop, export to an OpenTelemetry collector (OTLP/gRPC);
 //! * [`admin`]: health endpoints and metrics.
 //!
 //! Shared state lives in [`ProxyState`]: the current snapshot and credentials, each swapped
@@ -38,6 +40,7 @@ pub mod persist;
 pub mod pool;
 pub mod state;
 pub mod telemetry;
+pub mod trace;
 pub mod transparent;
 pub mod tunnel;
 pub mod upgrade;

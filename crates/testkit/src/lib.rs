@@ -6,6 +6,7 @@
 //! parallel without sharing a port: each workload, proxy, control plane and front door has
 //! its own address. Meshes of transparent proxies run on LANs of network namespaces instead
 //! ([`lan_mesh`] on [`netns`]), with real apps such as [`grpc_echo`] inside the hosts.
+//! [`otlp`] stands in for an OpenTelemetry collector: it receives the spans proxies export.
 
 pub mod grpc_echo;
 pub mod http_client;
@@ -13,6 +14,7 @@ pub mod lan_mesh;
 pub mod load;
 pub mod mesh;
 pub mod netns;
+pub mod otlp;
 
 pub use http_client::{HttpClient, HttpResponse};
 pub use load::{Load, LoadReport};
