@@ -104,6 +104,13 @@ pub struct ProxyArgs {
     /// Fraction of requests and connections written to the access log (0 to 1).
     #[arg(long, default_value_t = 1.0, value_parser = fraction)]
     pub access_log_sampling: f64,
+    /// Export spans with OTLP over gRPC to this collector, e.g. `http://127.0.0.1:4317`.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces sampled (0 to 1). A caller's decision, in its `traceparent`
+    /// or B3 headers, is always kept.
+    #[arg(long, default_value_t = 0.01, value_parser = fraction)]
+    pub trace_sampling: f64,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -194,7 +201,8 @@ pub async fn run(a: ProxyArgs, reload: crate::logging::Reload) -> anyhow::Result
                 path => Some(trellis_proxy::telemetry::AccessLogTarget::File(path.into())),
             },
             access_log_sampling: a.access_log_sampling,
-            ..Default::default()
+            otlp_endpoint: a.otlp_endpoint,
+            trace_sampling: a.trace_sampling,
         },
         admin_local_addr: a.admin_local.unwrap_or(if transparent {
             SocketAddr::from(([127, 0, 0, 1], 15000))

@@ -91,6 +91,14 @@ pub struct UpArgs {
     /// standard output (shown with the mesh's output).
     #[arg(long)]
     pub access_log: bool,
+    /// Every proxy exports its spans with OTLP over gRPC to this collector (Jaeger, an
+    /// OpenTelemetry collector), e.g. `http://127.0.0.1:4317`.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces the proxies sample. All of them by default: this is a mesh to
+    /// look at, not to run at scale (a lone `trellis proxy` samples 1 %).
+    #[arg(long, default_value = "1")]
+    pub trace_sampling: String,
 }
 
 /// The telemetry flags every proxy of the mesh gets.
@@ -99,6 +107,10 @@ fn telemetry_flags(a: &UpArgs) -> Vec<String> {
     if a.access_log {
         flags.extend(["--access-log".to_owned(), "stdout".to_owned()]);
     }
+    if let Some(endpoint) = &a.otlp_endpoint {
+        flags.extend(["--otlp-endpoint".to_owned(), endpoint.clone()]);
+    }
+    flags.extend(["--trace-sampling".to_owned(), a.trace_sampling.clone()]);
     flags
 }
 

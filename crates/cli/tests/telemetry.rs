@@ -342,3 +342,134 @@ async fn prometheus_sees_the_rate_sent() {
         .unwrap_or_else(|| panic!("{proxies}"));
     assert_eq!(connected, 7.0, "six workloads and the front door");
 }
+
+/// One request through productpage, reviews (v2) and ratings, sent with its own
+/// `traceparent`, arrives at an OTLP receiver as one trace: a client and a server span for
+/// every hop, each span's parent another span of the trace, server spans the children of
+/// the calling proxy's client spans, and client spans the children of their workload's
+/// server span (the demo app forwards the trace headers, as Bookinfo's apps do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_links_every_hop() {
+    use trellis_testkit::otlp::{OtlpReceiver, SpanKind};
+    let receiver = OtlpReceiver::start("127.0.22.253:0".parse().expect("addr"))
+        .await
+        .expect("receiver");
+    let endpoint = receiver.endpoint();
+    let mesh = quickstart(22, &["--otlp-endpoint", &endpoint, "--trace-sampling", "0"]);
+    // All reviews traffic to v2, which calls ratings.
+    let routing = mesh.config_dir.join("reviews-routing.yaml");
+    let text = std::fs::read_to_string(&routing).expect("routing");
+    std::fs::write(
+        &routing,
+        text.replace("weight: 90", "weight: 0")
+            .replace("weight: 10", "weight: 100"),
+    )
+    .expect("write routing");
+    let client = HttpClient::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = client
+            .get(mesh.front, "productpage", "/", &[])
+            .await
+            .expect("request")
+            .json()
+            .expect("json");
+        let reviews = page["calls"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["service"] == "reviews").cloned());
+        if reviews.is_some_and(|r| r["version"] == "v2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reviews never moved to v2: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Sampling is 0 for new traces: only the traced request below is recorded, because it
+    // arrives sampled.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let root = "00f067aa0ba902b7";
+    let resp = client
+        .get(
+            mesh.front,
+            "productpage",
+            "/traced",
+            &[("traceparent", &format!("00-{trace_id}-{root}-01"))],
+        )
+        .await
+        .expect("traced request");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // front -> productpage -> {details, reviews-v2 -> ratings}: four hops, two spans each.
+    let spans = receiver
+        .wait_for(Duration::from_secs(30), |s| {
+            s.iter().filter(|s| s.trace_id == trace_id).count() >= 8
+        })
+        .await
+        .expect("spans arrive");
+    let spans: Vec<_> = spans
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    let dump = spans
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(spans.len(), 8, "{dump}");
+    assert!(
+        receiver.spans().iter().all(|s| s.trace_id == trace_id),
+        "an unsampled request was exported: {dump}"
+    );
+    let by_id = |id: &str| spans.iter().find(|s| s.span_id == id);
+    for s in &spans {
+        if s.parent_span_id == root {
+            assert_eq!(
+                s.kind,
+                SpanKind::Client,
+                "only the front door's span hangs off the caller: {s}"
+            );
+            assert_eq!(s.service_name, "front", "{s}");
+            continue;
+        }
+        let parent = by_id(&s.parent_span_id)
+            .unwrap_or_else(|| panic!("{s} has a parent outside the trace\n{dump}"));
+        match s.kind {
+            // A server span's parent is the caller proxy's client span, on another service.
+            SpanKind::Server => {
+                assert_eq!(parent.kind, SpanKind::Client, "{s} <- {parent}");
+                assert_ne!(parent.service_name, s.service_name, "{s} <- {parent}");
+            }
+            // A client span's parent is its own workload's server span.
+            SpanKind::Client => {
+                assert_eq!(parent.kind, SpanKind::Server, "{s} <- {parent}");
+                assert_eq!(parent.service_name, s.service_name, "{s} <- {parent}");
+            }
+            other => panic!("unexpected span kind {other:?}: {s}"),
+        }
+    }
+    let servers: std::collections::BTreeSet<&str> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server)
+        .map(|s| s.service_name.as_str())
+        .collect();
+    assert_eq!(
+        servers.into_iter().collect::<Vec<_>>(),
+        ["details", "productpage", "ratings", "reviews"],
+        "{dump}"
+    );
+    let ratings = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.service_name == "ratings")
+        .expect("ratings span");
+    assert_eq!(
+        ratings.attr("http.response.status_code"),
+        Some("200"),
+        "{ratings}"
+    );
+    assert_eq!(
+        ratings.attr("trellis.source.principal"),
+        Some("spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
+        "{ratings}"
+    );
+}

@@ -192,13 +192,18 @@ async fn handle(
         .authority()
         .map(|a| a.as_str().to_string())
         .unwrap_or_default();
+    let (mut parts, body) = req.into_parts();
+    let edge = labels.edge(state, &parts.headers, &authority);
+    let grpc = crate::outbound::is_grpc(&parts.headers);
     let mut exchange = state.telemetry.start(
-        labels.edge(state, req.headers(), &authority),
-        req.method(),
+        edge,
+        &parts.method,
         &authority,
-        req.uri().path_and_query().map_or("/", |p| p.as_str()),
-        crate::outbound::is_grpc(req.headers()),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        grpc,
+        &mut parts.headers,
     );
+    let req = Request::from_parts(parts, body);
     let resp = forward_to_app(req, state, app, caller, exchange.as_mut(), authority).await;
     Recorded::wrap(resp, exchange)
 }

@@ -62,6 +62,8 @@ pub enum ProxyError {
     Control(#[from] control_client::ControlError),
     #[error(transparent)]
     AccessLog(#[from] telemetry::AccessLogError),
+    #[error(transparent)]
+    Trace(#[from] trace::TraceError),
     #[error("traffic capture: {0}")]
     Capture(#[from] capture::CaptureError),
 }
@@ -94,7 +96,28 @@ pub async fn run(
         )?),
         None => None,
     };
-    let state = Arc::new(ProxyState::with_access_log(config, log_control, access_log));
+    let tracer = trace::Tracer::new(
+        config.telemetry.otlp_endpoint.clone(),
+        config.telemetry.trace_sampling,
+        trace::Resource {
+            // The `app` label names the service in most meshes' traces (Istio's canonical
+            // service); the workload name stands in without one.
+            service_name: config
+                .labels
+                .get("app")
+                .cloned()
+                .unwrap_or_else(|| config.workload_name.clone()),
+            namespace: config.namespace().to_owned(),
+            workload: config.workload_name.clone(),
+            instance_id: format!("{}@{}", config.workload_name, config.address),
+        },
+    )?;
+    let state = Arc::new(ProxyState::with_telemetry(
+        config,
+        log_control,
+        access_log,
+        tracer,
+    ));
     let client = control_client::ControlClient::new(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The admin port keeps answering through a drain (readiness says "no" meanwhile); it

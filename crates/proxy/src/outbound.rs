@@ -112,17 +112,19 @@ pub async fn forward(
     authority: &str,
 ) -> Response<Body> {
     let telemetry = &state.telemetry;
-    let grpc = is_grpc(req.headers());
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let (mut parts, body) = req.into_parts();
+    let grpc = is_grpc(&parts.headers);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = match choose(snapshot, service, port) {
         Ok(t) => t,
         Err((status, msg)) => {
             let exchange = telemetry.start(
                 telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN),
-                req.method(),
+                &parts.method,
                 authority,
                 path,
                 grpc,
+                &mut parts.headers,
             );
             let flag = if status == StatusCode::NOT_FOUND {
                 Flag::NoRoute
@@ -140,16 +142,18 @@ pub async fn forward(
             &target.service.namespace,
             &target.endpoint.identity,
         ),
-        req.method(),
+        &parts.method,
         authority,
         path,
         grpc,
+        &mut parts.headers,
     );
     if let Some(ex) = &mut exchange {
         ex.upstream = Some(peer_addr);
         ex.route = target.route.map(str::to_owned);
     }
     let identity = target.endpoint.identity.clone();
+    let req = Request::from_parts(parts, body);
     let req = match to_upstream(req, authority, &target, state, exchange.as_mut()) {
         Ok(r) => r,
         Err(msg) => {

@@ -14,6 +14,7 @@ use crate::authz::InboundPolicy;
 use crate::config::{Mode, ProxyConfig};
 use crate::metrics::ProxyMetrics;
 use crate::telemetry::{AccessLog, Telemetry};
+use crate::trace::Tracer;
 
 /// What the proxy proves itself with and whom it trusts.
 pub struct Credentials {
@@ -59,14 +60,15 @@ pub const MAX_PLAINTEXT_SOURCES: usize = 256;
 
 impl ProxyState {
     pub fn new(config: ProxyConfig, log_control: Option<LogControl>) -> Self {
-        Self::with_access_log(config, log_control, None)
+        Self::with_telemetry(config, log_control, None, Tracer::propagate_only())
     }
 
-    /// As [`ProxyState::new`], writing access logs to `access_log`.
-    pub fn with_access_log(
+    /// As [`ProxyState::new`], writing access logs to `access_log` and spans to `tracer`.
+    pub fn with_telemetry(
         config: ProxyConfig,
         log_control: Option<LogControl>,
         access_log: Option<AccessLog>,
+        tracer: Tracer,
     ) -> Self {
         let metrics = Arc::new(ProxyMetrics::default());
         let telemetry = Arc::new(Telemetry::new(
@@ -76,6 +78,7 @@ impl ProxyState {
             config.namespace(),
             &config.identity.to_string(),
             access_log,
+            tracer,
         ));
         Self {
             telemetry,

@@ -12,7 +12,10 @@
 //! * on the destination side, adds it to the edge's summary that the control stream sends
 //!   every few seconds (`trellis stat`, `trellis top`);
 //! * writes a JSON access log line when access logs are on and the request is sampled;
-//! * sends its metadata to any tap that matches.
+//! * sends its metadata to any tap that matches;
+//! * ends its span ([`crate::trace`]): the client span of the source side, whose context
+//!   goes to the next hop in `traceparent`, or the server span of the destination side,
+//!   whose context the app receives (and forwards, if it forwards trace headers).
 //!
 //! TCP connections (tunnels, plaintext inbound, passthrough) are [`TcpExchange`]s with the
 //! `trellis_tcp_*` metrics and one access log line when they close.
@@ -34,6 +37,7 @@ pub use access_log::{AccessLog, AccessLogError, AccessLogTarget};
 pub use recorded::{count_request_body, Recorded};
 
 use crate::metrics::{ProxyMetrics, RequestLabels, TcpLabels};
+use crate::trace::{ActiveSpan, SpanKind, Tracer};
 
 /// Taps past this many events waiting to be sent lose events: a tap is for watching, and must
 /// never hold requests or memory.
@@ -155,6 +159,7 @@ pub struct Telemetry {
     pub own_namespace: Arc<str>,
     pub own_principal: Arc<str>,
     access_log: Option<AccessLog>,
+    tracer: Tracer,
     /// Destination-side summaries since the last report.
     summaries: Mutex<HashMap<SummaryKey, EdgeSummary>>,
     /// When the current report period started.
@@ -175,6 +180,7 @@ impl Telemetry {
         own_namespace: &str,
         own_principal: &str,
         access_log: Option<AccessLog>,
+        tracer: Tracer,
     ) -> Self {
         let (tap_tx, tap_rx) = tokio::sync::mpsc::channel(TAP_QUEUE);
         Telemetry {
@@ -184,6 +190,7 @@ impl Telemetry {
             own_namespace: own_namespace.into(),
             own_principal: own_principal.into(),
             access_log,
+            tracer,
             summaries: Mutex::new(HashMap::new()),
             period_start: Mutex::new(Instant::now()),
             taps: ArcSwap::from_pointee(Vec::new()),
@@ -240,7 +247,9 @@ impl Telemetry {
         }
     }
 
-    /// Starts recording an HTTP request; `None` when telemetry is off.
+    /// Starts recording an HTTP request; `None` when telemetry is off. Its span joins the
+    /// trace `headers` carry (or starts one) and `headers` then carry the span's context, to
+    /// be sent on: to the next proxy by the source side, to the app by the destination side.
     pub fn start(
         self: &Arc<Self>,
         edge: Edge,
@@ -248,13 +257,23 @@ impl Telemetry {
         authority: &str,
         path: &str,
         grpc: bool,
+        headers: &mut http::HeaderMap,
     ) -> Option<Exchange> {
         if !self.enabled {
             return None;
         }
-        // The path and authority are kept only when something will write them: a log line or
-        // a tap. Metrics never see them.
-        let detail = self.access_log.is_some() || !self.taps.load().is_empty();
+        let parent = crate::trace::extract(headers);
+        let (kind, name) = match edge.reporter {
+            Reporter::Source => (SpanKind::Client, "outbound"),
+            Reporter::Destination => (SpanKind::Server, "inbound"),
+        };
+        let span = self.tracer.start(kind, name, parent.as_ref());
+        let context = span.context();
+        crate::trace::inject(headers, &context);
+        // The path and authority are kept only when something will write them: a log line, a
+        // tap or a recorded span. Metrics never see them.
+        let detail =
+            self.access_log.is_some() || span.is_recording() || !self.taps.load().is_empty();
         Some(Exchange {
             telemetry: self.clone(),
             edge,
@@ -271,8 +290,9 @@ impl Telemetry {
             upstream: None,
             route: None,
             policy: None,
-            trace_id: None,
+            trace_id: Some(context.trace_id_hex()),
             request_bytes: None,
+            span: Some(span),
         })
     }
 
@@ -401,6 +421,7 @@ pub struct Exchange {
     pub trace_id: Option<String>,
     /// Request body bytes, counted as the body streams ([`count_request_body`]).
     pub request_bytes: Option<Arc<AtomicU64>>,
+    span: Option<ActiveSpan>,
 }
 
 /// How a response ended, as [`Recorded`] saw it.
@@ -422,7 +443,7 @@ impl Exchange {
     }
 
     /// Records the finished request everywhere it is wanted.
-    pub fn finish(self, outcome: Outcome) {
+    pub fn finish(mut self, outcome: Outcome) {
         let metrics = &self.telemetry.metrics;
         let elapsed = self.start.elapsed();
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -441,6 +462,9 @@ impl Exchange {
             .request_bytes
             .as_ref()
             .map_or(0, |b| b.load(Ordering::Relaxed));
+        if let Some(span) = self.span.take() {
+            self.end_span(span, &outcome, failed, request_bytes);
+        }
         if let Some(log) = &tel.access_log {
             log.request(&self, &outcome, micros, request_bytes);
         }
@@ -472,6 +496,46 @@ impl Exchange {
             self.method.as_str(),
             &self.path,
         );
+    }
+}
+
+impl Exchange {
+    /// Ends the span with OpenTelemetry's HTTP attributes and the mesh's own.
+    fn end_span(&self, mut span: ActiveSpan, outcome: &Outcome, failed: bool, request_bytes: u64) {
+        if span.is_recording() {
+            let edge = &self.edge;
+            span.set_attribute("http.request.method", self.method.to_string());
+            span.set_attribute("server.address", self.authority.clone());
+            span.set_attribute("url.path", self.path.clone());
+            span.set_attribute("http.response.status_code", outcome.status);
+            if let Some(code) = outcome.grpc_status {
+                span.set_attribute("rpc.grpc.status_code", u32::from(code));
+            }
+            span.set_attribute("http.request.body.size", request_bytes);
+            span.set_attribute("http.response.body.size", outcome.response_bytes);
+            span.set_attribute("trellis.reporter", edge.reporter.as_str());
+            span.set_attribute("trellis.source.workload", edge.source_workload.to_string());
+            span.set_attribute(
+                "trellis.source.principal",
+                edge.source_principal.to_string(),
+            );
+            span.set_attribute(
+                "trellis.destination.service",
+                edge.destination_service.to_string(),
+            );
+            span.set_attribute(
+                "trellis.destination.workload",
+                edge.destination_workload.to_string(),
+            );
+            span.set_attribute("trellis.response_flags", flag_label(outcome.flag));
+            if let Some(u) = self.upstream {
+                span.set_attribute("trellis.upstream", u.to_string());
+            }
+            if failed {
+                span.set_error(format!("status {}", outcome.status));
+            }
+        }
+        span.end();
     }
 }
 

@@ -15,6 +15,7 @@ fn telemetry(access_log: Option<AccessLog>) -> (Arc<Telemetry>, Arc<ProxyMetrics
         "default",
         "spiffe://cluster.local/ns/default/sa/reviews",
         access_log,
+        crate::trace::Tracer::propagate_only(),
     ));
     (t, metrics)
 }
@@ -46,6 +47,7 @@ async fn a_response_sent_to_the_end_is_counted_once() {
         "reviews:9080",
         "/r/1",
         false,
+        &mut http::HeaderMap::new(),
     );
     let resp = http::Response::new(full("twelve bytes"));
     let body = Recorded::wrap(resp, ex)
@@ -90,7 +92,14 @@ async fn the_source_side_sends_no_summary() {
         "default",
         "x",
     );
-    let ex = t.start(edge, &http::Method::GET, "details:9080", "/", false);
+    let ex = t.start(
+        edge,
+        &http::Method::GET,
+        "details:9080",
+        "/",
+        false,
+        &mut http::HeaderMap::new(),
+    );
     Recorded::wrap(http::Response::new(full("x")), ex)
         .into_body()
         .collect()
@@ -106,11 +115,25 @@ async fn the_source_side_sends_no_summary() {
 async fn flags_and_failures() {
     let (t, metrics) = telemetry(None);
     // Dropped before the end.
-    let ex = t.start(inbound(&t), &http::Method::GET, "a", "/", false);
+    let ex = t.start(
+        inbound(&t),
+        &http::Method::GET,
+        "a",
+        "/",
+        false,
+        &mut http::HeaderMap::new(),
+    );
     let resp = Recorded::wrap(http::Response::new(full("unread")), ex);
     drop(resp);
     // The proxy's own 503, flagged.
-    let ex = t.start(inbound(&t), &http::Method::GET, "a", "/", false);
+    let ex = t.start(
+        inbound(&t),
+        &http::Method::GET,
+        "a",
+        "/",
+        false,
+        &mut http::HeaderMap::new(),
+    );
     let resp = flag_response(
         crate::body::error_response(http::StatusCode::SERVICE_UNAVAILABLE, "none"),
         Flag::NoHealthyUpstream,
@@ -121,7 +144,14 @@ async fn flags_and_failures() {
         .await
         .unwrap();
     // gRPC UNAVAILABLE (14) in the trailers of a 200.
-    let ex = t.start(inbound(&t), &http::Method::POST, "a", "/svc/M", true);
+    let ex = t.start(
+        inbound(&t),
+        &http::Method::POST,
+        "a",
+        "/svc/M",
+        true,
+        &mut http::HeaderMap::new(),
+    );
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
     let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = vec![
@@ -169,6 +199,7 @@ async fn distinct_paths_add_no_series() {
             &format!("host-{i}:9080"),
             &format!("/item/{i}?id={i}"),
             false,
+            &mut http::HeaderMap::new(),
         );
         Recorded::wrap(http::Response::new(full("x")), ex)
             .into_body()
@@ -195,6 +226,7 @@ async fn access_log_lines_are_json() {
             "reviews:9080",
             "/r/7?x=1",
             false,
+            &mut http::HeaderMap::new(),
         )
         .unwrap();
     ex.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
@@ -273,7 +305,14 @@ async fn taps_get_what_they_match() {
     ]);
     for (method, path) in [("GET", "/api/x"), ("POST", "/other"), ("GET", "/other")] {
         let m: http::Method = method.parse().unwrap();
-        let ex = t.start(inbound(&t), &m, "reviews:9080", path, false);
+        let ex = t.start(
+            inbound(&t),
+            &m,
+            "reviews:9080",
+            path,
+            false,
+            &mut http::HeaderMap::new(),
+        );
         Recorded::wrap(http::Response::new(full("x")), ex)
             .into_body()
             .collect()
@@ -293,7 +332,14 @@ async fn taps_get_what_they_match() {
         ]
     );
     t.set_taps(&[]);
-    let ex = t.start(inbound(&t), &http::Method::GET, "a", "/api/y", false);
+    let ex = t.start(
+        inbound(&t),
+        &http::Method::GET,
+        "a",
+        "/api/y",
+        false,
+        &mut http::HeaderMap::new(),
+    );
     Recorded::wrap(http::Response::new(full("x")), ex)
         .into_body()
         .collect()
@@ -306,9 +352,24 @@ async fn taps_get_what_they_match() {
 #[tokio::test]
 async fn disabled_records_nothing() {
     let metrics = Arc::new(ProxyMetrics::default());
-    let t = Arc::new(Telemetry::new(metrics.clone(), false, "w", "ns", "p", None));
+    let t = Arc::new(Telemetry::new(
+        metrics.clone(),
+        false,
+        "w",
+        "ns",
+        "p",
+        None,
+        crate::trace::Tracer::propagate_only(),
+    ));
     assert!(t
-        .start(inbound(&t), &http::Method::GET, "a", "/", false)
+        .start(
+            inbound(&t),
+            &http::Method::GET,
+            "a",
+            "/",
+            false,
+            &mut http::HeaderMap::new()
+        )
         .is_none());
     assert!(t.start_tcp(inbound(&t)).is_none());
     assert!(!metrics.encode().contains("trellis_requests_total{"));
