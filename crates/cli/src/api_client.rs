@@ -1,4 +1,5 @@
-//! A small client of the control plane's HTTP API, for `certs`, `check` and `ca`.
+//! A small client of the control plane's HTTP API, for `certs`, `check`, `ca`, the config
+//! commands, `stat`, `top` and `tap` (the one streaming call).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -74,4 +75,67 @@ pub async fn get(api: SocketAddr, path: &str) -> anyhow::Result<Value> {
         Duration::from_secs(10),
     )
     .await
+}
+
+/// `?k=v&…` for the parameters whose value is not empty, encoded as a form.
+pub fn query_string(params: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params.iter().filter(|(_, v)| !v.is_empty()) {
+        q.append_pair(k, v);
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        q
+    } else {
+        format!("?{q}")
+    }
+}
+
+/// Opens a streaming GET and calls `line` with each line of the body (without its newline)
+/// until the body ends or `line` returns `false`. Only the answer's head is under `timeout`:
+/// the body may stay open, and silent, as long as the server likes. A non-2xx answer is an
+/// error carrying the API's message.
+pub async fn stream_lines(
+    api: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    timeout: Duration,
+    mut line: impl FnMut(&str) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().uri(format!("http://{api}{path}"));
+    if let Some(t) = bearer {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = tokio::time::timeout(timeout, client.request(req.body(Full::new(Bytes::new()))?))
+        .await
+        .with_context(|| format!("control plane API at {api} did not answer in {timeout:?}"))?
+        .with_context(|| format!("cannot reach the control plane API at {api}"))?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = body.collect().await?.to_bytes();
+        let msg = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        bail!("{msg} ({status})");
+    }
+    // Bytes of a line not yet complete.
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let rest = pending.split_off(end + 1);
+            let text = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending = rest;
+            if !text.trim().is_empty() && !line(&text)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }

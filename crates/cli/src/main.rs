@@ -13,7 +13,10 @@ mod duration;
 mod logging;
 mod proxy;
 mod signal;
+mod stat;
+mod tap;
 mod token;
+mod top;
 mod up;
 mod validate;
 
@@ -65,6 +68,13 @@ enum Command {
     /// Operate the certificate authority (root rotation).
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Show requests per second, success rate and latency per service and per edge, over a
+    /// recent window.
+    Stat(stat::StatArgs),
+    /// Like stat, busiest first, redrawn every interval until Ctrl-C.
+    Top(top::TopArgs),
+    /// Watch the requests a workload's proxies handle, live (needs the admin token).
+    Tap(tap::TapArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -105,6 +115,9 @@ fn main() -> std::process::ExitCode {
             Command::Rollback(a) => config_cmds::rollback(a).await,
             Command::Check(a) => check::run(a).await,
             Command::Ca(c) => ca::run(c).await,
+            Command::Stat(a) => stat::run(a).await,
+            Command::Top(a) => top::run(a).await,
+            Command::Tap(a) => tap::run(a).await,
         }
     });
     match result {

@@ -1,9 +1,21 @@
-//! The control plane's HTTP API (port 15014): status, certificates, metrics, and the admin
-//! operations behind `trellis ca rotate`.
+//! The control plane's HTTP API (port 15014): status, certificates, metrics, golden signals,
+//! live taps, and the admin operations behind `trellis ca rotate`, `apply` and `rollback`.
+//!
+//! * `GET /healthz`, `GET /metrics`;
+//! * `GET /api/v1/status`: revision, proxies, services and their virtual IPs, alarms;
+//! * `GET /api/v1/certs`: the certificate ledger; `GET /api/v1/strict-ready`: plaintext seen
+//!   per workload; `GET /api/v1/revisions`; `POST /api/v1/diff`;
+//! * `GET /api/v1/stat?namespace=NS&service=SVC&window=30s`: rate, success and latency per
+//!   service and per edge ([`crate::golden`]; see [`telemetry`]);
+//! * `GET /api/v1/tap?workload=NAME&namespace=NS&path=PREFIX&method=M` (admin token): the
+//!   requests a workload's proxies handle, live, one JSON object per line ([`crate::tap`]);
+//! * `POST /api/v1/ca/rotate`, `POST /api/v1/apply`, `POST /api/v1/rollback` (admin token).
 //!
 //! Reads are open (bind the API to loopback or a management network); operations that change
-//! state require the admin token kept in the data directory (`DATA/admin-token`, mode 0600),
-//! sent as `Authorization: Bearer TOKEN`.
+//! state, and taps (they show request paths), require the admin token kept in the data
+//! directory (`DATA/admin-token`, mode 0600), sent as `Authorization: Bearer TOKEN`.
+
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,9 +55,19 @@ pub struct ApiState {
     pub root_namespace: String,
     /// Plaintext connections the proxies reported.
     pub plaintext: Arc<crate::plaintext::PlaintextLedger>,
+    /// Golden signals the proxies reported.
+    pub golden: Arc<crate::golden::GoldenWindow>,
+    /// Open taps and the proxies serving them.
+    pub taps: Arc<crate::tap::TapRegistry>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
+    let telemetry = telemetry::router(Arc::new(telemetry::TelemetryState {
+        golden: state.golden.clone(),
+        taps: state.taps.clone(),
+        snapshots: state.snapshots.clone(),
+        admin_token: state.admin_token.clone(),
+    }));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -58,6 +80,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollback", post(rollback))
         .with_state(state)
+        .merge(telemetry)
 }
 
 #[derive(Serialize)]
@@ -249,6 +272,11 @@ async fn metrics(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Resp
 }
 
 fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+    bearer_is(&state.admin_token, headers)
+}
+
+/// Whether `headers` carry `Authorization: Bearer TOKEN` with `token`.
+fn bearer_is(token: &str, headers: &HeaderMap) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -257,7 +285,7 @@ fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
         return false;
     };
     // Constant-time comparison: the token must not leak through timing.
-    let (a, b) = (given.as_bytes(), state.admin_token.as_bytes());
+    let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -12,8 +12,12 @@
 //! * [`service`]: the gRPC API on port 15012, over TLS ([`incoming`]);
 //! * [`trust`]: the CA's state in snapshots, the control plane's own certificate, root
 //!   rotation; [`certs`]: what was issued to whom;
-//! * [`api`]: the HTTP API on port 15014 (status, certificates, metrics, admin operations);
-//! * [`plaintext`]: plaintext connections the proxies report, for the strict-readiness check.
+//! * [`api`]: the HTTP API on port 15014 (status, certificates, metrics, golden signals,
+//!   taps, admin operations);
+//! * [`plaintext`]: plaintext connections the proxies report, for the strict-readiness check;
+//! * [`golden`]: the golden signals the proxies report (rate, success, latency), over a
+//!   rolling window, for `trellis stat` and `trellis top`;
+//! * [`tap`]: open `trellis tap` sessions and the proxies that serve them.
 //!
 //! Snapshots are compiled by one publisher task outside any lock and handed to every stream
 //! through a `watch` channel.
@@ -23,6 +27,7 @@ pub mod api;
 pub mod certs;
 pub mod compile;
 pub mod diff;
+pub mod golden;
 pub mod incoming;
 pub mod metrics;
 pub mod plaintext;
@@ -31,6 +36,7 @@ pub mod registry;
 pub mod revisions;
 pub mod service;
 pub mod store;
+pub mod tap;
 pub mod trust;
 
 use std::net::SocketAddr;
@@ -135,6 +141,8 @@ pub async fn run(
     let ledger = Arc::new(certs::CertLedger::default());
     let metrics = Arc::new(metrics::ControlMetrics::default());
     let plaintext = Arc::new(plaintext::PlaintextLedger::default());
+    let golden = Arc::new(golden::GoldenWindow::default());
+    let taps = tap::TapRegistry::new();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -162,6 +170,8 @@ pub async fn run(
         expiry_warning: config.expiry_warning,
         root_namespace: config.root_namespace.clone(),
         plaintext: plaintext.clone(),
+        golden: golden.clone(),
+        taps: taps.clone(),
     });
     tokio::spawn(log_alarms(api_state.clone()));
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -184,6 +194,8 @@ pub async fn run(
         snapshots,
         svid_ttl: config.svid_ttl,
         plaintext,
+        golden,
+        taps,
     };
     tracing::info!(
         listen = %config.listen,

@@ -28,6 +28,12 @@ pub struct ControlMetrics {
     pub certificate_requests_refused: Counter,
     pub root_expiry: Family<RootLabels, Gauge>,
     pub alarms: Gauge,
+    pub reports_received: Counter,
+    pub report_edges_foreign_layout: Counter,
+    pub window_reports: Gauge,
+    pub window_edges: Gauge,
+    pub taps_open: Gauge,
+    pub tap_events_dropped: Counter,
 }
 
 impl Default for ControlMetrics {
@@ -69,6 +75,42 @@ impl Default for ControlMetrics {
             "Open alarms: roots or issuer near expiry, overdue renewals, rejected snapshots",
             alarms.clone(),
         );
+        let reports_received = Counter::default();
+        registry.register(
+            "telemetry_reports",
+            "Golden-signal reports received from proxies",
+            reports_received.clone(),
+        );
+        let report_edges_foreign_layout = Counter::default();
+        registry.register(
+            "telemetry_foreign_histograms",
+            "Reported edges whose latency histogram has other bucket bounds (counted without latency)",
+            report_edges_foreign_layout.clone(),
+        );
+        let window_reports = Gauge::default();
+        registry.register(
+            "telemetry_window_reports",
+            "Reports held for `trellis stat` (the last 10 minutes, bounded)",
+            window_reports.clone(),
+        );
+        let window_edges = Gauge::default();
+        registry.register(
+            "telemetry_window_edges",
+            "Edges in the reports held for `trellis stat`",
+            window_edges.clone(),
+        );
+        let taps_open = Gauge::default();
+        registry.register(
+            "taps_open",
+            "Open `trellis tap` sessions",
+            taps_open.clone(),
+        );
+        let tap_events_dropped = Counter::default();
+        registry.register(
+            "tap_events_dropped",
+            "Tap events dropped: the reader was too slow, or the tap was already closed",
+            tap_events_dropped.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             connected_proxies,
@@ -77,6 +119,12 @@ impl Default for ControlMetrics {
             certificate_requests_refused,
             root_expiry,
             alarms,
+            reports_received,
+            report_edges_foreign_layout,
+            window_reports,
+            window_edges,
+            taps_open,
+            tap_events_dropped,
         }
     }
 }
@@ -98,6 +146,10 @@ impl ControlMetrics {
                 .set(unix(r.not_after) as i64);
         }
         self.alarms.set(crate::api::alarms(state).len() as i64);
+        let window = state.golden.occupancy();
+        self.window_reports.set(window.reports as i64);
+        self.window_edges.set(window.edges as i64);
+        self.taps_open.set(state.taps.len() as i64);
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Writing into a String cannot fail.

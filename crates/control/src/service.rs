@@ -1,5 +1,10 @@
 //! The gRPC API proxies use (port 15012): `Sign` issues certificates, `Subscribe` registers a
 //! workload and streams its snapshots.
+//!
+//! On the same stream a proxy sends, besides its ACKs and NACKs, a `Report` every 2 s
+//! (plaintext sources for [`crate::plaintext`], golden signals for [`crate::golden`]) and the
+//! events of its open taps ([`crate::tap`]); the control plane sends, besides snapshots, the
+//! set of taps the proxy must serve whenever it changes (a `SnapshotMessage` with only `tap`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +31,8 @@ pub struct ControlService {
     pub snapshots: watch::Receiver<Arc<proto::SnapshotMessage>>,
     pub svid_ttl: Duration,
     pub plaintext: Arc<crate::plaintext::PlaintextLedger>,
+    pub golden: Arc<crate::golden::GoldenWindow>,
+    pub taps: Arc<crate::tap::TapRegistry>,
 }
 
 type SnapshotStream =
@@ -132,14 +139,31 @@ impl proto::control_server::Control for ControlService {
         let workload = registered(&id, register)?;
         tracing::info!(workload = %workload.name, identity = %id, %remote, "proxy connected");
         let registration = self.registry.register(workload.clone());
+        let key = crate::plaintext::WorkloadKey {
+            namespace: workload.namespace.clone(),
+            name: workload.name.clone(),
+        };
+        let (proxy_taps, mut tap_sets) = self.taps.connect(key);
+        let reporter = Arc::new(crate::golden::Reporter {
+            namespace: workload.namespace.clone(),
+            workload: workload.name.clone(),
+            address: workload.address,
+        });
 
         let (tx, rx) = mpsc::channel(4);
         let mut snapshots = self.snapshots.clone();
         let plaintext = self.plaintext.clone();
+        let golden = self.golden.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            // Dropped when this task ends, however it ends: the workload leaves the registry.
-            let registration = registration;
+            // Dropped when this task ends, however it ends: the workload leaves the registry,
+            // and the tap registry.
+            let (registration, proxy_taps) = (registration, proxy_taps);
             let mut sent = String::new();
+            // Set when the proxy's set of taps changed (or is not empty as it connects).
+            let mut taps_due = tap_sets.has_changed().unwrap_or(false);
+            // A proxy with another histogram layout would be logged every 2 s otherwise.
+            let mut warned_layout = false;
             loop {
                 let snap = snapshots.borrow_and_update().clone();
                 if snap.version != sent {
@@ -148,8 +172,24 @@ impl proto::control_server::Control for ControlService {
                         break;
                     }
                 }
+                // After the snapshot, so a new proxy has its first snapshot before its taps.
+                if std::mem::take(&mut taps_due) {
+                    let set = (**tap_sets.borrow_and_update()).clone();
+                    tracing::debug!(workload = %workload.name, taps = set.taps.len(), "tap set sent");
+                    let msg = proto::SnapshotMessage {
+                        tap: Some(set),
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                }
                 tokio::select! {
                     r = snapshots.changed() => if r.is_err() { break },
+                    r = tap_sets.changed() => match r {
+                        Ok(()) => taps_due = true,
+                        Err(_) => break,
+                    },
                     m = inbound.message() => match m {
                         Ok(Some(proto::ProxyMessage { kind: Some(Kind::Ack(a)) })) => {
                             tracing::debug!(workload = %workload.name, version = %a.version, "snapshot ACK");
@@ -177,6 +217,23 @@ impl proto::control_server::Control for ControlService {
                                 std::time::SystemTime::now(),
                                 &sources,
                             );
+                            let recorded = golden.record(&reporter, std::time::Instant::now(), r.period_millis, r.edges);
+                            metrics.reports_received.inc();
+                            if recorded.foreign_layout > 0 {
+                                metrics.report_edges_foreign_layout.inc_by(recorded.foreign_layout as u64);
+                                if !std::mem::replace(&mut warned_layout, true) {
+                                    tracing::warn!(workload = %workload.name, %remote, edges = recorded.foreign_layout, "latency histograms with other bucket bounds: counted without latency (logged once per connection)");
+                                }
+                            }
+                            if recorded.dropped > 0 {
+                                tracing::debug!(workload = %workload.name, dropped = recorded.dropped, "report edges over the limit dropped");
+                            }
+                        }
+                        Ok(Some(proto::ProxyMessage { kind: Some(Kind::Tap(t)) })) => {
+                            let dropped = proxy_taps.deliver(t.events);
+                            if dropped > 0 {
+                                metrics.tap_events_dropped.inc_by(dropped as u64);
+                            }
                         }
                         Ok(Some(_)) => {
                             tracing::warn!(workload = %workload.name, "unexpected message on snapshot stream");
