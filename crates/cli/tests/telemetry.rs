@@ -473,3 +473,144 @@ async fn one_trace_links_every_hop() {
         "{ratings}"
     );
 }
+
+/// Runs the `trellis` CLI to completion; panics unless it succeeds.
+fn trellis(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().expect("trellis runs");
+    assert!(
+        out.status.success(),
+        "trellis {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The row for `name` in `trellis stat -o json`'s services.
+fn service_row(stat: &Value, name: &str) -> Value {
+    stat["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|r| r["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no {name} in {stat}"))
+}
+
+/// `trellis stat` agrees with the load the test sent through real proxies: the request rate
+/// within 10 % while it runs, and afterwards the exact counts of requests and failures.
+/// `trellis tap` shows the requests its filter matches, live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_and_tap_agree_with_what_was_sent() {
+    let mesh = quickstart(23, &[]);
+    let api = mesh.api.to_string();
+    let ok = Load::start(mesh.front, "productpage", "/", 30, 64);
+    // The app answers these with 503: failures in productpage's success rate, not in its
+    // callees' (the app calls details and reviews before answering).
+    let failing = Load::start(mesh.front, "productpage", "/?status=503", 5, 64);
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let during: Value = serde_json::from_str(&trellis(&[
+        "stat", "-o", "json", "--window", "10s", "--api", &api,
+    ]))
+    .expect("stat json");
+    let (ok, failing) = (ok.finish().await, failing.finish().await);
+    assert!(ok.failures.is_empty(), "{:?}", ok.failures);
+    assert_eq!(failing.ok, 0, "the 503s were answered 200");
+    let sent_rate = ok.rate() + failing.rate();
+    let row = service_row(&during, "productpage");
+    let rps = row["rps"].as_f64().expect("rps");
+    assert!(
+        (rps - sent_rate).abs() / sent_rate <= 0.10,
+        "trellis stat says {rps:.2} req/s for productpage, the test sent {sent_rate:.2}: {during}"
+    );
+    // Two report periods later every request has been reported.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after: Value = serde_json::from_str(&trellis(&[
+        "stat", "-o", "json", "--window", "10m", "--api", &api,
+    ]))
+    .expect("stat json");
+    let total = ok.sent + failing.sent;
+    let row = service_row(&after, "productpage");
+    assert_eq!(row["requests"].as_u64(), Some(total), "{row}");
+    assert_eq!(row["failures"].as_u64(), Some(failing.sent), "{row}");
+    let success = row["success_rate"].as_f64().expect("success");
+    let expected = ok.sent as f64 / total as f64;
+    assert!((success - expected).abs() < 1e-9, "{success} vs {expected}");
+    for callee in ["details", "reviews"] {
+        let row = service_row(&after, callee);
+        assert_eq!(row["requests"].as_u64(), Some(total), "{row}");
+        assert_eq!(row["failures"].as_u64(), Some(0), "{row}");
+    }
+    // The table form names the same services.
+    let table = trellis(&["stat", "--api", &api, "--window", "10m"]);
+    assert!(
+        table.contains("productpage") && table.contains("ratings"),
+        "{table}"
+    );
+
+    // tap: three matching requests, printed as they happen; the others are not.
+    let data_dir = mesh.data_dir.to_string_lossy().into_owned();
+    let tap = Command::new(BIN)
+        .args([
+            "tap",
+            "productpage-v1",
+            "--path",
+            "/tapme",
+            "--max",
+            "3",
+            "-o",
+            "json",
+        ])
+        .args(["--api", &api, "--data-dir", &data_dir])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tap starts");
+    let client = HttpClient::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The tap reaches the proxy over its control stream; keep sending until it has seen
+    // three (and one that does not match between each).
+    let waiter = std::thread::spawn(move || tap.wait_with_output().expect("tap ends"));
+    let mut i = 0;
+    while !waiter.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "tap printed fewer than 3 events in 20 s"
+        );
+        client
+            .get(mesh.front, "productpage", &format!("/tapme?i={i}"), &[])
+            .await
+            .expect("request");
+        client
+            .get(mesh.front, "productpage", "/other", &[])
+            .await
+            .expect("request");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = waiter.join().expect("tap thread");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    for e in &events {
+        assert!(
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/tapme?i=")),
+            "{e}"
+        );
+        assert_eq!(e["status"], 200, "{e}");
+        assert_eq!(e["method"], "GET", "{e}");
+        assert_eq!(e["destination_workload"], "productpage-v1", "{e}");
+        assert_eq!(
+            e["source_principal"], "spiffe://cluster.local/ns/default/sa/trellis-front",
+            "{e}"
+        );
+        assert!(e["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{e}");
+    }
+}
