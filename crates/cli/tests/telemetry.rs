@@ -118,7 +118,32 @@ async fn metrics_pass_promtool_and_paths_add_no_series() {
     for p in &proxies {
         promtool_check(&format!("the proxy at {p}"), &scrape(*p).await);
     }
-    promtool_check("the control plane", &scrape(mesh.api).await);
+    let control = scrape(mesh.api).await;
+    promtool_check("the control plane", &control);
+    // Control-plane health: proxies connected, snapshots pushed and acknowledged, certificates
+    // issued, the revision served.
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(value(&control, "trellis_control_connected_proxies "), 7.0);
+    assert!(value(&control, "trellis_control_push_duration_seconds_count ") >= 7.0);
+    assert!(value(&control, "trellis_control_certificates_issued_total ") >= 7.0);
+    assert!(value(&control, "trellis_control_config_revision ") >= 1.0);
+    // The proxy's own health.
+    let own = scrape(mesh.addr(1, 15020)).await;
+    assert_eq!(value(&own, "trellis_proxy_ready "), 1.0);
+    assert!(value(&own, "trellis_proxy_resident_memory_bytes ") > 1e6);
+    assert!(value(&own, "trellis_proxy_svid_expiry_timestamp_seconds ") > 1.7e9);
+    assert!(
+        own.contains("trellis_proxy_snapshot_info{version=\""),
+        "{own}"
+    );
+    assert!(
+        own.contains("trellis_proxy_open_connections{direction=\"inbound\"}"),
+        "{own}"
+    );
 
     let before = scrape(productpage).await;
     let requests: Vec<&str> = before

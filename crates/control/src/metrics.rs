@@ -7,6 +7,7 @@
 use std::sync::Mutex;
 
 use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,8 @@ pub struct ControlMetrics {
     pub certificate_requests_refused: Counter,
     pub root_expiry: Family<RootLabels, Gauge>,
     pub alarms: Gauge,
+    /// Time from sending a snapshot to a proxy until the proxy acknowledged it.
+    pub push_duration: Histogram,
     pub reports_received: Counter,
     pub report_edges_foreign_layout: Counter,
     pub window_reports: Gauge,
@@ -68,6 +71,12 @@ impl Default for ControlMetrics {
             "ca_root_expiry_timestamp_seconds",
             "When each root of the trust bundle expires (Unix time)",
             root_expiry.clone(),
+        );
+        let push_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "push_duration_seconds",
+            "Time from sending a snapshot to a proxy until it was acknowledged (applied), seconds",
+            push_duration.clone(),
         );
         let alarms = Gauge::default();
         registry.register(
@@ -119,6 +128,7 @@ impl Default for ControlMetrics {
             certificate_requests_refused,
             root_expiry,
             alarms,
+            push_duration,
             reports_received,
             report_edges_foreign_layout,
             window_reports,

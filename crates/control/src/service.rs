@@ -160,6 +160,8 @@ impl proto::control_server::Control for ControlService {
             // and the tap registry.
             let (registration, proxy_taps) = (registration, proxy_taps);
             let mut sent = String::new();
+            // When the version in `sent` went out, until its ACK: the push latency.
+            let mut sent_at: Option<std::time::Instant> = None;
             // Set when the proxy's set of taps changed (or is not empty as it connects).
             let mut taps_due = tap_sets.has_changed().unwrap_or(false);
             // A proxy with another histogram layout would be logged every 2 s otherwise.
@@ -168,6 +170,7 @@ impl proto::control_server::Control for ControlService {
                 let snap = snapshots.borrow_and_update().clone();
                 if snap.version != sent {
                     sent = snap.version.clone();
+                    sent_at = Some(std::time::Instant::now());
                     if tx.send(Ok((*snap).clone())).await.is_err() {
                         break;
                     }
@@ -193,6 +196,11 @@ impl proto::control_server::Control for ControlService {
                     m = inbound.message() => match m {
                         Ok(Some(proto::ProxyMessage { kind: Some(Kind::Ack(a)) })) => {
                             tracing::debug!(workload = %workload.name, version = %a.version, "snapshot ACK");
+                            if a.version == sent {
+                                if let Some(at) = sent_at.take() {
+                                    metrics.push_duration.observe(at.elapsed().as_secs_f64());
+                                }
+                            }
                             registration.report(|s| {
                                 s.acked_version = a.version;
                                 s.svid_issuer_root = a.svid_issuer_root_fingerprint;
