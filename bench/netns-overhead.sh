@@ -12,6 +12,8 @@
 #   nginx   client -> ref:8082 -> server:8081
 #   mesh-l7 client -> VIP:8080, captured -> client proxy -> mTLS HTTP/2 -> server proxy -> app
 #   mesh-tcp the same pair, port 8090 declared `tcp`: HTTP/2 CONNECT tunnel, bytes opaque
+#   mesh-l7-off  mesh-l7 with both proxies' request telemetry switched off for the case
+#           (admin `POST /telemetry?enabled=off`; not in the default CASES)
 # The snapshot carries 100 further services, so the proxies' memory is measured with a
 # realistic registry rather than an empty one.
 #
@@ -26,6 +28,7 @@
 #   PERF_OUT=/tmp/mesh.perf bench/netns-overhead.sh   # also perf-record both proxies (mesh-l7)
 #   HOLD=1 bench/netns-overhead.sh                     # set up, then wait (profiling by hand)
 #   NOBUILD=1 …                                        # use the release binaries already built
+#   CASES="direct mesh-l7 mesh-l7-off" …               # a subset, or telemetry on vs off
 #
 # Needs root, iproute2, nftables, nginx and wrk (apt-get install iproute2 nftables nginx wrk).
 set -euo pipefail
@@ -223,11 +226,22 @@ declare -A URL=(
   [nginx]="http://$NET.4:8082/1k"
   [mesh-l7]="http://$VIP:8080/1k"
   [mesh-tcp]="http://$VIP:8090/1k"
+  [mesh-l7-off]="http://$VIP:8080/1k"
 )
-CASES=(direct nginx mesh-l7 mesh-tcp)
+read -r -a CASES <<< "${CASES:-direct nginx mesh-l7 mesh-tcp}"
+# Request telemetry of both proxies, switched for the mesh-l7-off case.
+telemetry() { # on|off
+  in_ns client curl -sf -X POST "http://127.0.0.1:15000/telemetry?enabled=$1" >/dev/null
+  in_ns server curl -sf -X POST "http://127.0.0.1:15000/telemetry?enabled=$1" >/dev/null
+}
+around() { # case before|after: telemetry off before mesh-l7-off, back on after it
+  [ "$1" = mesh-l7-off ] || return 0
+  if [ "$2" = before ]; then telemetry off; else telemetry on; fi
+}
 
 # Every case answers before anything is measured.
 for c in "${CASES[@]}"; do
+  [ -n "${URL[$c]:-}" ] || { echo "unknown case $c (cases: ${!URL[*]})" >&2; exit 1; }
   got=$(in_ns client curl -s -o /dev/null -w '%{http_code} %{size_download}' "${URL[$c]}")
   [ "$got" = "200 1024" ] || { echo "case $c: got '$got' from ${URL[$c]}" >&2; tail -n 20 "$TMP"/proxy-*.log >&2; exit 1; }
 done
@@ -249,6 +263,7 @@ fi
 RESULTS=$TMP/results.jsonl
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
+    around "$c" before
     c0=$(ticks "$CLIENT_PID"); s0=$(ticks "$SERVER_PID"); n0=$(ticks $REF_PIDS)
     if [ -n "${PERF_OUT:-}" ] && [ "$c" = mesh-l7 ] && [ "$r" = 1 ]; then
       perf record -q -F 4999 -g -p "$CLIENT_PID,$SERVER_PID" -o "$PERF_OUT" -- sleep "$DURATION" 2>/dev/null &
@@ -256,6 +271,7 @@ for r in $(seq 1 "$ROUNDS"); do
     out=$(in_ns client "$LOADGEN" --url "${URL[$c]}" --host backend --rate "$RATE" \
       --connections "$CONNS" --duration "$DURATION" --warmup 2)
     c1=$(ticks "$CLIENT_PID"); s1=$(ticks "$SERVER_PID"); n1=$(ticks $REF_PIDS)
+    around "$c" after
     echo "{\"round\":$r,\"case\":\"$c\",\"client_ticks\":$((c1 - c0)),\"server_ticks\":$((s1 - s0)),\"ref_ticks\":$((n1 - n0)),\"load\":$out}" >> "$RESULTS"
     echo "round $r $c: $out" >&2
   done
@@ -263,19 +279,21 @@ done
 
 MAXRESULTS=$TMP/max.txt
 for c in "${CASES[@]}"; do
+  around "$c" before
   rps=$(in_ns client wrk -t2 -c"$CONNS" -d"${MAXDUR}s" -H "Host: backend" "${URL[$c]}" | awk '/Requests\/sec/ {print $2}')
+  around "$c" after
   echo "$c $rps" >> "$MAXRESULTS"
   echo "max $c: $rps" >&2
 done
 PEAK_CLIENT="peak RSS $(mib "$(kb "$CLIENT_PID" VmHWM)") MiB; after load $(memory "$CLIENT_PID")"
 PEAK_SERVER="peak RSS $(mib "$(kb "$SERVER_PID" VmHWM)") MiB; after load $(memory "$SERVER_PID")"
 
-python3 - "$RESULTS" "$MAXRESULTS" "$HZ" "$DURATION" <<EOF
+python3 - "$RESULTS" "$MAXRESULTS" "$HZ" "$DURATION" "${CASES[*]}" <<EOF
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 maxes = dict(l.split() for l in open(sys.argv[2]))
 hz, dur = int(sys.argv[3]), float(sys.argv[4])
-cases = ["direct", "nginx", "mesh-l7", "mesh-tcp"]
+cases = sys.argv[5].split()
 med = statistics.median
 def by(case): return [r for r in rows if r["case"] == case]
 def pct(case, p): return med(r["load"][p] for r in by(case))
@@ -301,6 +319,12 @@ for c in cases:
     add = ["–"] * 3 if c == "direct" else ["%+d" % added(c, p) for p in ("p50_us", "p90_us", "p99_us")]
     print(f"| {c} | {pct(c,'p50_us'):.0f} | {pct(c,'p90_us'):.0f} | {pct(c,'p99_us'):.0f} | {add[0]} | {add[1]} | {add[2]} | {errs} | {cpu} | {float(maxes[c]):.0f} | {float(maxes[c])/direct_max:.2f}× |")
 print()
+if "mesh-l7" in cases and "mesh-l7-off" in cases:
+    def cpu(case, who): return sum(r[who + "_ticks"] for r in by(case)) / sum(r["load"]["sent"] for r in by(case))
+    for who in ("client", "server"):
+        on, off = cpu("mesh-l7", who), cpu("mesh-l7-off", who)
+        print(f"Telemetry on vs off, {who} proxy: CPU per request {on / off:.3f}× ({(on / off - 1) * 100:+.1f} %).")
+    print()
 print("vCPU per 1,000 requests/s = CPU s per 1,000 requests (the two are the same number).")
 print()
 print("Client proxy idle: $IDLE_CLIENT; $PEAK_CLIENT.")

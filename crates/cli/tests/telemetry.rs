@@ -322,7 +322,7 @@ impl Drop for Prometheus {
 async fn prometheus_sees_the_rate_sent() {
     let mesh = quickstart(21, &[]);
     let targets: Vec<SocketAddr> = (1..=6).map(|h| mesh.addr(h, 15020)).collect();
-    let prom = Prometheus::start(mesh.addr(252, 9090), &targets, mesh.api);
+    let prom = Prometheus::start(mesh.addr(252, 19090), &targets, mesh.api);
     prom.wait_up(targets.len() + 1).await;
 
     let rate = 40;

@@ -2,7 +2,9 @@
 //! the process serves, `/healthz/ready` only once the proxy has its certificate and a
 //! snapshot (and, when it captures, its capture rules in place), `/metrics` in Prometheus
 //! text format. The local admin port (15000, loopback) adds `GET /config_dump` (static
-//! settings, certificate, snapshot, the inbound policy in force) and `POST /logging?level=…`.
+//! settings, certificate, snapshot, the inbound policy in force), `POST /logging?level=…` and
+//! `POST /telemetry?enabled=on|off` (request telemetry switched at run time, e.g. to measure
+//! what it costs).
 
 use std::sync::Arc;
 
@@ -138,9 +140,27 @@ fn handle_local(req: Request<Incoming>, state: &ProxyState) -> Response<Body> {
                 Err(e) => error_response(StatusCode::BAD_REQUEST, e),
             }
         }
+        (&Method::POST, "/telemetry") => {
+            let enabled = match req.uri().query().unwrap_or("") {
+                "enabled=on" => true,
+                "enabled=off" => false,
+                _ => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "use POST /telemetry?enabled=on or ?enabled=off",
+                    )
+                }
+            };
+            state.telemetry.set_enabled(enabled);
+            tracing::info!(enabled, "telemetry switched");
+            Response::new(full(format!(
+                "telemetry: {}\n",
+                if enabled { "on" } else { "off" }
+            )))
+        }
         _ => error_response(
             StatusCode::NOT_FOUND,
-            "GET /config_dump, POST /logging?level=",
+            "GET /config_dump, POST /logging?level=, POST /telemetry?enabled=on|off",
         ),
     }
 }

@@ -152,8 +152,9 @@ struct SummaryKey {
 pub struct Telemetry {
     metrics: Arc<ProxyMetrics>,
     /// Off: no exchange is recorded at all (the benchmark's baseline, and for users who
-    /// want none).
-    enabled: bool,
+    /// want none). Switchable at run time (admin `POST /telemetry`); exchanges already
+    /// started finish recording.
+    enabled: std::sync::atomic::AtomicBool,
     /// The proxy's own workload, as edges name it.
     pub own_workload: Arc<str>,
     pub own_namespace: Arc<str>,
@@ -185,7 +186,7 @@ impl Telemetry {
         let (tap_tx, tap_rx) = tokio::sync::mpsc::channel(TAP_QUEUE);
         Telemetry {
             metrics,
-            enabled,
+            enabled: std::sync::atomic::AtomicBool::new(enabled),
             own_workload: own_workload.into(),
             own_namespace: own_namespace.into(),
             own_principal: own_principal.into(),
@@ -201,7 +202,11 @@ impl Telemetry {
     }
 
     pub fn enabled(&self) -> bool {
-        self.enabled
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
     }
 
     /// An edge from this workload (source reporter).
@@ -259,7 +264,7 @@ impl Telemetry {
         grpc: bool,
         headers: &mut http::HeaderMap,
     ) -> Option<Exchange> {
-        if !self.enabled {
+        if !self.enabled() {
             return None;
         }
         let parent = crate::trace::extract(headers);
@@ -298,7 +303,7 @@ impl Telemetry {
 
     /// Starts recording a TCP connection; `None` when telemetry is off.
     pub fn start_tcp(self: &Arc<Self>, edge: Edge) -> Option<TcpExchange> {
-        if !self.enabled {
+        if !self.enabled() {
             return None;
         }
         let labels = TcpLabels::new(&edge, None);
