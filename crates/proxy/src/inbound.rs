@@ -164,13 +164,9 @@ impl CallerLabels {
         let workload = header(SOURCE_WORKLOAD).unwrap_or(crate::outbound::UNKNOWN);
         let service = header(DESTINATION_SERVICE)
             .unwrap_or_else(|| authority.rsplit_once(':').map_or(authority, |(h, _)| h));
-        state.telemetry.inbound_edge(
-            workload.into(),
-            self.namespace.clone(),
-            self.principal.clone(),
-            service.into(),
-            true,
-        )
+        state
+            .telemetry
+            .inbound_edge(workload, &self.namespace, &self.principal, service, true)
     }
 }
 

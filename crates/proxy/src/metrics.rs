@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::{flag_label, Edge, Flag, Outcome};
+use crate::telemetry::{flag_label, EdgeData, Flag, Outcome};
 
 /// Request duration buckets, in seconds: Istio's (0.5 ms to an hour), so dashboards and
 /// alerts written for Istio's histogram read this one the same way.
@@ -63,7 +63,7 @@ pub struct RequestLabels {
 }
 
 impl RequestLabels {
-    pub fn new(edge: &Edge, protocol: &'static str, outcome: &Outcome) -> Self {
+    pub fn new(edge: &EdgeData, protocol: &'static str, outcome: &Outcome) -> Self {
         RequestLabels {
             reporter: edge.reporter.as_str(),
             source_workload: edge.source_workload.clone(),
@@ -101,7 +101,7 @@ pub struct TcpLabels {
 }
 
 impl TcpLabels {
-    pub fn new(edge: &Edge, flag: Option<Flag>) -> Self {
+    pub fn new(edge: &EdgeData, flag: Option<Flag>) -> Self {
         TcpLabels {
             reporter: edge.reporter.as_str(),
             source_workload: edge.source_workload.clone(),

@@ -119,7 +119,7 @@ pub async fn forward(
         Ok(t) => t,
         Err((status, msg)) => {
             let exchange = telemetry.start(
-                telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN),
+                telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN, true),
                 &parts.method,
                 authority,
                 path,
@@ -141,6 +141,7 @@ pub async fn forward(
             &target.endpoint.workload_name,
             &target.service.namespace,
             &target.endpoint.identity,
+            true,
         ),
         &parts.method,
         authority,

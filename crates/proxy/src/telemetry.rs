@@ -21,9 +21,9 @@
 //! `trellis_tcp_*` metrics and one access log line when they close.
 
 mod access_log;
+mod edges;
 mod recorded;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,13 +31,14 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use trellis_api::proto;
-use trellis_api::telemetry::LatencyHistogram;
 
 pub use access_log::{AccessLog, AccessLogError, AccessLogTarget};
+pub use edges::{Edge, EdgeData, MAX_SOURCE_WORKLOADS};
 pub use recorded::{count_request_body, Recorded};
 
-use crate::metrics::{ProxyMetrics, RequestLabels, TcpLabels};
+use crate::metrics::ProxyMetrics;
 use crate::trace::{ActiveSpan, SpanKind, Tracer};
+use edges::{EdgeKey, EdgeTable};
 
 /// Taps past this many events waiting to be sent lose events: a tap is for watching, and must
 /// never hold requests or memory.
@@ -59,22 +60,6 @@ impl Reporter {
             Reporter::Destination => "destination",
         }
     }
-}
-
-/// Who called whom. Every field is bounded by the mesh's config (workloads, services,
-/// identities), never by traffic; `unknown` stands for what the reporter cannot know.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Edge {
-    pub reporter: Reporter,
-    pub source_workload: Arc<str>,
-    pub source_namespace: Arc<str>,
-    pub source_principal: Arc<str>,
-    pub destination_service: Arc<str>,
-    pub destination_workload: Arc<str>,
-    pub destination_namespace: Arc<str>,
-    pub destination_principal: Arc<str>,
-    /// Whether the call crossed the mesh over mutual TLS.
-    pub mutual_tls: bool,
 }
 
 /// Short response flags in Envoy's spirit: why the proxy, not the app, shaped the answer.
@@ -133,21 +118,6 @@ struct Tap {
     method: String,
 }
 
-/// What one edge did over a report period (destination side).
-#[derive(Default)]
-struct EdgeSummary {
-    requests: u64,
-    failures: u64,
-    latency: LatencyHistogram,
-}
-
-/// The key of an edge summary: the edge as the control plane aggregates it.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct SummaryKey {
-    edge: Edge,
-    protocol: &'static str,
-}
-
 /// The proxy's telemetry: one per proxy, shared by every listener.
 pub struct Telemetry {
     metrics: Arc<ProxyMetrics>,
@@ -161,8 +131,8 @@ pub struct Telemetry {
     pub own_principal: Arc<str>,
     access_log: Option<AccessLog>,
     tracer: Tracer,
-    /// Destination-side summaries since the last report.
-    summaries: Mutex<HashMap<SummaryKey, EdgeSummary>>,
+    /// Every edge recorded, with its metric handles and this period's summaries.
+    edges: EdgeTable,
     /// When the current report period started.
     period_start: Mutex<Instant>,
     taps: ArcSwap<Vec<Tap>>,
@@ -192,7 +162,7 @@ impl Telemetry {
             own_principal: own_principal.into(),
             access_log,
             tracer,
-            summaries: Mutex::new(HashMap::new()),
+            edges: EdgeTable::default(),
             period_start: Mutex::new(Instant::now()),
             taps: ArcSwap::from_pointee(Vec::new()),
             tap_tx,
@@ -209,47 +179,50 @@ impl Telemetry {
         self.enabled.store(enabled, Ordering::Relaxed);
     }
 
-    /// An edge from this workload (source reporter).
+    /// An edge from this workload (source reporter), over mutual TLS unless it leaves the
+    /// mesh.
     pub fn outbound_edge(
         &self,
         destination_service: &str,
         destination_workload: &str,
         destination_namespace: &str,
         destination_principal: &str,
-    ) -> Edge {
-        Edge {
-            reporter: Reporter::Source,
-            source_workload: self.own_workload.clone(),
-            source_namespace: self.own_namespace.clone(),
-            source_principal: self.own_principal.clone(),
-            destination_service: destination_service.into(),
-            destination_workload: destination_workload.into(),
-            destination_namespace: destination_namespace.into(),
-            destination_principal: destination_principal.into(),
-            mutual_tls: true,
-        }
-    }
-
-    /// An edge to this workload (destination reporter).
-    pub fn inbound_edge(
-        &self,
-        source_workload: Arc<str>,
-        source_namespace: Arc<str>,
-        source_principal: Arc<str>,
-        destination_service: Arc<str>,
         mutual_tls: bool,
     ) -> Edge {
-        Edge {
+        self.edges.get(&EdgeKey {
+            reporter: Reporter::Source,
+            source_workload: &self.own_workload,
+            source_namespace: &self.own_namespace,
+            source_principal: &self.own_principal,
+            destination_service,
+            destination_workload,
+            destination_namespace,
+            destination_principal,
+            mutual_tls,
+        })
+    }
+
+    /// An edge to this workload (destination reporter). The caller's workload name is its
+    /// proxy's word: past [`MAX_SOURCE_WORKLOADS`] distinct names it reads `other`.
+    pub fn inbound_edge(
+        &self,
+        source_workload: &str,
+        source_namespace: &str,
+        source_principal: &str,
+        destination_service: &str,
+        mutual_tls: bool,
+    ) -> Edge {
+        self.edges.get(&EdgeKey {
             reporter: Reporter::Destination,
-            source_workload,
+            source_workload: self.edges.source_workload(source_workload),
             source_namespace,
             source_principal,
             destination_service,
-            destination_workload: self.own_workload.clone(),
-            destination_namespace: self.own_namespace.clone(),
-            destination_principal: self.own_principal.clone(),
+            destination_workload: &self.own_workload,
+            destination_namespace: &self.own_namespace,
+            destination_principal: &self.own_principal,
             mutual_tls,
-        }
+        })
     }
 
     /// Starts recording an HTTP request; `None` when telemetry is off. Its span joins the
@@ -295,7 +268,8 @@ impl Telemetry {
             upstream: None,
             route: None,
             policy: None,
-            trace_id: Some(context.trace_id_hex()),
+            // Formatted only for what prints it.
+            trace_id: detail.then(|| context.trace_id_hex()),
             request_bytes: None,
             span: Some(span),
         })
@@ -306,8 +280,7 @@ impl Telemetry {
         if !self.enabled() {
             return None;
         }
-        let labels = TcpLabels::new(&edge, None);
-        self.metrics.tcp_opened.get_or_create(&labels).inc();
+        edge.count_tcp_open(&self.metrics);
         Some(TcpExchange {
             telemetry: self.clone(),
             edge,
@@ -346,39 +319,25 @@ impl Telemetry {
             *start = now;
             p
         };
-        let taken = std::mem::take(&mut *self.summaries.lock().unwrap_or_else(|p| p.into_inner()));
-        let edges = taken
-            .into_iter()
-            .map(|(key, s)| proto::EdgeStats {
-                source_workload: key.edge.source_workload.to_string(),
-                source_namespace: key.edge.source_namespace.to_string(),
-                source_principal: key.edge.source_principal.to_string(),
-                destination_service: key.edge.destination_service.to_string(),
-                destination_workload: key.edge.destination_workload.to_string(),
-                destination_namespace: key.edge.destination_namespace.to_string(),
-                protocol: key.protocol.to_owned(),
-                requests: s.requests,
-                failures: s.failures,
-                latency_counts: s.latency.counts().to_vec(),
-                latency_sum_micros: s.latency.sum_micros(),
-            })
-            .collect();
-        (edges, u64::try_from(period.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    fn summarize(&self, edge: &Edge, protocol: &'static str, failed: bool, micros: u64) {
-        if edge.reporter != Reporter::Destination {
-            return;
+        let mut edges = Vec::new();
+        for edge in self.edges.all() {
+            for (protocol, s) in edge.take_summaries() {
+                edges.push(proto::EdgeStats {
+                    source_workload: edge.source_workload.to_string(),
+                    source_namespace: edge.source_namespace.to_string(),
+                    source_principal: edge.source_principal.to_string(),
+                    destination_service: edge.destination_service.to_string(),
+                    destination_workload: edge.destination_workload.to_string(),
+                    destination_namespace: edge.destination_namespace.to_string(),
+                    protocol: protocol.to_owned(),
+                    requests: s.requests,
+                    failures: s.failures,
+                    latency_counts: s.latency.counts().to_vec(),
+                    latency_sum_micros: s.latency.sum_micros(),
+                });
+            }
         }
-        let mut summaries = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
-        let key = SummaryKey {
-            edge: edge.clone(),
-            protocol,
-        };
-        let s = summaries.entry(key).or_default();
-        s.requests += 1;
-        s.failures += u64::from(failed);
-        s.latency.observe(micros);
+        (edges, u64::try_from(period.as_millis()).unwrap_or(u64::MAX))
     }
 
     fn tap(&self, event: impl FnOnce() -> proto::TapEvent, method: &str, path: &str) {
@@ -452,17 +411,13 @@ impl Exchange {
         let metrics = &self.telemetry.metrics;
         let elapsed = self.start.elapsed();
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let labels = RequestLabels::new(&self.edge, self.protocol(), &outcome);
-        metrics.requests.get_or_create(&labels).inc();
-        metrics
-            .request_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        self.edge
+            .count_request(metrics, self.protocol(), &outcome, elapsed.as_secs_f64());
         let failed = outcome.status >= 500
             || outcome.grpc_status.is_some_and(grpc_is_failure)
             || outcome.flag == Some(Flag::DownstreamDisconnect) && outcome.status == 0;
         let tel = &self.telemetry;
-        tel.summarize(&self.edge, self.protocol(), failed, micros);
+        self.edge.summarize(self.protocol(), failed, micros);
         let request_bytes = self
             .request_bytes
             .as_ref()
@@ -567,13 +522,9 @@ impl TcpExchange {
     pub fn finish(self, sent: u64, received: u64, flag: Option<Flag>) {
         let metrics = &self.telemetry.metrics;
         let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let labels = TcpLabels::new(&self.edge, flag);
-        metrics.tcp_closed.get_or_create(&labels).inc();
-        let opened = TcpLabels::new(&self.edge, None);
-        metrics.tcp_sent.get_or_create(&opened).inc_by(sent);
-        metrics.tcp_received.get_or_create(&opened).inc_by(received);
+        self.edge.count_tcp_close(metrics, sent, received, flag);
         let tel = &self.telemetry;
-        tel.summarize(&self.edge, "tcp", flag.is_some(), micros);
+        self.edge.summarize("tcp", flag.is_some(), micros);
         if let Some(log) = &tel.access_log {
             log.connection(&self, flag, micros, sent, received);
         }

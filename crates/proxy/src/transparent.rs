@@ -130,6 +130,7 @@ async fn outbound(
                 &ep.workload_name,
                 &svc.namespace,
                 &ep.identity,
+                true,
             );
             tunnel(
                 tcp,
@@ -173,6 +174,7 @@ async fn outbound(
                                     UNKNOWN,
                                     &service.namespace,
                                     UNKNOWN,
+                                    true,
                                 );
                                 if let Some(ex) = state.telemetry.start_tcp(edge) {
                                     ex.finish(0, 0, Some(Flag::NoHealthyUpstream));
@@ -185,6 +187,7 @@ async fn outbound(
                             &t.endpoint.workload_name,
                             &t.service.namespace,
                             &t.endpoint.identity,
+                            true,
                         );
                         (
                             t.endpoint.proxy_addr(),
@@ -253,10 +256,9 @@ async fn external(mut tcp: TcpStream, orig: SocketAddr, state: &ProxyState) -> s
             // addresses never become labels.
             let edge = state
                 .telemetry
-                .outbound_edge(PASSTHROUGH, UNKNOWN, UNKNOWN, UNKNOWN);
+                .outbound_edge(PASSTHROUGH, UNKNOWN, UNKNOWN, UNKNOWN, false);
             let exchange = state.telemetry.start_tcp(edge).map(|mut ex| {
                 ex.upstream = Some(orig);
-                ex.edge.mutual_tls = false;
                 ex
             });
             let mut out = match crate::capture::connect_marked(orig, Some(state.config.mark)).await
@@ -391,11 +393,9 @@ pub async fn serve_inbound_plain(
             // A plaintext client has no identity: its edge is `unknown`, and the service is
             // the workload's own (what it was addressed as is not known below HTTP).
             let own = state.telemetry.own_workload.clone();
-            let unknown: Arc<str> = Arc::from(UNKNOWN);
-            let edge =
-                state
-                    .telemetry
-                    .inbound_edge(unknown.clone(), unknown.clone(), unknown, own, false);
+            let edge = state
+                .telemetry
+                .inbound_edge(UNKNOWN, UNKNOWN, UNKNOWN, &own, false);
             let exchange = state.telemetry.start_tcp(edge).map(|mut ex| {
                 ex.upstream = Some(target);
                 ex

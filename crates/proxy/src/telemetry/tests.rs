@@ -22,10 +22,10 @@ fn telemetry(access_log: Option<AccessLog>) -> (Arc<Telemetry>, Arc<ProxyMetrics
 
 fn inbound(t: &Telemetry) -> Edge {
     t.inbound_edge(
-        "productpage-v1".into(),
-        "default".into(),
-        "spiffe://cluster.local/ns/default/sa/productpage".into(),
-        "reviews.default.svc.cluster.local".into(),
+        "productpage-v1",
+        "default",
+        "spiffe://cluster.local/ns/default/sa/productpage",
+        "reviews.default.svc.cluster.local",
         true,
     )
 }
@@ -91,6 +91,7 @@ async fn the_source_side_sends_no_summary() {
         "details-v1",
         "default",
         "x",
+        true,
     );
     let ex = t.start(
         edge,
@@ -373,4 +374,42 @@ async fn disabled_records_nothing() {
         .is_none());
     assert!(t.start_tcp(inbound(&t)).is_none());
     assert!(!metrics.encode().contains("trellis_requests_total{"));
+}
+
+/// The caller's workload name is its proxy's word: a peer inventing names gets the first
+/// [`MAX_SOURCE_WORKLOADS`] labels and `other` after, and one edge is one shared value.
+#[tokio::test]
+async fn caller_workload_names_are_capped_and_edges_shared() {
+    let (t, metrics) = telemetry(None);
+    for i in 0..MAX_SOURCE_WORKLOADS + 50 {
+        let edge = t.inbound_edge(&format!("w-{i}"), "default", "p", "svc", true);
+        let ex = t.start(
+            edge,
+            &http::Method::GET,
+            "a",
+            "/",
+            false,
+            &mut http::HeaderMap::new(),
+        );
+        Recorded::wrap(http::Response::new(full("x")), ex)
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+    }
+    let text = metrics.encode();
+    assert_eq!(
+        series(&text, "trellis_requests_total{").len(),
+        MAX_SOURCE_WORKLOADS + 1,
+        "{text}"
+    );
+    assert!(text.contains("source_workload=\"other\""));
+    assert!(Arc::ptr_eq(
+        &t.inbound_edge("w-1", "default", "p", "svc", true),
+        &t.inbound_edge("w-1", "default", "p", "svc", true)
+    ));
+    assert!(!Arc::ptr_eq(
+        &t.inbound_edge("w-1", "default", "p", "svc", true),
+        &t.inbound_edge("w-1", "default", "p", "svc", false)
+    ));
 }
