@@ -40,10 +40,11 @@ const GRPC_CODES: [&str; 17] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
 ];
 
-/// Istio's standard label set for `trellis_requests_total` and
-/// `trellis_request_duration_seconds`.
+/// Who called whom, as Istio labels it: the part of every traffic series' labels that one
+/// edge fixes ([`crate::telemetry::EdgeData`] holds one, made once).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub struct EdgeLabels {
+    /// `source` (the caller's proxy) or `destination` (the callee's).
     pub reporter: &'static str,
     pub source_workload: Arc<str>,
     pub source_namespace: Arc<str>,
@@ -52,27 +53,28 @@ pub struct RequestLabels {
     pub destination_workload: Arc<str>,
     pub destination_namespace: Arc<str>,
     pub destination_principal: Arc<str>,
+    /// `mutual_tls` or `none`.
+    pub connection_security_policy: &'static str,
+}
+
+/// Istio's standard label set for `trellis_requests_total` and
+/// `trellis_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    #[prometheus(flatten)]
+    pub edge: EdgeLabels,
     /// `http` or `grpc`.
     pub request_protocol: &'static str,
     pub response_code: u16,
     /// The gRPC status code, or empty for plain HTTP.
     pub grpc_response_status: &'static str,
     pub response_flags: &'static str,
-    /// `mutual_tls` or `none`.
-    pub connection_security_policy: &'static str,
 }
 
 impl RequestLabels {
     pub fn new(edge: &EdgeData, protocol: &'static str, outcome: &Outcome) -> Self {
         RequestLabels {
-            reporter: edge.reporter.as_str(),
-            source_workload: edge.source_workload.clone(),
-            source_namespace: edge.source_namespace.clone(),
-            source_principal: edge.source_principal.clone(),
-            destination_service: edge.destination_service.clone(),
-            destination_workload: edge.destination_workload.clone(),
-            destination_namespace: edge.destination_namespace.clone(),
-            destination_principal: edge.destination_principal.clone(),
+            edge: edge.labels.clone(),
             request_protocol: protocol,
             response_code: outcome.status,
             grpc_response_status: match outcome.grpc_status {
@@ -80,7 +82,6 @@ impl RequestLabels {
                 None => "",
             },
             response_flags: flag_label(outcome.flag),
-            connection_security_policy: security_policy(edge.mutual_tls),
         }
     }
 }
@@ -88,36 +89,21 @@ impl RequestLabels {
 /// Istio's label set for the `trellis_tcp_*` series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TcpLabels {
-    pub reporter: &'static str,
-    pub source_workload: Arc<str>,
-    pub source_namespace: Arc<str>,
-    pub source_principal: Arc<str>,
-    pub destination_service: Arc<str>,
-    pub destination_workload: Arc<str>,
-    pub destination_namespace: Arc<str>,
-    pub destination_principal: Arc<str>,
+    #[prometheus(flatten)]
+    pub edge: EdgeLabels,
     pub response_flags: &'static str,
-    pub connection_security_policy: &'static str,
 }
 
 impl TcpLabels {
     pub fn new(edge: &EdgeData, flag: Option<Flag>) -> Self {
         TcpLabels {
-            reporter: edge.reporter.as_str(),
-            source_workload: edge.source_workload.clone(),
-            source_namespace: edge.source_namespace.clone(),
-            source_principal: edge.source_principal.clone(),
-            destination_service: edge.destination_service.clone(),
-            destination_workload: edge.destination_workload.clone(),
-            destination_namespace: edge.destination_namespace.clone(),
-            destination_principal: edge.destination_principal.clone(),
+            edge: edge.labels.clone(),
             response_flags: flag_label(flag),
-            connection_security_policy: security_policy(edge.mutual_tls),
         }
     }
 }
 
-fn security_policy(mutual_tls: bool) -> &'static str {
+pub fn security_policy(mutual_tls: bool) -> &'static str {
     if mutual_tls {
         "mutual_tls"
     } else {

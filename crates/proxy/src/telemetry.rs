@@ -323,12 +323,12 @@ impl Telemetry {
         for edge in self.edges.all() {
             for (protocol, s) in edge.take_summaries() {
                 edges.push(proto::EdgeStats {
-                    source_workload: edge.source_workload.to_string(),
-                    source_namespace: edge.source_namespace.to_string(),
-                    source_principal: edge.source_principal.to_string(),
-                    destination_service: edge.destination_service.to_string(),
-                    destination_workload: edge.destination_workload.to_string(),
-                    destination_namespace: edge.destination_namespace.to_string(),
+                    source_workload: edge.labels.source_workload.to_string(),
+                    source_namespace: edge.labels.source_namespace.to_string(),
+                    source_principal: edge.labels.source_principal.to_string(),
+                    destination_service: edge.labels.destination_service.to_string(),
+                    destination_workload: edge.labels.destination_workload.to_string(),
+                    destination_namespace: edge.labels.destination_namespace.to_string(),
                     protocol: protocol.to_owned(),
                     requests: s.requests,
                     failures: s.failures,
@@ -442,11 +442,11 @@ impl Exchange {
                     .map(|c| c.to_string())
                     .unwrap_or_default(),
                 duration_micros: micros,
-                source_principal: self.edge.source_principal.to_string(),
-                destination_principal: self.edge.destination_principal.to_string(),
-                source_workload: self.edge.source_workload.to_string(),
-                destination_service: self.edge.destination_service.to_string(),
-                destination_workload: self.edge.destination_workload.to_string(),
+                source_principal: self.edge.labels.source_principal.to_string(),
+                destination_principal: self.edge.labels.destination_principal.to_string(),
+                source_workload: self.edge.labels.source_workload.to_string(),
+                destination_service: self.edge.labels.destination_service.to_string(),
+                destination_workload: self.edge.labels.destination_workload.to_string(),
                 upstream: self.upstream.map(|u| u.to_string()).unwrap_or_default(),
                 response_flags: flag_label(outcome.flag).to_owned(),
                 trace_id: self.trace_id.clone().unwrap_or_default(),
@@ -474,18 +474,21 @@ impl Exchange {
             span.set_attribute("http.request.body.size", request_bytes);
             span.set_attribute("http.response.body.size", outcome.response_bytes);
             span.set_attribute("trellis.reporter", edge.reporter.as_str());
-            span.set_attribute("trellis.source.workload", edge.source_workload.to_string());
+            span.set_attribute(
+                "trellis.source.workload",
+                edge.labels.source_workload.to_string(),
+            );
             span.set_attribute(
                 "trellis.source.principal",
-                edge.source_principal.to_string(),
+                edge.labels.source_principal.to_string(),
             );
             span.set_attribute(
                 "trellis.destination.service",
-                edge.destination_service.to_string(),
+                edge.labels.destination_service.to_string(),
             );
             span.set_attribute(
                 "trellis.destination.workload",
-                edge.destination_workload.to_string(),
+                edge.labels.destination_workload.to_string(),
             );
             span.set_attribute("trellis.response_flags", flag_label(outcome.flag));
             if let Some(u) = self.upstream {
@@ -535,11 +538,11 @@ impl TcpExchange {
                 reporter: self.edge.reporter.as_str().to_owned(),
                 method: "TCP".into(),
                 duration_micros: micros,
-                source_principal: self.edge.source_principal.to_string(),
-                destination_principal: self.edge.destination_principal.to_string(),
-                source_workload: self.edge.source_workload.to_string(),
-                destination_service: self.edge.destination_service.to_string(),
-                destination_workload: self.edge.destination_workload.to_string(),
+                source_principal: self.edge.labels.source_principal.to_string(),
+                destination_principal: self.edge.labels.destination_principal.to_string(),
+                source_workload: self.edge.labels.source_workload.to_string(),
+                destination_service: self.edge.labels.destination_service.to_string(),
+                destination_workload: self.edge.labels.destination_workload.to_string(),
                 upstream: self.upstream.map(|u| u.to_string()).unwrap_or_default(),
                 response_flags: flag_label(flag).to_owned(),
                 request_bytes: received,

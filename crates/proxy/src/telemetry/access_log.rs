@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use rand::Rng;
 use serde::Serialize;
 
-use super::{flag_label, Exchange, Flag, Outcome, TcpExchange};
+use super::{flag_label, EdgeData, Exchange, Flag, Outcome, TcpExchange};
 
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE: usize = 8192;
@@ -107,30 +107,17 @@ impl AccessLog {
             return;
         }
         self.send(&Line {
-            start_time: rfc3339(ex.start_wall),
-            reporter: ex.edge.reporter.as_str(),
             protocol: ex.protocol(),
             method: ex.method.as_str(),
             authority: &ex.authority,
             path: &ex.path,
             status: Some(outcome.status),
             grpc_status: outcome.grpc_status,
-            response_flags: flag_label(outcome.flag),
-            duration_ms: micros as f64 / 1000.0,
-            request_bytes,
-            response_bytes: outcome.response_bytes,
-            source_workload: &ex.edge.source_workload,
-            source_namespace: &ex.edge.source_namespace,
-            source_principal: &ex.edge.source_principal,
-            destination_service: &ex.edge.destination_service,
-            destination_workload: &ex.edge.destination_workload,
-            destination_namespace: &ex.edge.destination_namespace,
-            destination_principal: &ex.edge.destination_principal,
-            connection_security_policy: security(ex.edge.mutual_tls),
-            upstream: ex.upstream.map(|u| u.to_string()),
             route: ex.route.as_deref(),
             policy: ex.policy.as_deref(),
             trace_id: ex.trace_id.as_deref(),
+            ..Line::new(&ex.edge, ex.start_wall, ex.upstream, outcome.flag, micros)
+                .bytes(request_bytes, outcome.response_bytes)
         });
     }
 
@@ -145,40 +132,10 @@ impl AccessLog {
         if !self.sampled() {
             return;
         }
-        self.send(&Line {
-            start_time: rfc3339(ex.start_wall),
-            reporter: ex.edge.reporter.as_str(),
-            protocol: "tcp",
-            method: "",
-            authority: "",
-            path: "",
-            status: None,
-            grpc_status: None,
-            response_flags: flag_label(flag),
-            duration_ms: micros as f64 / 1000.0,
-            request_bytes: received,
-            response_bytes: sent,
-            source_workload: &ex.edge.source_workload,
-            source_namespace: &ex.edge.source_namespace,
-            source_principal: &ex.edge.source_principal,
-            destination_service: &ex.edge.destination_service,
-            destination_workload: &ex.edge.destination_workload,
-            destination_namespace: &ex.edge.destination_namespace,
-            destination_principal: &ex.edge.destination_principal,
-            connection_security_policy: security(ex.edge.mutual_tls),
-            upstream: ex.upstream.map(|u| u.to_string()),
-            route: None,
-            policy: None,
-            trace_id: None,
-        });
-    }
-}
-
-fn security(mutual_tls: bool) -> &'static str {
-    if mutual_tls {
-        "mutual_tls"
-    } else {
-        "none"
+        // Received from the client is the request direction.
+        self.send(
+            &Line::new(&ex.edge, ex.start_wall, ex.upstream, flag, micros).bytes(received, sent),
+        );
     }
 }
 
@@ -210,6 +167,53 @@ struct Line<'a> {
     route: Option<&'a str>,
     policy: Option<&'a str>,
     trace_id: Option<&'a str>,
+}
+
+impl<'a> Line<'a> {
+    /// A TCP connection's line: the edge's names, the time, the upstream and the outcome.
+    fn new(
+        edge: &'a EdgeData,
+        start: SystemTime,
+        upstream: Option<std::net::SocketAddr>,
+        flag: Option<Flag>,
+        micros: u64,
+    ) -> Self {
+        let l = &edge.labels;
+        Line {
+            start_time: rfc3339(start),
+            reporter: l.reporter,
+            protocol: "tcp",
+            method: "",
+            authority: "",
+            path: "",
+            status: None,
+            grpc_status: None,
+            response_flags: flag_label(flag),
+            duration_ms: micros as f64 / 1000.0,
+            request_bytes: 0,
+            response_bytes: 0,
+            source_workload: &l.source_workload,
+            source_namespace: &l.source_namespace,
+            source_principal: &l.source_principal,
+            destination_service: &l.destination_service,
+            destination_workload: &l.destination_workload,
+            destination_namespace: &l.destination_namespace,
+            destination_principal: &l.destination_principal,
+            connection_security_policy: l.connection_security_policy,
+            upstream: upstream.map(|u| u.to_string()),
+            route: None,
+            policy: None,
+            trace_id: None,
+        }
+    }
+
+    fn bytes(self, request_bytes: u64, response_bytes: u64) -> Self {
+        Line {
+            request_bytes,
+            response_bytes,
+            ..self
+        }
+    }
 }
 
 fn rfc3339(t: SystemTime) -> String {

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use trellis_api::telemetry::LatencyHistogram;
 
 use super::{Flag, Outcome, Reporter};
-use crate::metrics::{ProxyMetrics, RequestLabels, TcpLabels};
+use crate::metrics::{security_policy, EdgeLabels, ProxyMetrics, RequestLabels, TcpLabels};
 
 /// Distinct caller workload names a proxy labels its inbound traffic with; past it, a name
 /// reads `other`. The name comes from the caller's proxy (its identity is the TLS session's),
@@ -27,15 +27,10 @@ pub const MAX_SOURCE_WORKLOADS: usize = 256;
 /// identities), never by traffic; `unknown` stands for what the reporter cannot know.
 pub struct EdgeData {
     pub reporter: Reporter,
-    pub source_workload: Arc<str>,
-    pub source_namespace: Arc<str>,
-    pub source_principal: Arc<str>,
-    pub destination_service: Arc<str>,
-    pub destination_workload: Arc<str>,
-    pub destination_namespace: Arc<str>,
-    pub destination_principal: Arc<str>,
     /// Whether the call crossed the mesh over mutual TLS.
     pub mutual_tls: bool,
+    /// The edge's names, as its series label them.
+    pub labels: EdgeLabels,
     /// Request series handles, per outcome seen.
     requests: Mutex<Vec<RequestHandles>>,
     /// TCP series handles without a flag (opened, sent, received, closed).
@@ -52,11 +47,11 @@ impl std::fmt::Debug for EdgeData {
             f,
             "{} {}/{} -> {} ({}/{})",
             self.reporter.as_str(),
-            self.source_namespace,
-            self.source_workload,
-            self.destination_service,
-            self.destination_namespace,
-            self.destination_workload
+            self.labels.source_namespace,
+            self.labels.source_workload,
+            self.labels.destination_service,
+            self.labels.destination_namespace,
+            self.labels.destination_workload
         )
     }
 }
@@ -239,15 +234,16 @@ impl EdgeKey<'_> {
     }
 
     fn matches(&self, e: &EdgeData) -> bool {
+        let l = &e.labels;
         self.reporter == e.reporter
             && self.mutual_tls == e.mutual_tls
-            && *self.destination_service == *e.destination_service
-            && *self.destination_workload == *e.destination_workload
-            && *self.source_workload == *e.source_workload
-            && *self.source_principal == *e.source_principal
-            && *self.destination_principal == *e.destination_principal
-            && *self.source_namespace == *e.source_namespace
-            && *self.destination_namespace == *e.destination_namespace
+            && *self.destination_service == *l.destination_service
+            && *self.destination_workload == *l.destination_workload
+            && *self.source_workload == *l.source_workload
+            && *self.source_principal == *l.source_principal
+            && *self.destination_principal == *l.destination_principal
+            && *self.source_namespace == *l.source_namespace
+            && *self.destination_namespace == *l.destination_namespace
     }
 }
 
@@ -270,14 +266,18 @@ impl EdgeTable {
         }
         let e = Arc::new(EdgeData {
             reporter: key.reporter,
-            source_workload: key.source_workload.into(),
-            source_namespace: key.source_namespace.into(),
-            source_principal: key.source_principal.into(),
-            destination_service: key.destination_service.into(),
-            destination_workload: key.destination_workload.into(),
-            destination_namespace: key.destination_namespace.into(),
-            destination_principal: key.destination_principal.into(),
             mutual_tls: key.mutual_tls,
+            labels: EdgeLabels {
+                reporter: key.reporter.as_str(),
+                source_workload: key.source_workload.into(),
+                source_namespace: key.source_namespace.into(),
+                source_principal: key.source_principal.into(),
+                destination_service: key.destination_service.into(),
+                destination_workload: key.destination_workload.into(),
+                destination_namespace: key.destination_namespace.into(),
+                destination_principal: key.destination_principal.into(),
+                connection_security_policy: security_policy(key.mutual_tls),
+            },
             requests: Mutex::new(Vec::new()),
             tcp: OnceLock::new(),
             tcp_failed: Mutex::new(Vec::new()),

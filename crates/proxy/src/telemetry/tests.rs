@@ -30,6 +30,15 @@ fn inbound(t: &Telemetry) -> Edge {
     )
 }
 
+/// Sends `body` as the response of `ex` to the end, as a client reading it all would.
+async fn respond(ex: Option<Exchange>, body: &'static str) {
+    Recorded::wrap(http::Response::new(full(body)), ex)
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+}
+
 fn series(text: &str, prefix: &str) -> Vec<String> {
     text.lines()
         .filter(|l| l.starts_with(prefix))
@@ -101,11 +110,7 @@ async fn the_source_side_sends_no_summary() {
         false,
         &mut http::HeaderMap::new(),
     );
-    Recorded::wrap(http::Response::new(full("x")), ex)
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    respond(ex, "x").await;
     assert!(t.take_summaries().0.is_empty());
     assert!(metrics.encode().contains("reporter=\"source\""));
 }
@@ -202,11 +207,7 @@ async fn distinct_paths_add_no_series() {
             false,
             &mut http::HeaderMap::new(),
         );
-        Recorded::wrap(http::Response::new(full("x")), ex)
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        respond(ex, "x").await;
     }
     let text = metrics.encode();
     assert_eq!(series(&text, "trellis_requests_total{").len(), 1, "{text}");
@@ -235,11 +236,7 @@ async fn access_log_lines_are_json() {
     ex.upstream = Some("127.0.0.1:9080".parse().unwrap());
     let req_body = count_request_body(Full::new(Bytes::from_static(b"abcd")), Some(&mut ex));
     req_body.collect().await.unwrap();
-    Recorded::wrap(http::Response::new(full("hello")), Some(ex))
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    respond(Some(ex), "hello").await;
     let tcp = t.start_tcp(inbound(&t)).unwrap();
     tcp.finish(10, 20, Some(Flag::UpstreamReset));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -314,11 +311,7 @@ async fn taps_get_what_they_match() {
             false,
             &mut http::HeaderMap::new(),
         );
-        Recorded::wrap(http::Response::new(full("x")), ex)
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        respond(ex, "x").await;
     }
     let mut rx = t.tap_events().lock().await;
     let mut got = Vec::new();
@@ -341,11 +334,7 @@ async fn taps_get_what_they_match() {
         false,
         &mut http::HeaderMap::new(),
     );
-    Recorded::wrap(http::Response::new(full("x")), ex)
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    respond(ex, "x").await;
     assert!(rx.try_recv().is_err());
 }
 
@@ -391,11 +380,7 @@ async fn caller_workload_names_are_capped_and_edges_shared() {
             false,
             &mut http::HeaderMap::new(),
         );
-        Recorded::wrap(http::Response::new(full("x")), ex)
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        respond(ex, "x").await;
     }
     let text = metrics.encode();
     assert_eq!(
