@@ -8,6 +8,9 @@
 //!   HTTP/2 connections to the destination's proxy;
 //! * [`inbound`]: the mTLS listener other proxies connect to; it learns the caller's identity
 //!   from the TLS session and forwards to the local app over HTTP/1.1;
+//! * [`balance`]: load balancing (round robin, least request, random, consistent hash and
+//!   the default peak-EWMA power of two choices);
+//! * [`resilience`]: outlier detection, retry budgets and connection-pool limits;
 //! * [`authz`]: PeerAuthentication and AuthorizationPolicy on inbound traffic (15008 and, in
 //!   transparent mode, plaintext on 15006), chosen per snapshot, checked per request;
 //! * [`upgrade`]: HTTP/1.1 `Upgrade` (WebSocket) carried between proxies as extended
@@ -26,6 +29,7 @@
 pub mod admin;
 pub mod authz;
 pub mod backoff;
+pub mod balance;
 pub mod body;
 pub mod capture;
 pub mod config;
@@ -38,6 +42,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod persist;
 pub mod pool;
+pub mod resilience;
 pub mod state;
 pub mod telemetry;
 pub mod trace;
