@@ -10,6 +10,7 @@
 //!   from the TLS session and forwards to the local app over HTTP/1.1;
 //! * [`balance`]: load balancing (round robin, least request, random, consistent hash and
 //!   the default peak-EWMA power of two choices);
+//! * [`chain`]: the caller's deadline and the retry mark, passed down a call chain;
 //! * [`resilience`]: outlier detection, retry budgets and connection-pool limits;
 //! * [`authz`]: PeerAuthentication and AuthorizationPolicy on inbound traffic (15008 and, in
 //!   transparent mode, plaintext on 15006), chosen per snapshot, checked per request;
@@ -32,6 +33,7 @@ pub mod backoff;
 pub mod balance;
 pub mod body;
 pub mod capture;
+pub mod chain;
 pub mod config;
 pub mod control_client;
 pub mod detect;
