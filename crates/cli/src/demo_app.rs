@@ -47,6 +47,14 @@ pub struct DemoAppArgs {
     /// A URL to call for every request (repeatable), e.g. `http://reviews:9080/`.
     #[arg(long = "call")]
     pub calls: Vec<String>,
+    /// How long each call may take before it is abandoned (e.g. `3s`), as Bookinfo's
+    /// productpage gives reviews 3 s; without it, calls wait as long as the proxy does.
+    #[arg(long, value_parser = crate::duration::parse)]
+    pub call_timeout: Option<std::time::Duration>,
+    /// How many times a call that timed out or could not connect is tried again
+    /// (Bookinfo's productpage: once).
+    #[arg(long, default_value_t = 0)]
+    pub call_retries: u32,
     /// A URL to call once at start (repeatable), without retrying.
     #[arg(long = "startup-call")]
     pub startup_calls: Vec<String>,
@@ -155,7 +163,8 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
         for url in &app.args.startup_calls {
             let (ok, answer) = match tokio::time::timeout(
                 STARTUP_CALL_TIMEOUT,
-                call(&app.client, url, &[]),
+                // One try, whatever the call retries: what the very first request met.
+                async { call_once(&app.client, url, &[]).await.unwrap_or_else(|e| (false, e)) },
             )
             .await
             {
@@ -230,7 +239,7 @@ async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
     let mut calls = Vec::with_capacity(app.args.calls.len());
     let mut failed = false;
     for url in &app.args.calls {
-        let (ok, answer) = call(&app.client, url, &forwarded).await;
+        let (ok, answer) = call(app, url, &forwarded).await;
         failed |= !ok;
         calls.push(answer);
     }
@@ -270,36 +279,67 @@ const FORWARDED: [&str; 10] = [
     "end-user",
 ];
 
-/// Calls one downstream URL with the `forwarded` headers; the answer is its JSON, or a
-/// description of the failure.
+/// Calls one downstream URL with the `forwarded` headers, within the call timeout and with
+/// the retries the app was given; the answer is its JSON, or a description of the failure
+/// (with the attempts made).
 async fn call(
-    client: &HttpClient,
+    app: &App,
     url: &str,
     forwarded: &[(http::HeaderName, http::HeaderValue)],
 ) -> (bool, Value) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let once = call_once(&app.client, url, forwarded);
+        let result = match app.args.call_timeout {
+            Some(t) => match tokio::time::timeout(t, once).await {
+                Ok(r) => r,
+                Err(_) => Err(json!({"url": url, "error": format!("timed out after {t:?}")})),
+            },
+            None => once.await,
+        };
+        match result {
+            Ok(answer) => return answer,
+            // Only a timeout or a failed connection is tried again, as an HTTP client
+            // library's retries would; an HTTP error status is an answer.
+            Err(mut e) if attempt > app.args.call_retries => {
+                e["attempts"] = json!(attempt);
+                return (false, e);
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// One try: `Err` for what may be tried again (no connection, no answer in time).
+async fn call_once(
+    client: &HttpClient,
+    url: &str,
+    forwarded: &[(http::HeaderName, http::HeaderValue)],
+) -> Result<(bool, Value), Value> {
     let mut req = match Request::get(url).body(Body::new(Bytes::new())) {
         Ok(r) => r,
-        Err(e) => return (false, json!({"url": url, "error": e.to_string()})),
+        Err(e) => return Ok((false, json!({"url": url, "error": e.to_string()}))),
     };
     for (name, value) in forwarded {
         req.headers_mut().insert(name.clone(), value.clone());
     }
     let resp = match client.request(req).await {
         Ok(r) => r,
-        Err(e) => return (false, json!({"url": url, "error": format!("{e:?}")})),
+        Err(e) => return Err(json!({"url": url, "error": format!("{e:?}")})),
     };
     let status = resp.status();
     let body = match resp.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return (false, json!({"url": url, "error": e.to_string()})),
+        Err(e) => return Ok((false, json!({"url": url, "error": e.to_string()}))),
     };
-    match serde_json::from_slice::<Value>(&body) {
+    Ok(match serde_json::from_slice::<Value>(&body) {
         Ok(v) if status.is_success() => (true, v),
         _ => (
             false,
             json!({"url": url, "status": status.as_u16(), "error": String::from_utf8_lossy(&body)}),
         ),
-    }
+    })
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {

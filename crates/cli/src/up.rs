@@ -41,6 +41,11 @@ use trellis_identity::TokenStore;
 pub const CALLS_ANNOTATION: &str = "demo.trellis.dev/calls";
 /// Annotation on a WorkloadEntry: URLs its demo app calls once, as it starts.
 pub const STARTUP_CALLS_ANNOTATION: &str = "demo.trellis.dev/startup-calls";
+/// Annotation on a WorkloadEntry: how long its demo app waits for each call (e.g. `3s`).
+pub const CALL_TIMEOUT_ANNOTATION: &str = "demo.trellis.dev/call-timeout";
+/// Annotation on a WorkloadEntry: how often its demo app tries a call again after a timeout
+/// or a failed connection.
+pub const CALL_RETRIES_ANNOTATION: &str = "demo.trellis.dev/call-retries";
 /// Annotation on a Service: publish it on `--listen`.
 pub const FRONT_ANNOTATION: &str = "demo.trellis.dev/front";
 
@@ -124,6 +129,9 @@ struct Workload {
     ports: BTreeMap<String, u16>,
     calls: Vec<String>,
     startup_calls: Vec<String>,
+    /// `--call-timeout` and `--call-retries` for its demo app, as annotated.
+    call_timeout: Option<String>,
+    call_retries: Option<String>,
 }
 
 impl Workload {
@@ -277,6 +285,8 @@ fn read_plan(dir: &Path) -> anyhow::Result<Plan> {
                     ports,
                     calls: url_list(&we.meta.annotations, CALLS_ANNOTATION),
                     startup_calls: url_list(&we.meta.annotations, STARTUP_CALLS_ANNOTATION),
+                    call_timeout: we.meta.annotations.get(CALL_TIMEOUT_ANNOTATION).cloned(),
+                    call_retries: we.meta.annotations.get(CALL_RETRIES_ANNOTATION).cloned(),
                 });
             }
             Resource::Service(svc)
@@ -468,6 +478,12 @@ fn app_command(
     }
     for c in &w.startup_calls {
         cmd.args(["--startup-call", c]);
+    }
+    if let Some(t) = &w.call_timeout {
+        cmd.args(["--call-timeout", t]);
+    }
+    if let Some(n) = &w.call_retries {
+        cmd.args(["--call-retries", n]);
     }
     Ok(cmd)
 }

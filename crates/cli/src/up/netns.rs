@@ -383,6 +383,8 @@ mod tests {
             ports: BTreeMap::new(),
             calls: Vec::new(),
             startup_calls: Vec::new(),
+            call_timeout: None,
+            call_retries: None,
         }
     }
 
