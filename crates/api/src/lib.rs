@@ -11,6 +11,7 @@ pub mod analyze;
 pub mod authz;
 pub mod load;
 pub mod resources;
+pub mod routing;
 pub mod snapshot;
 pub mod telemetry;
 

@@ -348,6 +348,15 @@ impl Resource {
             Resource::RequestAuthentication(r) => r.spec.notices(&mut out),
             _ => {}
         }
+        // What the route model cannot do as a Gateway API route asks. VirtualServices get
+        // the same from `crate::routing::unsupported` once the proxy routes with the model;
+        // until then `unimplemented_fields` names every routing field they set.
+        if matches!(
+            self,
+            Resource::HttpRoute(_) | Resource::GrpcRoute(_) | Resource::TcpRoute(_)
+        ) {
+            out.extend(crate::routing::unsupported(self));
+        }
         out
     }
 }

@@ -9,7 +9,8 @@
 //! The snapshot also carries every compiled AuthorizationPolicy and PeerAuthentication of the
 //! mesh (JSON on the wire, see `proto/control.proto`) and the root namespace; each proxy picks
 //! the ones that apply to its own workload ([`crate::authz::applies_to`],
-//! [`crate::authz::effective_mtls`]).
+//! [`crate::authz::effective_mtls`]). Each service carries its compiled route table
+//! ([`crate::routing::RouteTable`], JSON on the wire too), checked again as it is decoded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use crate::authz::{PeerAuthPolicy, Policy, DEFAULT_ROOT_NAMESPACE};
 use crate::proto;
+use crate::routing::RouteTable;
 
 /// Why a snapshot from the wire could not be accepted.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -41,6 +43,15 @@ pub enum SnapshotError {
     DuplicateHost(String),
     #[error("service {host}: invalid virtual IP {vip:?}")]
     BadVip { host: String, vip: String },
+    /// The service's route table does not deserialize (a regex that does not compile, a
+    /// header name HTTP refuses, ...) or does not pass [`RouteTable::validate`].
+    #[error("service {host}: routes_json: {error}")]
+    Routes {
+        /// The service.
+        host: String,
+        /// What is wrong.
+        error: String,
+    },
     /// The compiled policies do not deserialize (or a matcher in them does not check out).
     #[error("{field}: {error}")]
     Policies {
@@ -93,6 +104,10 @@ pub struct Service {
     pub http_routes: Vec<HttpRoute>,
     pub endpoints: Vec<Endpoint>,
     pub vips: Vec<IpAddr>,
+    /// The route table per service port ([`crate::routing::select`]); empty when the
+    /// service has no routes. Not yet used by the proxy, which still routes with
+    /// `http_routes`.
+    pub routes: RouteTable,
 }
 
 /// One port of a service.
@@ -301,6 +316,20 @@ fn json_list<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A service's route table from the wire, checked; no bytes is no routes.
+fn route_table(host: &str, bytes: &[u8]) -> Result<RouteTable, SnapshotError> {
+    if bytes.is_empty() {
+        return Ok(RouteTable::default());
+    }
+    let error = |error: String| SnapshotError::Routes {
+        host: host.to_owned(),
+        error,
+    };
+    let table: RouteTable = serde_json::from_slice(bytes).map_err(|e| error(e.to_string()))?;
+    table.validate().map_err(|e| error(e.to_string()))?;
+    Ok(table)
+}
+
 impl TryFrom<proto::Service> for Service {
     type Error = SnapshotError;
 
@@ -410,8 +439,10 @@ impl TryFrom<proto::Service> for Service {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let routes = route_table(&host, &svc.routes_json)?;
         Ok(Service {
             vips,
+            routes,
             host,
             name: svc.name,
             namespace: svc.namespace,
@@ -469,6 +500,7 @@ mod tests {
                     ports: [("http-alt".to_string(), 9081)].into(),
                 }],
                 vips: vec!["240.240.0.7".into()],
+                routes_json: Vec::new(),
             }],
         }
     }
@@ -590,6 +622,60 @@ spec: {mtls: {mode: STRICT}}
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn carries_route_tables_and_refuses_bad_ones() {
+        let yaml = r"apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {regex: 'ja.*'}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+";
+        let (resources, diagnostics) = crate::load::parse_str(std::path::Path::new("r.yaml"), yaml);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+        let compiled = crate::routing::compile(&resources);
+        let table = &compiled.tables["reviews.default.svc.cluster.local"];
+        let mut m = wire();
+        m.services[0].routes_json = serde_json::to_vec(table).unwrap();
+        let snap = Snapshot::try_from(m.clone()).unwrap();
+        let svc = snap.resolve("reviews", "default").unwrap();
+        assert_eq!(&svc.routes, table);
+        assert!(svc.routes.port(9080).is_some());
+
+        // A regex that does not compile, or a table that breaks its invariants, is refused.
+        let json = String::from_utf8(m.services[0].routes_json.clone()).unwrap();
+        for bad in [
+            json.replace("ja.*", "ja(.*"),
+            json.replace("\"rule\":1", "\"rule\":7"),
+        ] {
+            assert_ne!(bad, json);
+            let mut m = m.clone();
+            m.services[0].routes_json = bad.clone().into_bytes();
+            let result = Snapshot::try_from(m);
+            assert!(
+                matches!(result, Err(SnapshotError::Routes { .. })),
+                "{bad}: {result:?}"
+            );
+        }
+        // No bytes, no routes.
+        let snap = Snapshot::try_from(wire()).unwrap();
+        assert!(snap
+            .resolve("reviews", "default")
+            .unwrap()
+            .routes
+            .is_empty());
     }
 
     #[test]

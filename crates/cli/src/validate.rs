@@ -1,7 +1,8 @@
 //! `trellis validate PATH…`: checks config files or directories the way the control plane
 //! does, without a control plane: the loader's checks, then whether the mesh can enforce
-//! every security policy ([`trellis_control::policies::check`]). Exit status 0 when valid, 1
-//! when not.
+//! every security policy ([`trellis_control::policies::check`]), and for directories the
+//! route warnings that span resources ([`trellis_api::routing::compile`]). Exit status 0 when
+//! valid, 1 when not.
 
 use std::path::PathBuf;
 
@@ -29,6 +30,9 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<()> {
                     resources += set.resources.len();
                     diags.extend(set.warnings);
                     diags.extend(trellis_control::policies::check(&set.resources));
+                    // Only a whole directory shows what spans files (a route's parent
+                    // Service defined elsewhere), so only directories get route warnings.
+                    diags.extend(trellis_api::routing::compile(&set.resources).warnings);
                 }
                 Err(LoadError::Invalid(d)) => diags.extend(d),
                 Err(e) => bail!("{}: {e}", path.display()),

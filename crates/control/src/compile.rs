@@ -9,6 +9,10 @@
 //! * A `VirtualService`'s HTTP routes attach to each service it names in `hosts`. Routes are
 //!   kept in order; the proxy applies the first route without a `match` (request matching is
 //!   not implemented yet, and the loader warns about `match` by name).
+//! * Every service also carries its full route table (`routes_json`), compiled by
+//!   [`trellis_api::routing::compile`] from VirtualServices and Gateway API routes (matches,
+//!   precedence, actions, filters, per port); the proxy will route with it in place of
+//!   `http_routes`.
 //!
 //! * Every `AuthorizationPolicy` and `PeerAuthentication`, compiled ([`crate::policies`]), and
 //!   the root namespace travel as they are: each proxy picks what applies to its workload.
@@ -37,7 +41,7 @@ pub enum CompileError {
     /// ([`crate::policies::check`]), so this means one reached the compiler some other way.
     #[error(transparent)]
     Policy(#[from] PolicyCompileError),
-    #[error("serializing the compiled policies: {0}")]
+    #[error("serializing the compiled policies or routes: {0}")]
     Encode(#[from] serde_json::Error),
 }
 
@@ -82,6 +86,8 @@ pub fn compile(
     root_namespace: &str,
 ) -> Result<proto::SnapshotMessage, CompileError> {
     let policies = crate::policies::compile(&config.resources)?;
+    // Route warnings were reported when the config was validated (`store::parse_files`).
+    let routes = trellis_api::routing::compile(&config.resources);
     let trust_domain = trust.trust_domain.as_str();
     let mut services = Vec::new();
     for res in &config.resources {
@@ -121,6 +127,10 @@ pub fn compile(
                 .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
                 .map(|ip| vec![ip.to_string()])
                 .unwrap_or_default(),
+            routes_json: match routes.tables.get(&host) {
+                Some(table) => serde_json::to_vec(table)?,
+                None => Vec::new(),
+            },
         });
     }
     services.sort_by(|a, b| a.host.cmp(&b.host));
@@ -530,6 +540,40 @@ spec: {{mtls: {{mode: STRICT}}}}
         assert_eq!(wire.authorization_policies.len(), 1);
         assert_eq!(wire.authorization_policies[0].name, "web-only");
         assert_eq!(wire.peer_authentications[0].namespace, "mesh-root");
+    }
+
+    #[test]
+    fn ships_each_services_route_table() {
+        let trust = TrustState::default();
+        let plain = compile(&config(WEB), &[], &trust, ROOT).unwrap();
+        assert!(plain.services[0].routes_json.is_empty());
+
+        let routed = format!(
+            "{WEB}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web}}
+spec:
+  parentRefs: [{{group: \"\", kind: Service, name: web, port: 80}}]
+  rules:
+  - matches: [{{path: {{type: Exact, value: /v1}}}}]
+    backendRefs: [{{name: web, port: 80}}]
+"
+        );
+        let (resources, _) = trellis_api::load::parse_str(std::path::Path::new("t.yaml"), &routed);
+        let cfg = ConfigSet {
+            resources,
+            warnings: Vec::new(),
+            hash: String::new(),
+        };
+        let snap = compile(&cfg, &[], &trust, ROOT).unwrap();
+        assert_ne!(snap.version, plain.version);
+        // The proxy reads back what the control plane compiled.
+        let wire = trellis_api::snapshot::Snapshot::try_from(snap).unwrap();
+        let web = wire.resolve("web", "default").unwrap();
+        let want = trellis_api::routing::compile(&cfg.resources);
+        assert_eq!(&web.routes, &want.tables["web.default.svc.cluster.local"]);
+        assert!(web.routes.port(80).and_then(|p| p.http.as_ref()).is_some());
     }
 
     #[test]

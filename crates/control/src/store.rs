@@ -452,6 +452,13 @@ pub fn parse_files(files: &BTreeMap<String, String>, label: &Path) -> Result<Con
                 all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
                 return Err(LoadError::Invalid(all));
             }
+            // Valid, but routing differently than one resource alone says (a parentRef to a
+            // Service that does not exist, a VirtualService an HTTPRoute overrides): warned
+            // about with the loader's own warnings.
+            c.warnings
+                .extend(trellis_api::routing::compile(&c.resources).warnings);
+            c.warnings
+                .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
             Ok(c)
         }
         Err(LoadError::Invalid(mut diags)) => {
@@ -565,6 +572,28 @@ mod tests {
             errors[0]
                 .ends_with("action CUSTOM (external authorization) is not supported by the mesh"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn route_warnings_come_with_the_loaders() {
+        let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+                     metadata: {name: r}\nspec:\n  \
+                     parentRefs: [{group: \"\", kind: Service, name: gone}]\n";
+        let files = BTreeMap::from([
+            ("web.yaml".to_owned(), SERVICE.to_owned()),
+            ("route.yaml".to_owned(), route.to_owned()),
+        ]);
+        let config = parse_files(&files, Path::new("cfg")).unwrap();
+        let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            warnings.contains(
+                &"cfg/route.yaml:1:1: warning: HTTPRoute default/r: spec.parentRefs[0]: \
+                  parentRef Service default/gone does not exist (or lacks that port): the \
+                  route does not attach to it"
+                    .to_owned()
+            ),
+            "{warnings:#?}"
         );
     }
 }

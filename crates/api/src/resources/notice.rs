@@ -16,6 +16,15 @@ pub enum NoticeReason {
         /// What the mesh would do with it ("routed", "enforced").
         action: &'static str,
     },
+    /// Part of a route the mesh's route model cannot carry out as written, and what
+    /// happens instead ([`crate::routing::unsupported`]).
+    #[error("{what}: {consequence}")]
+    Routing {
+        /// The part, in words (`the CORS filter`).
+        what: String,
+        /// What the mesh does instead (`ignored`).
+        consequence: &'static str,
+    },
     /// A route attaches to a Gateway: valid Gateway API, but ingress, not mesh (GAMMA).
     #[error("parentRef to Gateway is not supported by the mesh (ingress)")]
     GatewayParent,

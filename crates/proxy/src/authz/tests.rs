@@ -38,6 +38,7 @@ fn service(name: &str, namespace: &str, endpoints: Vec<Endpoint>) -> (String, Ar
         http_routes: vec![],
         endpoints,
         vips: vec![],
+        routes: Default::default(),
     };
     (host, Arc::new(svc))
 }

@@ -159,6 +159,23 @@ pub enum HttpMethod {
     Patch,
 }
 
+impl HttpMethod {
+    /// The method as written (`GET`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Connect => "CONNECT",
+            HttpMethod::Options => "OPTIONS",
+            HttpMethod::Trace => "TRACE",
+            HttpMethod::Patch => "PATCH",
+        }
+    }
+}
+
 /// A weighted backend of a rule, with filters for the requests sent to it.
 pub type HttpBackendRef = FilteredBackendRef<HttpRouteFilter>;
 
@@ -396,6 +413,17 @@ impl HttpRouteMatch {
 }
 
 impl HttpRouteTimeouts {
+    /// The whole request's timeout; `None` when absent, `0s` (none) or malformed (which
+    /// validation refuses).
+    pub fn request_duration(&self) -> Option<std::time::Duration> {
+        nonzero_ms(self.request.as_deref())
+    }
+
+    /// Each backend request's timeout, as [`HttpRouteTimeouts::request_duration`].
+    pub fn backend_request_duration(&self) -> Option<std::time::Duration> {
+        nonzero_ms(self.backend_request.as_deref())
+    }
+
     /// Checks the durations (at `path`) and that a backend request may not outlast the
     /// whole request (unless that has no timeout, `0s`).
     fn validate(&self, path: &FieldPath, out: &mut Vec<Violation>) {
@@ -424,4 +452,11 @@ impl HttpRouteTimeouts {
             }
         }
     }
+}
+
+/// A Gateway API duration as a `Duration`, `None` for `0s` (which means "no timeout").
+fn nonzero_ms(value: Option<&str>) -> Option<std::time::Duration> {
+    parse_duration_ms(value?)
+        .filter(|ms| *ms > 0)
+        .map(std::time::Duration::from_millis)
 }

@@ -1,0 +1,375 @@
+//! From a config's resources to every Service's [`RouteTable`]: which routes attach to which
+//! Service ports, and how VirtualServices and Gateway API routes combine (see the module
+//! docs of [`crate::routing`]). Turning one VirtualService or Gateway API rule into model
+//! rules is in [`istio`] and [`gateway`].
+//!
+//! Compiling never fails: what a single resource asks for and the model cannot do is
+//! reported by the loader ([`super::unsupported`]); what only shows across resources (an
+//! unknown parent Service, a VirtualService overridden by an HTTPRoute, a second
+//! VirtualService for a host) comes back as warnings in [`MeshRoutes::warnings`], and the
+//! rest of the config still routes.
+
+mod gateway;
+mod istio;
+
+pub(super) use gateway::grpc_method_path;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{ConsumerRoutes, PortRoutes, RouteTable};
+use crate::load::{Diagnostic, Located, Severity};
+use crate::resources::gateway::{GrpcRoute, HttpRoute, ParentReference, TcpRoute};
+use crate::resources::{Resource, VirtualService};
+
+/// The route tables of a config.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MeshRoutes {
+    /// Route tables by fully qualified Service host; a Service without routes has none.
+    pub tables: BTreeMap<String, RouteTable>,
+    /// What routes differently than a resource alone says, each at its resource: sorted by
+    /// file and line, without repeats.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A host as written in a resource of namespace `ns`, fully qualified the way a Kubernetes
+/// resolver in `ns` would: `reviews`, `reviews.default`, `reviews.default.svc` and
+/// `reviews.default.svc.cluster.local` all name `reviews.default.svc.cluster.local`.
+pub fn service_host(host: &str, ns: &str) -> String {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match host.matches('.').count() {
+        0 => format!("{host}.{ns}.svc.cluster.local"),
+        1 => format!("{host}.svc.cluster.local"),
+        2 if host.ends_with(".svc") => format!("{host}.cluster.local"),
+        _ => host,
+    }
+}
+
+/// Compiles the route table of every Service in `resources` (in load order, which stands
+/// for the routes' age).
+pub fn compile(resources: &[Located<Resource>]) -> MeshRoutes {
+    let ctx = Context {
+        services: services(resources),
+    };
+    let mut warnings = Vec::new();
+    let claims = claim_hosts(resources, &ctx, &mut warnings);
+    let attachments = attachments(resources, &ctx, &mut warnings);
+    let mut tables = BTreeMap::new();
+    for (host, service) in &ctx.services {
+        let vs = claims.get(host.as_str()).copied();
+        let mut ports = Vec::new();
+        for port in &service.ports {
+            let here: Vec<&Attachment<'_>> = attachments
+                .iter()
+                .filter(|a| a.host == *host && a.port == port.number)
+                .collect();
+            if let Some(routes) = port_routes(port.number, vs, &here, &ctx, &mut warnings) {
+                ports.push(routes);
+            }
+        }
+        if !ports.is_empty() {
+            ports.sort_by_key(|p| p.port);
+            tables.insert(host.clone(), RouteTable { ports });
+        }
+    }
+    // Overrides are reported once per VirtualService and Service, whatever the ports.
+    for (host, located, kinds) in overridden(&claims, &attachments, &ctx) {
+        warn(
+            &mut warnings,
+            located,
+            Some("spec.hosts".to_owned()),
+            format!(
+                "{kinds} routes for {host} are not used on ports where a Gateway API route \
+                 attaches to the Service: Gateway API routes take precedence"
+            ),
+        );
+    }
+    warnings.sort_by(|a, b| {
+        (&a.file, a.line, &a.field, &a.message).cmp(&(&b.file, b.line, &b.field, &b.message))
+    });
+    warnings.dedup();
+    MeshRoutes { tables, warnings }
+}
+
+/// What compiling needs to know of the config besides the routes: its Services.
+struct Context<'a> {
+    services: BTreeMap<String, ServiceInfo<'a>>,
+}
+
+/// A Service as routes see it: its ports.
+struct ServiceInfo<'a> {
+    ports: Vec<PortInfo<'a>>,
+}
+
+/// A Service port.
+struct PortInfo<'a> {
+    number: u16,
+    name: Option<&'a str>,
+}
+
+impl Context<'_> {
+    /// Whether `host` is a Service with port `port`.
+    fn has_port(&self, host: &str, port: u16) -> bool {
+        self.services
+            .get(host)
+            .is_some_and(|s| s.ports.iter().any(|p| p.number == port))
+    }
+}
+
+/// A warning about `located`'s resource, at the line its document starts.
+fn warn(
+    out: &mut Vec<Diagnostic>,
+    located: &Located<Resource>,
+    field: Option<String>,
+    message: String,
+) {
+    let resource = &located.value;
+    out.push(Diagnostic {
+        severity: Severity::Warning,
+        file: located.file.clone(),
+        line: located.line,
+        column: 1,
+        kind: Some(resource.kind().to_owned()),
+        namespace: Some(resource.namespace().to_owned()),
+        name: Some(resource.name().to_owned()),
+        field,
+        message,
+    });
+}
+
+fn services(resources: &[Located<Resource>]) -> BTreeMap<String, ServiceInfo<'_>> {
+    let mut out = BTreeMap::new();
+    for located in resources {
+        let Resource::Service(svc) = &located.value else {
+            continue;
+        };
+        let namespace = svc.meta.namespace();
+        let ports = svc
+            .spec
+            .ports
+            .iter()
+            .map(|p| PortInfo {
+                number: p.port,
+                name: p.name.as_deref(),
+            })
+            .collect();
+        let info = ServiceInfo { ports };
+        out.insert(service_host(&svc.meta.name, namespace), info);
+    }
+    out
+}
+
+/// The VirtualService that routes each Service host: the first loaded that names it and
+/// applies to the mesh (no `gateways`, or `mesh` among them). Later ones are reported.
+fn claim_hosts<'a>(
+    resources: &'a [Located<Resource>],
+    ctx: &Context<'_>,
+    warnings: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, (&'a Located<Resource>, &'a VirtualService)> {
+    let mut claims: BTreeMap<String, (&Located<Resource>, &VirtualService)> = BTreeMap::new();
+    for located in resources {
+        let Resource::VirtualService(vs) = &located.value else {
+            continue;
+        };
+        let gateways = &vs.spec.gateways;
+        if !gateways.is_empty() && !gateways.iter().any(|g| g == "mesh") {
+            continue;
+        }
+        let ns = vs.meta.namespace();
+        for (i, host) in vs.spec.hosts.iter().enumerate() {
+            let host = service_host(host, ns);
+            if !ctx.services.contains_key(&host) {
+                continue;
+            }
+            match claims.get(&host) {
+                Some((_, first)) => {
+                    let message = format!(
+                        "{host} is already routed by VirtualService {}/{}; only one \
+                         VirtualService routes a host in the mesh, so this one is not used \
+                         for it",
+                        first.meta.namespace(),
+                        first.meta.name
+                    );
+                    warn(warnings, located, Some(format!("spec.hosts[{i}]")), message);
+                }
+                None => {
+                    claims.insert(host, (located, vs));
+                }
+            }
+        }
+    }
+    claims
+}
+
+/// A Gateway API route attached to one Service port.
+struct Attachment<'a> {
+    host: String,
+    port: u16,
+    /// The route's namespace when it differs from the Service's: a consumer route, for
+    /// clients in that namespace only.
+    consumer: Option<&'a str>,
+    located: &'a Located<Resource>,
+    route: GatewayRoute<'a>,
+    /// Load order: stands for the route's age.
+    order: usize,
+}
+
+/// The Gateway API route kinds the mesh routes with.
+#[derive(Clone, Copy)]
+enum GatewayRoute<'a> {
+    Http(&'a HttpRoute),
+    Grpc(&'a GrpcRoute),
+    Tcp(&'a TcpRoute),
+}
+
+/// Every (route, Service port) pair a Service parentRef makes, in load order. A route that
+/// names the same port twice (by number and by name) attaches once.
+fn attachments<'a>(
+    resources: &'a [Located<Resource>],
+    ctx: &Context<'_>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Vec<Attachment<'a>> {
+    let mut out: Vec<Attachment<'a>> = Vec::new();
+    for (order, located) in resources.iter().enumerate() {
+        let (route, parents) = match &located.value {
+            Resource::HttpRoute(r) => (GatewayRoute::Http(r), &r.spec.parent_refs),
+            Resource::GrpcRoute(r) => (GatewayRoute::Grpc(r), &r.spec.parent_refs),
+            Resource::TcpRoute(r) => (GatewayRoute::Tcp(r), &r.spec.parent_refs),
+            _ => continue,
+        };
+        let route_ns = located.value.namespace();
+        let mut seen: BTreeSet<(String, u16)> = BTreeSet::new();
+        for (i, parent) in parents.iter().enumerate() {
+            // Gateways and other kinds are reported by the loader; they are not the mesh's.
+            if !parent.is_service() {
+                continue;
+            }
+            let parent_ns = parent.namespace.as_deref().unwrap_or(route_ns);
+            let host = format!("{}.{parent_ns}.svc.cluster.local", parent.name);
+            let field = Some(format!("spec.parentRefs[{i}]"));
+            let Some(ports) = parent_ports(&host, parent, ctx) else {
+                let message = format!(
+                    "parentRef Service {parent_ns}/{} does not exist (or lacks that port): the \
+                     route does not attach to it",
+                    parent.name
+                );
+                warn(warnings, located, field, message);
+                continue;
+            };
+            for port in ports {
+                if seen.insert((host.clone(), port)) {
+                    out.push(Attachment {
+                        host: host.clone(),
+                        port,
+                        consumer: (route_ns != parent_ns).then_some(route_ns),
+                        located,
+                        route,
+                        order,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The Service ports a parentRef attaches to: its `port`, the port its `sectionName` names,
+/// or every port. `None` when the Service or that port does not exist.
+fn parent_ports(host: &str, parent: &ParentReference, ctx: &Context<'_>) -> Option<Vec<u16>> {
+    let service = ctx.services.get(host)?;
+    let ports: Vec<u16> = service
+        .ports
+        .iter()
+        .filter(|p| parent.port.is_none_or(|want| i32::from(p.number) == want))
+        .filter(|p| {
+            parent
+                .section_name
+                .as_deref()
+                .is_none_or(|section| p.name == Some(section))
+        })
+        .map(|p| p.number)
+        .collect();
+    (!ports.is_empty()).then_some(ports)
+}
+
+/// The routes of one Service port: the VirtualService that claims the host (if any) and the
+/// Gateway API routes attached to the port.
+fn port_routes(
+    port: u16,
+    vs: Option<(&Located<Resource>, &VirtualService)>,
+    attached: &[&Attachment<'_>],
+    ctx: &Context<'_>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Option<PortRoutes> {
+    let producer: Vec<&Attachment<'_>> = attached
+        .iter()
+        .copied()
+        .filter(|a| a.consumer.is_none())
+        .collect();
+    let http = gateway::http_routes(&producer, ctx, warnings)
+        .or_else(|| vs.and_then(|(_, vs)| istio::http_routes(vs, port)));
+    let tcp = gateway::tcp_routes(&producer, ctx, warnings)
+        .or_else(|| vs.and_then(|(_, vs)| istio::tcp_routes(vs, port)));
+    let namespaces: BTreeSet<&str> = attached.iter().filter_map(|a| a.consumer).collect();
+    let mut consumers = Vec::new();
+    for namespace in namespaces {
+        let theirs: Vec<&Attachment<'_>> = attached
+            .iter()
+            .copied()
+            .filter(|a| a.consumer == Some(namespace))
+            .collect();
+        consumers.push(ConsumerRoutes {
+            namespace: namespace.to_owned(),
+            http: gateway::http_routes(&theirs, ctx, warnings),
+            tcp: gateway::tcp_routes(&theirs, ctx, warnings),
+        });
+    }
+    (http.is_some() || tcp.is_some() || !consumers.is_empty()).then_some(PortRoutes {
+        port,
+        http,
+        tcp,
+        consumers,
+    })
+}
+
+/// The (host, VirtualService) pairs whose routes a producer Gateway API route replaces on at
+/// least one port where the VirtualService had routes of the same family, with the families
+/// replaced (`http`, `tcp`, `http and tcp`).
+fn overridden<'a>(
+    claims: &BTreeMap<String, (&'a Located<Resource>, &'a VirtualService)>,
+    attachments: &[Attachment<'_>],
+    ctx: &Context<'_>,
+) -> Vec<(String, &'a Located<Resource>, &'static str)> {
+    let mut out = Vec::new();
+    for (host, (located, vs)) in claims {
+        let Some(service) = ctx.services.get(host) else {
+            continue;
+        };
+        let replaced = |tcp: bool| {
+            service.ports.iter().any(|port| {
+                let attached = attachments.iter().any(|a| {
+                    a.host == *host
+                        && a.port == port.number
+                        && a.consumer.is_none()
+                        && matches!(a.route, GatewayRoute::Tcp(_)) == tcp
+                });
+                attached
+                    && if tcp {
+                        istio::tcp_routes(vs, port.number).is_some()
+                    } else {
+                        istio::http_routes(vs, port.number).is_some()
+                    }
+            })
+        };
+        let kinds = match (replaced(false), replaced(true)) {
+            (true, true) => "http and tcp",
+            (true, false) => "http",
+            (false, true) => "tcp",
+            (false, false) => continue,
+        };
+        out.push((host.clone(), *located, kinds));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
