@@ -164,7 +164,11 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
             let (ok, answer) = match tokio::time::timeout(
                 STARTUP_CALL_TIMEOUT,
                 // One try, whatever the call retries: what the very first request met.
-                async { call_once(&app.client, url, &[]).await.unwrap_or_else(|e| (false, e)) },
+                async {
+                    call_once(&app.client, url, &[])
+                        .await
+                        .unwrap_or_else(|e| (false, e))
+                },
             )
             .await
             {
