@@ -199,6 +199,14 @@ async fn handle(
         grpc,
         &mut parts.headers,
     );
+    // The caller's deadline and retry mark, kept for the trace while the app works on the
+    // request, for the calls it makes onward (see `crate::chain`).
+    let inherited =
+        crate::chain::Inherited::from_headers(&parts.headers, std::time::Instant::now());
+    let _chain = (inherited != Default::default())
+        .then(|| crate::trace::extract(&parts.headers))
+        .flatten()
+        .map(|ctx| state.chains.enter(ctx.trace_id, inherited));
     let req = Request::from_parts(parts, body);
     let resp = forward_to_app(req, state, app, caller, exchange.as_mut(), authority).await;
     Recorded::wrap(resp, exchange)

@@ -10,6 +10,8 @@
 //!   from the TLS session and forwards to the local app over HTTP/1.1;
 //! * [`balance`]: load balancing (round robin, least request, random, consistent hash and
 //!   the default peak-EWMA power of two choices);
+//! * [`route`]: the route table's rule for each request: redirects, direct answers,
+//!   faults, header changes, rewrites, timeouts and retries;
 //! * [`chain`]: the caller's deadline and the retry mark, passed down a call chain;
 //! * [`resilience`]: outlier detection, retry budgets and connection-pool limits;
 //! * [`authz`]: PeerAuthentication and AuthorizationPolicy on inbound traffic (15008 and, in
@@ -45,6 +47,7 @@ pub mod outbound;
 pub mod persist;
 pub mod pool;
 pub mod resilience;
+pub mod route;
 pub mod state;
 pub mod telemetry;
 pub mod trace;

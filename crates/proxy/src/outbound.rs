@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -20,6 +21,8 @@ use crate::headers::{
     strip_hop_by_hop, strip_trellis_headers, DESTINATION_SERVICE, SOURCE_WORKLOAD, TARGET_PORT,
 };
 use crate::pool::Pool;
+use crate::pool::PoolError;
+use crate::route::{self, Routed};
 use crate::state::ProxyState;
 use crate::telemetry::{count_request_body, flag_response, Exchange, Flag, Recorded};
 
@@ -100,8 +103,10 @@ async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Pool) -> Resp
 }
 
 /// Sends an app's HTTP request to `service` (already resolved, by authority in explicit mode
-/// or by virtual IP in transparent mode): route, pick an endpoint, send over the pool. The
-/// request is recorded as the source side of its edge ([`crate::telemetry`]).
+/// or by virtual IP in transparent mode): the port's route table chooses a rule
+/// ([`crate::route`]), an endpoint of the chosen destination is picked, and the request goes
+/// over the pool with the rule's faults, header changes, rewrites, timeout and retries. It
+/// is recorded as the source side of its edge ([`crate::telemetry`]).
 pub async fn forward(
     req: Request<Incoming>,
     state: &ProxyState,
@@ -114,15 +119,68 @@ pub async fn forward(
     let telemetry = &state.telemetry;
     let (mut parts, body) = req.into_parts();
     let grpc = is_grpc(&parts.headers);
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = match choose(snapshot, service, port) {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let routed = {
+        let view = route::view(
+            &parts,
+            authority,
+            state.config.namespace(),
+            &state.config.labels,
+        );
+        route::decide(service, port, &view)
+    };
+    let (host, subset, dest_port, rule, destination, matched) = match routed {
+        Routed::Answer {
+            response,
+            flag,
+            rule,
+        } => {
+            let mut exchange = telemetry.start(
+                telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN, true),
+                &parts.method,
+                authority,
+                &path,
+                grpc,
+                &mut parts.headers,
+            );
+            if let Some(ex) = &mut exchange {
+                ex.route = rule.map(|r| r.name.to_string());
+            }
+            let response = match flag {
+                Some(flag) => flag_response(response, flag),
+                None => response,
+            };
+            return Recorded::wrap(response, exchange);
+        }
+        Routed::Forward {
+            host,
+            subset,
+            port,
+            rule,
+            destination,
+            matched,
+        } => (host, subset, port, rule, destination, matched),
+    };
+    let target = match route::destination(snapshot, host)
+        .ok_or_else(|| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("route destination {host} is not a known service"),
+            )
+        })
+        .and_then(|dest| endpoint_of(dest, subset, dest_port))
+    {
         Ok(t) => t,
         Err((status, msg)) => {
             let exchange = telemetry.start(
                 telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN, true),
                 &parts.method,
                 authority,
-                path,
+                &path,
                 grpc,
                 &mut parts.headers,
             );
@@ -145,40 +203,157 @@ pub async fn forward(
         ),
         &parts.method,
         authority,
-        path,
+        &path,
         grpc,
         &mut parts.headers,
     );
     if let Some(ex) = &mut exchange {
         ex.upstream = Some(peer_addr);
-        ex.route = target.route.map(str::to_owned);
+        ex.route = rule.map(|r| r.name.to_string());
     }
+    // The chain this call is part of: the caller's deadline and whether a proxy above
+    // retries it, remembered by the server side for the trace the app forwarded.
+    let now = Instant::now();
+    let inherited = crate::trace::extract(&parts.headers)
+        .map(|ctx| state.chains.lookup(&ctx.trace_id))
+        .unwrap_or_default();
+    let timeout = rule.and_then(|r| r.filters.timeout);
+    let chain = inherited.with_timeout(timeout, now);
+    if chain.remaining(now) == Some(Duration::ZERO) {
+        // The caller has given up: the work is not started.
+        return Recorded::wrap(route::timed_out(None), exchange);
+    }
+    if let Some((resp, flag)) = route::inject_fault(rule).await {
+        return Recorded::wrap(flag_response(resp, flag), exchange);
+    }
+    let authority = match route::rewrite_request(&mut parts, authority, rule, destination, matched)
+    {
+        Ok(a) => a,
+        Err(msg) => {
+            let resp = error_response(StatusCode::BAD_REQUEST, msg);
+            return Recorded::wrap(flag_response(resp, Flag::DownstreamProtocolError), exchange);
+        }
+    };
+    let retries = rule
+        .and_then(|r| r.filters.retries.as_ref())
+        .filter(|_| http_body::Body::is_end_stream(&body) && !inherited.retried_above);
+    let per_try = rule.and_then(|r| r.filters.per_try_timeout);
     let identity = target.endpoint.identity.clone();
     let req = Request::from_parts(parts, body);
-    let req = match to_upstream(req, authority, &target, state, exchange.as_mut()) {
+    let mut req = match to_upstream(req, &authority, &target, state, exchange.as_mut()) {
         Ok(r) => r,
         Err(msg) => {
             let resp = error_response(StatusCode::BAD_REQUEST, msg);
             return Recorded::wrap(flag_response(resp, Flag::DownstreamProtocolError), exchange);
         }
     };
+    chain.to_headers(req.headers_mut(), retries.is_some(), now);
     tracing::debug!(%authority, service = %target.service.host, endpoint = %target.endpoint.workload_name, "routing");
-    let resp = match pool.send(peer_addr, &identity, req).await {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            parts.version = Version::HTTP_11;
-            Response::from_parts(parts, boxed(body))
-        }
-        Err(e) => {
-            tracing::warn!(%authority, endpoint = %peer_addr, error = %e, "upstream request failed");
-            flag_response(
-                error_response(StatusCode::BAD_GATEWAY, e),
-                Flag::UpstreamConnectFailure,
-            )
+    let budget = state.budgets.get(&target.service.host);
+    budget.deposit(now);
+    let send = send_with_retries(pool, peer_addr, &identity, req, retries, per_try, &budget);
+    let resp = match chain.deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), send).await {
+            Ok(r) => r,
+            Err(_) => route::timed_out(timeout),
+        },
+        None => send.await,
+    };
+    let mut resp = match resp {
+        resp if resp.extensions().get::<Flag>().is_some() => resp,
+        resp => {
+            let (mut head, body) = resp.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            head.version = Version::HTTP_11;
+            Response::from_parts(head, body)
         }
     };
+    route::rewrite_response(&mut resp, rule, destination);
     Recorded::wrap(resp, exchange)
+}
+
+/// Sends `req`, and again while the policy, the attempts left and the budget allow. Only a
+/// request without a body gets a policy here (see [`crate::route`]).
+async fn send_with_retries(
+    pool: &Pool,
+    peer: std::net::SocketAddr,
+    identity: &str,
+    req: Request<Body>,
+    policy: Option<&trellis_api::routing::RetryPolicy>,
+    per_try: Option<Duration>,
+    budget: &crate::resilience::RetryBudget,
+) -> Response<Body> {
+    let replay = policy.map(|_| route::Replayable {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    });
+    let mut req = Some(req);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let this = match req.take() {
+            Some(r) => r,
+            None => match &replay {
+                Some(r) => r.request(),
+                None => return error_response(StatusCode::BAD_GATEWAY, "nothing to send"),
+            },
+        };
+        let sent = pool.send(peer, identity, this);
+        let result = match per_try {
+            Some(t) => tokio::time::timeout(t, sent).await.ok(),
+            None => Some(sent.await),
+        };
+        let (outcome, resp) = match result {
+            None => (route::Attempt::Timeout, route::timed_out(per_try)),
+            Some(Ok(resp)) => {
+                let grpc = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                (
+                    route::Attempt::Answered {
+                        status: resp.status().as_u16(),
+                        grpc,
+                    },
+                    resp.map(boxed),
+                )
+            }
+            Some(Err(e)) => {
+                tracing::warn!(endpoint = %peer, error = %e, "upstream request failed");
+                let connect = matches!(
+                    e,
+                    PoolError::Connect { .. } | PoolError::Timeout { .. } | PoolError::Tls { .. }
+                );
+                (
+                    if connect {
+                        route::Attempt::ConnectFailure
+                    } else {
+                        route::Attempt::Reset
+                    },
+                    flag_response(
+                        error_response(StatusCode::BAD_GATEWAY, e),
+                        Flag::UpstreamConnectFailure,
+                    ),
+                )
+            }
+        };
+        let Some(policy) = policy else {
+            return resp;
+        };
+        if !route::retryable(policy, &outcome) {
+            return resp;
+        }
+        if attempt > policy.attempts || !budget.try_withdraw(Instant::now()) {
+            let (mut head, body) = resp.into_parts();
+            head.extensions.insert(Flag::RetriesExhausted);
+            return Response::from_parts(head, body);
+        }
+        if let Some(backoff) = policy.backoff {
+            tokio::time::sleep(backoff).await;
+        }
+    }
 }
 
 /// What a reporter writes for a peer it cannot know (no endpoint was chosen).
@@ -228,6 +403,19 @@ pub fn choose<'a>(
         }
         None => (service, None, requested_port),
     };
+    let target = endpoint_of(dest_service, subset, dest_port)?;
+    Ok(Target {
+        route: route.map(|r| r.name.as_str()),
+        ..target
+    })
+}
+
+/// An endpoint of `dest_service` (of `subset`, if named) for a request to `dest_port`.
+pub fn endpoint_of<'a>(
+    dest_service: &'a Service,
+    subset: Option<&str>,
+    dest_port: Option<u16>,
+) -> Result<Target<'a>, (StatusCode, String)> {
     let sp = dest_service.port(dest_port).ok_or_else(|| {
         (
             StatusCode::NOT_FOUND,
@@ -256,7 +444,7 @@ pub fn choose<'a>(
         )
     })?;
     Ok(Target {
-        route: route.map(|r| r.name.as_str()),
+        route: None,
         service: dest_service,
         endpoint,
         port,

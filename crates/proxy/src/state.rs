@@ -43,6 +43,10 @@ pub struct ProxyState {
     pub creds_changed: watch::Sender<u64>,
     pub metrics: Arc<ProxyMetrics>,
     pub telemetry: Arc<Telemetry>,
+    /// Retry budgets of the destinations this proxy calls.
+    pub budgets: crate::route::Budgets,
+    /// Call chains the app is serving: deadlines and retry marks by trace id.
+    pub chains: Arc<crate::chain::Chains>,
     /// Changes the process's log filter (the admin `/logging` endpoint).
     pub log_control: Option<LogControl>,
     /// Set on shutdown: readiness turns false while requests in flight finish.
@@ -81,6 +85,8 @@ impl ProxyState {
             tracer,
         ));
         Self {
+            budgets: Default::default(),
+            chains: Default::default(),
             telemetry,
             log_control,
             config,

@@ -79,6 +79,16 @@ pub enum Flag {
     Denied,
     /// `DPE`: the request could not be parsed or normalized.
     DownstreamProtocolError,
+    /// `FI`: a route's fault injection aborted the request.
+    FaultAbort,
+    /// `DI`: a route's fault injection delayed the request.
+    FaultDelay,
+    /// `UT`: the route's timeout (or the caller's deadline) passed first.
+    UpstreamTimeout,
+    /// `URX`: retries were spent (attempts or budget) and the last answer stands.
+    RetriesExhausted,
+    /// `UO`: the destination's connection-pool limits were full.
+    Overflow,
 }
 
 impl Flag {
@@ -91,6 +101,11 @@ impl Flag {
             Flag::DownstreamDisconnect => "DC",
             Flag::Denied => "RBAC",
             Flag::DownstreamProtocolError => "DPE",
+            Flag::FaultAbort => "FI",
+            Flag::FaultDelay => "DI",
+            Flag::UpstreamTimeout => "UT",
+            Flag::RetriesExhausted => "URX",
+            Flag::Overflow => "UO",
         }
     }
 }
@@ -272,6 +287,7 @@ impl Telemetry {
             trace_id: detail.then(|| context.trace_id_hex()),
             request_bytes: None,
             span: Some(span),
+            recorded: false,
         })
     }
 
@@ -386,6 +402,22 @@ pub struct Exchange {
     /// Request body bytes, counted as the body streams ([`count_request_body`]).
     pub request_bytes: Option<Arc<AtomicU64>>,
     span: Option<ActiveSpan>,
+    recorded: bool,
+}
+
+/// A request abandoned before its response (the client went away while the proxy waited:
+/// a delay, an upstream, a retry) is still counted: status 0, flag `DC`, as Envoy logs it.
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(Outcome {
+                status: 0,
+                grpc_status: None,
+                flag: Some(Flag::DownstreamDisconnect),
+                response_bytes: 0,
+            });
+        }
+    }
 }
 
 /// How a response ended, as [`Recorded`] saw it.
@@ -408,6 +440,14 @@ impl Exchange {
 
     /// Records the finished request everywhere it is wanted.
     pub fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    /// Records once; a second call does nothing.
+    fn record(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
         let metrics = &self.telemetry.metrics;
         let elapsed = self.start.elapsed();
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -426,7 +466,7 @@ impl Exchange {
             self.end_span(span, &outcome, failed, request_bytes);
         }
         if let Some(log) = &tel.access_log {
-            log.request(&self, &outcome, micros, request_bytes);
+            log.request(self, &outcome, micros, request_bytes);
         }
         tel.tap(
             || proto::TapEvent {
