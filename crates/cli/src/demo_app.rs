@@ -55,6 +55,10 @@ pub struct DemoAppArgs {
     /// (Bookinfo's productpage: once).
     #[arg(long, default_value_t = 0)]
     pub call_retries: u32,
+    /// Finish a request (its delay, its calls) even when its client has gone away, as a
+    /// thread-per-request server does; by default the work stops with the connection.
+    #[arg(long)]
+    pub finish_abandoned: bool,
     /// A URL to call once at start (repeatable), without retrying.
     #[arg(long = "startup-call")]
     pub startup_calls: Vec<String>,
@@ -148,7 +152,19 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &app).await) }
+                    async move {
+                        if !app.args.finish_abandoned {
+                            return Ok::<_, Infallible>(handle(req, &app).await);
+                        }
+                        // On a task of its own, the work goes on if the client leaves.
+                        let work = tokio::spawn(async move { handle(req, &app).await });
+                        Ok(work.await.unwrap_or_else(|e| {
+                            json_response(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                &json!({"error": e.to_string()}),
+                            )
+                        }))
+                    }
                 });
                 // HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port.
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -46,6 +46,9 @@ pub const CALL_TIMEOUT_ANNOTATION: &str = "demo.trellis.dev/call-timeout";
 /// Annotation on a WorkloadEntry: how often its demo app tries a call again after a timeout
 /// or a failed connection.
 pub const CALL_RETRIES_ANNOTATION: &str = "demo.trellis.dev/call-retries";
+/// Annotation on a WorkloadEntry: `"true"` makes its demo app finish requests whose client
+/// went away (`--finish-abandoned`).
+pub const FINISH_ABANDONED_ANNOTATION: &str = "demo.trellis.dev/finish-abandoned";
 /// Annotation on a Service: publish it on `--listen`.
 pub const FRONT_ANNOTATION: &str = "demo.trellis.dev/front";
 
@@ -132,6 +135,7 @@ struct Workload {
     /// `--call-timeout` and `--call-retries` for its demo app, as annotated.
     call_timeout: Option<String>,
     call_retries: Option<String>,
+    finish_abandoned: bool,
 }
 
 impl Workload {
@@ -287,6 +291,11 @@ fn read_plan(dir: &Path) -> anyhow::Result<Plan> {
                     startup_calls: url_list(&we.meta.annotations, STARTUP_CALLS_ANNOTATION),
                     call_timeout: we.meta.annotations.get(CALL_TIMEOUT_ANNOTATION).cloned(),
                     call_retries: we.meta.annotations.get(CALL_RETRIES_ANNOTATION).cloned(),
+                    finish_abandoned: we
+                        .meta
+                        .annotations
+                        .get(FINISH_ABANDONED_ANNOTATION)
+                        .is_some_and(|v| v == "true"),
                 });
             }
             Resource::Service(svc)
@@ -484,6 +493,9 @@ fn app_command(
     }
     if let Some(n) = &w.call_retries {
         cmd.args(["--call-retries", n]);
+    }
+    if w.finish_abandoned {
+        cmd.arg("--finish-abandoned");
     }
     Ok(cmd)
 }

@@ -88,7 +88,14 @@ impl Inherited {
 /// The chains the app is working on, by trace id.
 #[derive(Debug, Default)]
 pub struct Chains {
-    open: Mutex<HashMap<[u8; 16], Open>>,
+    open: Mutex<OpenChains>,
+}
+
+#[derive(Debug, Default)]
+struct OpenChains {
+    map: HashMap<[u8; 16], Open>,
+    /// The size at which the next sweep of forgotten chains runs.
+    sweep_at: usize,
 }
 
 #[derive(Debug)]
@@ -111,7 +118,8 @@ impl Chains {
     /// either has it.
     pub fn enter(self: &Arc<Self>, trace_id: [u8; 16], inherited: Inherited) -> Entered {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.entry(trace_id)
+        open.map
+            .entry(trace_id)
             .and_modify(|o| {
                 o.count += 1;
                 o.inherited.retried_above |= inherited.retried_above;
@@ -134,11 +142,27 @@ impl Chains {
     /// (the app started it, or did not forward the trace context).
     pub fn lookup(&self, trace_id: &[u8; 16]) -> Inherited {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(trace_id).map(|o| o.inherited).unwrap_or_default()
+        open.map
+            .get(trace_id)
+            .map(|o| o.inherited)
+            .unwrap_or_default()
+    }
+
+    /// Whether a chain is still remembered (served, or ended before its deadline).
+    pub fn knows(&self, trace_id: &[u8; 16]) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .contains_key(trace_id)
     }
 
     pub fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,14 +170,34 @@ impl Chains {
     }
 }
 
+/// How long a chain stays known after its deadline once its requests have ended: calls an
+/// app makes on behalf of a caller that left are refused for this long.
+const RETAIN_AFTER_DEADLINE: Duration = Duration::from_secs(10);
+
 impl Drop for Entered {
+    /// A request that ends (or is abandoned) while it has a deadline leaves its chain known
+    /// until [`RETAIN_AFTER_DEADLINE`] past that deadline: when the caller gives up, the app
+    /// may not notice and go on to call onward, and those calls must find that the deadline
+    /// has passed. A chain without a deadline is forgotten with its last request.
     fn drop(&mut self) {
-        let mut open = self.chains.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(o) = open.get_mut(&self.trace_id) {
-            o.count -= 1;
-            if o.count == 0 {
-                open.remove(&self.trace_id);
+        let now = Instant::now();
+        let mut guard = self.chains.open.lock().unwrap_or_else(|p| p.into_inner());
+        let open = &mut *guard;
+        if let Some(o) = open.map.get_mut(&self.trace_id) {
+            o.count = o.count.saturating_sub(1);
+            if o.count == 0 && o.inherited.deadline.is_none() {
+                open.map.remove(&self.trace_id);
             }
+        }
+        // Swept when the map has doubled since the last sweep: amortized constant time.
+        if open.map.len() >= open.sweep_at {
+            open.map.retain(|_, o| {
+                o.count > 0
+                    || o.inherited
+                        .deadline
+                        .is_some_and(|d| d + RETAIN_AFTER_DEADLINE > now)
+            });
+            open.sweep_at = (open.map.len() * 2).max(256);
         }
     }
 }
@@ -226,6 +270,29 @@ mod tests {
         drop(a);
         assert!(chains.lookup(&t).retried_above, "still served once");
         drop(b);
-        assert!(chains.is_empty());
+        // Ended with a deadline: still known, so a call the app makes after its caller left
+        // finds that the deadline has passed.
+        assert!(chains.knows(&t));
+        let u = [8u8; 16];
+        drop(chains.enter(u, Inherited::default()));
+        assert!(!chains.knows(&u), "without a deadline, forgotten at once");
+    }
+
+    #[test]
+    fn ended_chains_are_swept_after_their_retention() {
+        let chains = Arc::new(Chains::default());
+        let long_ago = Instant::now() - RETAIN_AFTER_DEADLINE - Duration::from_secs(1);
+        for i in 0..300u16 {
+            let mut id = [0u8; 16];
+            id[..2].copy_from_slice(&i.to_be_bytes());
+            drop(chains.enter(
+                id,
+                Inherited {
+                    deadline: Some(long_ago),
+                    retried_above: false,
+                },
+            ));
+        }
+        assert!(chains.len() < 256, "{} chains kept", chains.len());
     }
 }

@@ -174,7 +174,7 @@ impl Default for RetryBudgetConfig {
     fn default() -> Self {
         RetryBudgetConfig {
             ratio: 0.2,
-            min_per_second: 3,
+            min_per_second: 1,
             window: Duration::from_secs(10),
         }
     }

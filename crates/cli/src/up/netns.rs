@@ -385,6 +385,7 @@ mod tests {
             startup_calls: Vec::new(),
             call_timeout: None,
             call_retries: None,
+            finish_abandoned: false,
         }
     }
 
