@@ -298,7 +298,9 @@ impl Resource {
             Resource::Service(r) => r.spec.unimplemented_fields(&spec, &mut out),
             Resource::WorkloadEntry(r) => r.spec.unimplemented_fields(&spec, &mut out),
             Resource::DestinationRule(r) => r.spec.unimplemented_fields(&spec, &mut out),
-            Resource::VirtualService(r) => r.spec.unimplemented_fields(&spec, &mut out),
+            // Routed with the route model: what it cannot do comes from
+            // `crate::routing::unsupported`, in `notices`.
+            Resource::VirtualService(_) => {}
             // Validated but not acted on at all yet: one notice for the whole resource (see
             // `notices`) instead of a warning per field.
             Resource::ServiceEntry(_)
@@ -348,12 +350,13 @@ impl Resource {
             Resource::RequestAuthentication(r) => r.spec.notices(&mut out),
             _ => {}
         }
-        // What the route model cannot do as a Gateway API route asks. VirtualServices get
-        // the same from `crate::routing::unsupported` once the proxy routes with the model;
-        // until then `unimplemented_fields` names every routing field they set.
+        // What the route model cannot do of what a route asks.
         if matches!(
             self,
-            Resource::HttpRoute(_) | Resource::GrpcRoute(_) | Resource::TcpRoute(_)
+            Resource::HttpRoute(_)
+                | Resource::GrpcRoute(_)
+                | Resource::TcpRoute(_)
+                | Resource::VirtualService(_)
         ) {
             out.extend(crate::routing::unsupported(self));
         }

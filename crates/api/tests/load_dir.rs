@@ -42,7 +42,7 @@ const VS_REVIEWS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualServi
 #[test]
 fn loads_a_valid_directory_recursively_in_sorted_order() {
     let bookinfo = data("bookinfo/reviews.yaml");
-    let retries = data("warnings/retries.yaml");
+    let retries = data("warnings/cors.yaml");
     let dir = config_dir(&[
         ("b/reviews.yml", &bookinfo),
         ("a-ratings.yaml", &retries),
@@ -75,7 +75,7 @@ fn loads_a_valid_directory_recursively_in_sorted_order() {
     assert_eq!(set.warnings[0].severity, Severity::Warning);
     assert_eq!(
         set.warnings[0].field.as_deref(),
-        Some("spec.http[0].retries")
+        Some("spec.http[0].corsPolicy")
     );
     assert_eq!(set.warnings[0].file, dir.path().join("a-ratings.yaml"));
     assert_eq!(set.hash.len(), 64);
@@ -87,7 +87,7 @@ fn one_bad_file_rejects_the_whole_directory() {
     let dir = config_dir(&[
         ("good.yaml", &data("bookinfo/reviews.yaml")),
         ("bad.yaml", &data("invalid/weight-type.yaml")),
-        ("warn.yaml", &data("warnings/retries.yaml")),
+        ("warn.yaml", &data("warnings/cors.yaml")),
     ]);
     let diagnostics = invalid(load_dir(dir.path()));
     let errors: Vec<_> = diagnostics.iter().filter(|d| d.is_error()).collect();

@@ -101,7 +101,11 @@ async fn a_failing_leaf_sees_at_most_a_quarter_more() {
         sent.sent
     );
     // The retries did happen (at the first layer), within the budget.
-    assert!(a > sent.sent, "no retry at all: a saw {a} for {} sent", sent.sent);
+    assert!(
+        a > sent.sent,
+        "no retry at all: a saw {a} for {} sent",
+        sent.sent
+    );
     assert_eq!(b, a, "b retried calls already retried above");
     assert_eq!(c, b, "c saw retries of b");
 }
@@ -117,7 +121,10 @@ async fn a_callers_timeout_stops_downstream_work() {
     let client = HttpClient::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let resp = client.get(mesh.front, "a", "/", &[]).await.expect("request");
+        let resp = client
+            .get(mesh.front, "a", "/", &[])
+            .await
+            .expect("request");
         let took = started.elapsed();
         assert_eq!(resp.status, 504, "{}", resp.text());
         assert!(took < Duration::from_secs(2), "the timeout took {took:?}");
@@ -138,6 +145,13 @@ async fn a_callers_timeout_stops_downstream_work() {
         })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum();
-    assert_eq!(refused, 3, "b's calls to c were not refused at the deadline:\n{b_metrics}");
-    assert_eq!(served(mesh.addr(3, 15020)).await, 0, "c did work past the deadline");
+    assert_eq!(
+        refused, 3,
+        "b's calls to c were not refused at the deadline:\n{b_metrics}"
+    );
+    assert_eq!(
+        served(mesh.addr(3, 15020)).await,
+        0,
+        "c did work past the deadline"
+    );
 }

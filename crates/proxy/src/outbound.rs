@@ -73,7 +73,7 @@ pub struct Target<'a> {
     pub port: u16,
 }
 
-async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Pool) -> Response<Body> {
+async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Arc<Pool>) -> Response<Body> {
     let Some(snapshot) = state.snapshot.load_full() else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "proxy has no snapshot yet");
     };
@@ -110,7 +110,7 @@ async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Pool) -> Resp
 pub async fn forward(
     req: Request<Incoming>,
     state: &ProxyState,
-    pool: &Pool,
+    pool: &Arc<Pool>,
     snapshot: &Snapshot,
     service: &Service,
     port: Option<u16>,
@@ -234,6 +234,11 @@ pub async fn forward(
             return Recorded::wrap(flag_response(resp, Flag::DownstreamProtocolError), exchange);
         }
     };
+    if let Some(rule) = rule {
+        if http_body::Body::is_end_stream(&body) {
+            mirror(pool, snapshot, rule, &parts, &authority);
+        }
+    }
     let retries = rule
         .and_then(|r| r.filters.retries.as_ref())
         .filter(|_| http_body::Body::is_end_stream(&body) && !inherited.retried_above);
@@ -270,6 +275,70 @@ pub async fn forward(
     };
     route::rewrite_response(&mut resp, rule, destination);
     Recorded::wrap(resp, exchange)
+}
+
+/// Sends a copy of a request without a body to each of the rule's mirrors its percentage
+/// picks, and forgets it: the answer is dropped, a failure only logged, and the request
+/// being served never waits. As Envoy does, the copy's authority gets `-shadow` appended so
+/// the mirror can tell copies from its own traffic.
+fn mirror(
+    pool: &Arc<Pool>,
+    snapshot: &Snapshot,
+    rule: &trellis_api::routing::HttpRule,
+    parts: &http::request::Parts,
+    authority: &str,
+) {
+    for m in &rule.filters.mirrors {
+        if !trellis_api::routing::chance(m.percent, rand::rng().random()) {
+            continue;
+        }
+        let Some(dest) = route::destination(snapshot, &m.host) else {
+            tracing::debug!(mirror = %m.host, "mirror destination is not a known service");
+            continue;
+        };
+        let Ok(target) = endpoint_of(dest, m.subset.as_deref(), m.port) else {
+            continue;
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let shadow = match port {
+            Some(p) => format!("{host}-shadow:{p}"),
+            None => format!("{host}-shadow"),
+        };
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(shadow.as_str())
+            .path_and_query(pq)
+            .build()
+        else {
+            continue;
+        };
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        strip_trellis_headers(&mut headers);
+        headers.remove(header::HOST);
+        headers.insert(TARGET_PORT, target.port.into());
+        let copy = route::Replayable {
+            method: parts.method.clone(),
+            uri,
+            headers,
+        }
+        .request();
+        let (pool, peer, identity) = (
+            pool.clone(),
+            target.endpoint.proxy_addr(),
+            target.endpoint.identity.clone(),
+        );
+        tokio::spawn(async move {
+            match pool.send(peer, &identity, copy).await {
+                Ok(resp) => drop(resp),
+                Err(e) => tracing::debug!(%peer, error = %e, "mirrored request failed"),
+            }
+        });
+    }
 }
 
 /// Sends `req`, and again while the policy, the attempts left and the budget allow. Only a

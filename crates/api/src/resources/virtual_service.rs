@@ -16,7 +16,7 @@ use super::istio::{check_export_to, check_gateway_name, check_host, check_port, 
 use super::notice::{Notice, NoticeReason};
 use super::path::FieldPath;
 use super::validate::{is_dns1123_label, ValidationError, Violation};
-use super::{note_if, ObjectMeta};
+use super::ObjectMeta;
 
 pub use http::{HttpMatchRequest, HttpRoute, HttpRouteDestination};
 pub use http_actions::{
@@ -202,17 +202,6 @@ impl VirtualServiceSpec {
             tls.validate(&spec.field("tls").index(i), out);
         }
         check_export_to(&self.export_to, &spec.field("exportTo"), out);
-    }
-
-    /// Adds the set-but-not-acted-on fields of this spec (at `spec`) to `out`.
-    pub(crate) fn unimplemented_fields(&self, spec: &FieldPath, out: &mut Vec<FieldPath>) {
-        note_if(out, !self.gateways.is_empty(), spec.field("gateways"));
-        for (i, http) in self.http.iter().enumerate() {
-            http.unimplemented_fields(&spec.field("http").index(i), out);
-        }
-        note_if(out, !self.tcp.is_empty(), spec.field("tcp"));
-        note_if(out, !self.tls.is_empty(), spec.field("tls"));
-        note_if(out, !self.export_to.is_empty(), spec.field("exportTo"));
     }
 
     /// Notices about the spec as a whole: a delegate VirtualService is valid, but nothing

@@ -14,7 +14,6 @@ use crate::resources::istio::{
     check_exclusive, check_gateway_name, check_header_name, check_label_map, check_min_1ms,
     check_port, check_range, push, Duration, HeaderValueMatch, LabelRule, Percent, StringMatch,
 };
-use crate::resources::note_if;
 use crate::resources::path::FieldPath;
 use crate::resources::validate::{ValidationError, Violation};
 
@@ -294,37 +293,6 @@ impl HttpRoute {
         }
         if let Some(headers) = &self.headers {
             headers.validate(&path.field("headers"), out);
-        }
-    }
-
-    /// Adds the set-but-not-acted-on fields of this route (at `path`) to `out`.
-    pub(super) fn unimplemented_fields(&self, path: &FieldPath, out: &mut Vec<FieldPath>) {
-        note_if(out, !self.match_.is_empty(), path.field("match"));
-        let optional = [
-            ("redirect", self.redirect.is_some()),
-            ("directResponse", self.direct_response.is_some()),
-            ("delegate", self.delegate.is_some()),
-            ("rewrite", self.rewrite.is_some()),
-            ("timeout", self.timeout.is_some()),
-            ("retries", self.retries.is_some()),
-            ("fault", self.fault.is_some()),
-            ("mirror", self.mirror.is_some()),
-            ("mirrors", !self.mirrors.is_empty()),
-            ("mirrorPercent", self.mirror_percent.is_some()),
-            ("mirror_percent", self.mirror_percent_legacy.is_some()),
-            ("mirrorPercentage", self.mirror_percentage.is_some()),
-            ("corsPolicy", self.cors_policy.is_some()),
-            ("headers", self.headers.is_some()),
-        ];
-        for (name, present) in optional {
-            note_if(out, present, path.field(name));
-        }
-        for (j, dest) in self.route.iter().enumerate() {
-            note_if(
-                out,
-                dest.headers.is_some(),
-                path.field("route").index(j).field("headers"),
-            );
         }
     }
 }

@@ -305,35 +305,6 @@ fn tcp_and_tls_routes() {
 }
 
 #[test]
-fn reports_unimplemented_fields() {
-    let mut spec = parse(json!({
-        "hosts": ["reviews"],
-        "gateways": ["mesh"],
-        "http": [{
-            "match": [{"uri": {"prefix": "/"}}],
-            "route": [{"destination": {"host": "reviews", "subset": "v1"}, "headers": {}}],
-            "retries": {"attempts": 3},
-            "mirror_percent": 5,
-        }],
-    }));
-    spec.tcp = vec![TcpRoute::default()];
-    let mut out = Vec::new();
-    spec.unimplemented_fields(&FieldPath::root().field("spec"), &mut out);
-    let got: Vec<String> = out.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        got,
-        [
-            "spec.gateways",
-            "spec.http[0].match",
-            "spec.http[0].retries",
-            "spec.http[0].mirror_percent",
-            "spec.http[0].route[0].headers",
-            "spec.tcp",
-        ]
-    );
-}
-
-#[test]
 fn serializes_back_to_the_same_json() {
     let value = json!({
         "hosts": ["reviews"],
