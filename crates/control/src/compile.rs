@@ -49,15 +49,10 @@ pub enum CompileError {
 /// not registered.
 const DEFAULT_INBOUND_PORT: u32 = 15008;
 
-/// Turns a host as written in a resource of namespace `ns` into its fully qualified form.
+/// Turns a host as written in a resource of namespace `ns` into its fully qualified form,
+/// as the route compiler does.
 pub fn fqdn(host: &str, ns: &str) -> String {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    match host.matches('.').count() {
-        0 => format!("{host}.{ns}.svc.cluster.local"),
-        1 => format!("{host}.svc.cluster.local"),
-        2 if host.ends_with(".svc") => format!("{host}.cluster.local"),
-        _ => host,
-    }
+    trellis_api::routing::service_host(host, ns)
 }
 
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {

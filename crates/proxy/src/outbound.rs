@@ -24,7 +24,7 @@ use crate::pool::Pool;
 use crate::pool::PoolError;
 use crate::route::{self, Routed};
 use crate::state::ProxyState;
-use crate::telemetry::{count_request_body, flag_response, Exchange, Flag, Recorded};
+use crate::telemetry::{count_request_body, flag_response, Exchange, Flag, Recorded, Telemetry};
 
 /// Accepts app connections until `stop` turns true.
 pub async fn serve(
@@ -139,14 +139,8 @@ pub async fn forward(
             flag,
             rule,
         } => {
-            let mut exchange = telemetry.start(
-                telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN, true),
-                &parts.method,
-                authority,
-                &path,
-                grpc,
-                &mut parts.headers,
-            );
+            let edge = unknown_edge(telemetry, service);
+            let mut exchange = start(telemetry, edge, &mut parts, authority, &path, grpc);
             if let Some(ex) = &mut exchange {
                 ex.route = rule.map(|r| r.name.to_string());
             }
@@ -176,14 +170,8 @@ pub async fn forward(
     {
         Ok(t) => t,
         Err((status, msg)) => {
-            let exchange = telemetry.start(
-                telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN, true),
-                &parts.method,
-                authority,
-                &path,
-                grpc,
-                &mut parts.headers,
-            );
+            let edge = unknown_edge(telemetry, service);
+            let exchange = start(telemetry, edge, &mut parts, authority, &path, grpc);
             let flag = if status == StatusCode::NOT_FOUND {
                 Flag::NoRoute
             } else {
@@ -193,7 +181,8 @@ pub async fn forward(
         }
     };
     let peer_addr = target.endpoint.proxy_addr();
-    let mut exchange = telemetry.start(
+    let mut exchange = start(
+        telemetry,
         telemetry.outbound_edge(
             &target.service.host,
             &target.endpoint.workload_name,
@@ -201,11 +190,10 @@ pub async fn forward(
             &target.endpoint.identity,
             true,
         ),
-        &parts.method,
+        &mut parts,
         authority,
         &path,
         grpc,
-        &mut parts.headers,
     );
     if let Some(ex) = &mut exchange {
         ex.upstream = Some(peer_addr);
@@ -423,6 +411,30 @@ async fn send_with_retries(
             tokio::time::sleep(backoff).await;
         }
     }
+}
+
+/// Starts the source side's record of a request ([`Telemetry::start`]) from its head.
+fn start(
+    telemetry: &Arc<Telemetry>,
+    edge: crate::telemetry::Edge,
+    parts: &mut http::request::Parts,
+    authority: &str,
+    path: &str,
+    grpc: bool,
+) -> Option<Exchange> {
+    telemetry.start(
+        edge,
+        &parts.method,
+        authority,
+        path,
+        grpc,
+        &mut parts.headers,
+    )
+}
+
+/// The edge of a request that got no endpoint: to the addressed service, peer unknown.
+fn unknown_edge(telemetry: &Telemetry, service: &Service) -> crate::telemetry::Edge {
+    telemetry.outbound_edge(&service.host, UNKNOWN, &service.namespace, UNKNOWN, true)
 }
 
 /// What a reporter writes for a peer it cannot know (no endpoint was chosen).
