@@ -157,6 +157,23 @@ fn regex(value: &str, path: FieldPath, out: &mut Vec<Notice>) {
 }
 
 /// Header values HTTP refuses (names were checked as tokens by validation).
+/// [`modifier`] for a filter's request and response header modifiers, where set.
+fn modifiers(
+    request: &Option<HeaderModifier>,
+    response: &Option<HeaderModifier>,
+    at: &FieldPath,
+    out: &mut Vec<Notice>,
+) {
+    for (field, m) in [
+        ("requestHeaderModifier", request),
+        ("responseHeaderModifier", response),
+    ] {
+        if let Some(m) = m {
+            modifier(m, &at.field(field), out);
+        }
+    }
+}
+
 fn modifier(m: &HeaderModifier, at: &FieldPath, out: &mut Vec<Notice>) {
     for (list, headers) in [("set", &m.set), ("add", &m.add)] {
         for (i, h) in headers.iter().enumerate() {
@@ -257,14 +274,12 @@ fn http_route(spec: &HttpRouteSpec, at: &FieldPath, out: &mut Vec<Notice>) {
                 | HttpRouteFilterType::RequestRedirect
                 | HttpRouteFilterType::UrlRewrite => {}
             }
-            for (field, m) in [
-                ("requestHeaderModifier", &filter.request_header_modifier),
-                ("responseHeaderModifier", &filter.response_header_modifier),
-            ] {
-                if let Some(m) = m {
-                    modifier(m, &at.field(field), out);
-                }
-            }
+            modifiers(
+                &filter.request_header_modifier,
+                &filter.response_header_modifier,
+                &at,
+                out,
+            );
         }
         for (k, backend) in rule.backend_refs.iter().enumerate() {
             let at = at.field("backendRefs").index(k);
@@ -286,14 +301,12 @@ fn http_route(spec: &HttpRouteSpec, at: &FieldPath, out: &mut Vec<Notice>) {
                         IGNORED,
                     ),
                 }
-                for (field, m) in [
-                    ("requestHeaderModifier", &filter.request_header_modifier),
-                    ("responseHeaderModifier", &filter.response_header_modifier),
-                ] {
-                    if let Some(m) = m {
-                        modifier(m, &at.field(field), out);
-                    }
-                }
+                modifiers(
+                    &filter.request_header_modifier,
+                    &filter.response_header_modifier,
+                    &at,
+                    out,
+                );
             }
         }
     }
@@ -334,14 +347,12 @@ fn grpc_route(spec: &GrpcRouteSpec, at: &FieldPath, out: &mut Vec<Notice>) {
                 GrpcRouteFilterType::RequestHeaderModifier
                 | GrpcRouteFilterType::ResponseHeaderModifier => {}
             }
-            for (field, m) in [
-                ("requestHeaderModifier", &filter.request_header_modifier),
-                ("responseHeaderModifier", &filter.response_header_modifier),
-            ] {
-                if let Some(m) = m {
-                    modifier(m, &at.field(field), out);
-                }
-            }
+            modifiers(
+                &filter.request_header_modifier,
+                &filter.response_header_modifier,
+                &at,
+                out,
+            );
         }
         for (k, backend) in rule.backend_refs.iter().enumerate() {
             let at = at.field("backendRefs").index(k);
@@ -363,14 +374,12 @@ fn grpc_route(spec: &GrpcRouteSpec, at: &FieldPath, out: &mut Vec<Notice>) {
                         IGNORED,
                     ),
                 }
-                for (field, m) in [
-                    ("requestHeaderModifier", &filter.request_header_modifier),
-                    ("responseHeaderModifier", &filter.response_header_modifier),
-                ] {
-                    if let Some(m) = m {
-                        modifier(m, &at.field(field), out);
-                    }
-                }
+                modifiers(
+                    &filter.request_header_modifier,
+                    &filter.response_header_modifier,
+                    &at,
+                    out,
+                );
             }
         }
     }
