@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use trellis_api::snapshot::{authority_port, Endpoint, HttpRoute, Service, Snapshot};
 
+use crate::balance::{Balancer, Policy};
 use crate::body::{boxed, error_response, Body};
 use crate::headers::{
     strip_hop_by_hop, strip_trellis_headers, DESTINATION_SERVICE, SOURCE_WORKLOAD, TARGET_PORT,
@@ -166,7 +167,7 @@ pub async fn forward(
                 format!("route destination {host} is not a known service"),
             )
         })
-        .and_then(|dest| endpoint_of(dest, subset, dest_port))
+        .and_then(|dest| endpoint_of(dest, subset, dest_port, Some(&state.balancer)))
     {
         Ok(t) => t,
         Err((status, msg)) => {
@@ -244,7 +245,14 @@ pub async fn forward(
     tracing::debug!(%authority, service = %target.service.host, endpoint = %target.endpoint.workload_name, "routing");
     let budget = state.budgets.get(&target.service.host);
     budget.deposit(now);
-    let send = send_with_retries(pool, peer_addr, &identity, req, retries, per_try, &budget);
+    // In flight at the endpoint until the response head: the balancer's cost and latency.
+    let in_flight = state.balancer.start(peer_addr);
+    let send = async {
+        let resp =
+            send_with_retries(pool, peer_addr, &identity, req, retries, per_try, &budget).await;
+        in_flight.observe();
+        resp
+    };
     let resp = match chain.deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), send).await {
             Ok(r) => r,
@@ -284,7 +292,7 @@ fn mirror(
             tracing::debug!(mirror = %m.host, "mirror destination is not a known service");
             continue;
         };
-        let Ok(target) = endpoint_of(dest, m.subset.as_deref(), m.port) else {
+        let Ok(target) = endpoint_of(dest, m.subset.as_deref(), m.port, None) else {
             continue;
         };
         let (host, port) = match authority.rsplit_once(':') {
@@ -484,18 +492,21 @@ pub fn choose<'a>(
         }
         None => (service, None, requested_port),
     };
-    let target = endpoint_of(dest_service, subset, dest_port)?;
+    let target = endpoint_of(dest_service, subset, dest_port, None)?;
     Ok(Target {
         route: route.map(|r| r.name.as_str()),
         ..target
     })
 }
 
-/// An endpoint of `dest_service` (of `subset`, if named) for a request to `dest_port`.
+/// An endpoint of `dest_service` (of `subset`, if named) for a request to `dest_port`: by
+/// the default balancer (peak-EWMA power of two choices, [`crate::balance`]) when one is
+/// given, at random otherwise.
 pub fn endpoint_of<'a>(
     dest_service: &'a Service,
     subset: Option<&str>,
     dest_port: Option<u16>,
+    balancer: Option<&Balancer>,
 ) -> Result<Target<'a>, (StatusCode, String)> {
     let sp = dest_service.port(dest_port).ok_or_else(|| {
         (
@@ -514,7 +525,15 @@ pub fn endpoint_of<'a>(
             ),
         ));
     }
-    let endpoint = candidates[rand::rng().random_range(0..candidates.len())];
+    let index = match balancer {
+        Some(b) if candidates.len() > 1 => {
+            let addrs: Vec<std::net::SocketAddr> =
+                candidates.iter().map(|e| e.proxy_addr()).collect();
+            b.pick(Policy::PeakEwma, &addrs, None).unwrap_or(0)
+        }
+        _ => rand::rng().random_range(0..candidates.len()),
+    };
+    let endpoint = candidates[index];
     let port = endpoint.target_port(sp).ok_or_else(|| {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -45,6 +45,8 @@ pub struct ProxyState {
     pub telemetry: Arc<Telemetry>,
     /// Retry budgets of the destinations this proxy calls.
     pub budgets: crate::route::Budgets,
+    /// What the balancer knows of every endpoint this proxy sends to.
+    pub balancer: crate::balance::Balancer,
     /// Call chains the app is serving: deadlines and retry marks by trace id.
     pub chains: Arc<crate::chain::Chains>,
     /// Changes the process's log filter (the admin `/logging` endpoint).
@@ -86,6 +88,7 @@ impl ProxyState {
         ));
         Self {
             budgets: Default::default(),
+            balancer: Default::default(),
             chains: Default::default(),
             telemetry,
             log_control,
