@@ -120,11 +120,6 @@ pub async fn forward(
     let telemetry = &state.telemetry;
     let (mut parts, body) = req.into_parts();
     let grpc = is_grpc(&parts.headers);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
     let routed = {
         let view = route::view(
             &parts,
@@ -141,7 +136,7 @@ pub async fn forward(
             rule,
         } => {
             let edge = unknown_edge(telemetry, service);
-            let mut exchange = start(telemetry, edge, &mut parts, authority, &path, grpc);
+            let mut exchange = start(telemetry, edge, &mut parts, authority, grpc);
             if let Some(ex) = &mut exchange {
                 ex.route = rule.map(|r| r.name.to_string());
             }
@@ -172,7 +167,7 @@ pub async fn forward(
         Ok(t) => t,
         Err((status, msg)) => {
             let edge = unknown_edge(telemetry, service);
-            let exchange = start(telemetry, edge, &mut parts, authority, &path, grpc);
+            let exchange = start(telemetry, edge, &mut parts, authority, grpc);
             let flag = if status == StatusCode::NOT_FOUND {
                 Flag::NoRoute
             } else {
@@ -193,7 +188,6 @@ pub async fn forward(
         ),
         &mut parts,
         authority,
-        &path,
         grpc,
     );
     if let Some(ex) = &mut exchange {
@@ -203,9 +197,14 @@ pub async fn forward(
     // The chain this call is part of: the caller's deadline and whether a proxy above
     // retries it, remembered by the server side for the trace the app forwarded.
     let now = Instant::now();
-    let inherited = crate::trace::extract(&parts.headers)
-        .map(|ctx| state.chains.lookup(&ctx.trace_id))
-        .unwrap_or_default();
+    // Most proxies serve no chain with a deadline or a retry mark: no header to parse then.
+    let inherited = if state.chains.is_empty() {
+        Default::default()
+    } else {
+        crate::trace::extract(&parts.headers)
+            .map(|ctx| state.chains.lookup(&ctx.trace_id))
+            .unwrap_or_default()
+    };
     let timeout = rule.and_then(|r| r.filters.timeout);
     let chain = inherited.with_timeout(timeout, now);
     if chain.remaining(now) == Some(Duration::ZERO) {
@@ -243,13 +242,17 @@ pub async fn forward(
     };
     chain.to_headers(req.headers_mut(), retries.is_some(), now);
     tracing::debug!(%authority, service = %target.service.host, endpoint = %target.endpoint.workload_name, "routing");
-    let budget = state.budgets.get(&target.service.host);
-    budget.deposit(now);
+    // The budget counts the requests that may be retried, and only those take from it.
+    let budget = retries.map(|_| {
+        let b = state.budgets.get(&target.service.host);
+        b.deposit(now);
+        b
+    });
+    let retry = retries.zip(budget.as_deref());
     // In flight at the endpoint until the response head: the balancer's cost and latency.
     let in_flight = state.balancer.start(peer_addr);
     let send = async {
-        let resp =
-            send_with_retries(pool, peer_addr, &identity, req, retries, per_try, &budget).await;
+        let resp = send_with_retries(pool, peer_addr, &identity, req, retry, per_try).await;
         in_flight.observe();
         resp
     };
@@ -344,10 +347,13 @@ async fn send_with_retries(
     peer: std::net::SocketAddr,
     identity: &str,
     req: Request<Body>,
-    policy: Option<&trellis_api::routing::RetryPolicy>,
+    retry: Option<(
+        &trellis_api::routing::RetryPolicy,
+        &crate::resilience::RetryBudget,
+    )>,
     per_try: Option<Duration>,
-    budget: &crate::resilience::RetryBudget,
 ) -> Response<Body> {
+    let policy = retry.map(|(p, _)| p);
     let replay = policy.map(|_| route::Replayable {
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -410,7 +416,10 @@ async fn send_with_retries(
         if !route::retryable(policy, &outcome) {
             return resp;
         }
-        if attempt > policy.attempts || !budget.try_withdraw(Instant::now()) {
+        // Attempts first: a retry the policy would not make takes nothing from the budget.
+        if attempt > policy.attempts
+            || !retry.is_some_and(|(_, budget)| budget.try_withdraw(Instant::now()))
+        {
             let (mut head, body) = resp.into_parts();
             head.extensions.insert(Flag::RetriesExhausted);
             return Response::from_parts(head, body);
@@ -427,9 +436,9 @@ fn start(
     edge: crate::telemetry::Edge,
     parts: &mut http::request::Parts,
     authority: &str,
-    path: &str,
     grpc: bool,
 ) -> Option<Exchange> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     telemetry.start(
         edge,
         &parts.method,

@@ -9,7 +9,7 @@
 //! * **Retries.** Only requests without a body are retried (a streamed body cannot be sent
 //!   twice without holding it). A retry needs the rule's `retryOn` to cover the failure, an
 //!   attempt left, the client proxy's retry budget for the destination
-//!   ([`crate::resilience::RetryBudget`]: 20 % of requests plus a small floor), and no
+//!   ([`crate::resilience::RetryBudget`]: 20 % of the requests it may retry plus a small floor), and no
 //!   proxy above in the call chain retrying the same call: the first layer with retries
 //!   marks its attempts, and the layers below do not retry them.
 
