@@ -155,3 +155,59 @@ async fn a_callers_timeout_stops_downstream_work() {
         "c did work past the deadline"
     );
 }
+
+/// Mirroring: every request `a` sends to `b` is also sent to `c`, as a copy whose authority
+/// says it is one (`b-shadow`); the copies' answers are dropped, and the caller's answers are
+/// `b`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_copies_reach_the_mirror_and_change_nothing() {
+    let dir = chain("http://b:9080/", "", "");
+    std::fs::write(
+        dir.path().join("routes.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: b\n\
+         spec:\n  hosts:\n  - b\n  http:\n  - route:\n    - destination:\n        host: b\n    \
+         mirror:\n      host: c\n    mirrorPercentage:\n      value: 100.0\n",
+    )
+    .expect("routes");
+    let mesh = Mesh::up(BIN.as_ref(), dir.path(), 42).expect("mesh starts");
+    let client = HttpClient::new();
+    for _ in 0..20 {
+        let resp = client
+            .get(mesh.front, "a", "/", &[])
+            .await
+            .expect("request");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let body = resp.json().expect("json");
+        assert_eq!(body["calls"][0]["service"], "b", "{body}");
+    }
+    // The copies are fire and forget: give the last ones a moment to land.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = HttpClient::new()
+            .get(mesh.addr(3, 15020), "m", "/metrics", &[])
+            .await
+            .expect("metrics")
+            .text();
+        let shadow: u64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("trellis_requests_total{reporter=\"destination\"")
+                    && l.contains("destination_service=\"b-shadow\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum();
+        if shadow == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "c received {shadow} mirrored copies, not 20:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        served(mesh.addr(2, 15020)).await,
+        20,
+        "b served every request once"
+    );
+}
