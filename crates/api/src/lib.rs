@@ -9,6 +9,7 @@
 
 pub mod analyze;
 pub mod authz;
+pub mod destination;
 pub mod load;
 pub mod resources;
 pub mod routing;

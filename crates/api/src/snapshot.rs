@@ -17,6 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::authz::{PeerAuthPolicy, Policy, DEFAULT_ROOT_NAMESPACE};
+use crate::destination::DestinationPolicies;
 use crate::proto;
 use crate::routing::RouteTable;
 
@@ -47,6 +48,14 @@ pub enum SnapshotError {
     /// header name HTTP refuses, ...) or does not pass [`RouteTable::validate`].
     #[error("service {host}: routes_json: {error}")]
     Routes {
+        /// The service.
+        host: String,
+        /// What is wrong.
+        error: String,
+    },
+    /// The service's traffic policy does not deserialize.
+    #[error("service {host}: traffic_policy_json: {error}")]
+    TrafficPolicy {
         /// The service.
         host: String,
         /// What is wrong.
@@ -105,9 +114,11 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     pub vips: Vec<IpAddr>,
     /// The route table per service port ([`crate::routing::select`]); empty when the
-    /// service has no routes. Not yet used by the proxy, which still routes with
-    /// `http_routes`.
+    /// service has no routes.
     pub routes: RouteTable,
+    /// DestinationRule traffic policy per port and subset; the defaults when no rule sets
+    /// one.
+    pub policies: Arc<DestinationPolicies>,
 }
 
 /// One port of a service.
@@ -330,6 +341,21 @@ fn route_table(host: &str, bytes: &[u8]) -> Result<RouteTable, SnapshotError> {
     Ok(table)
 }
 
+fn destination_policies(
+    host: &str,
+    bytes: &[u8],
+) -> Result<Arc<DestinationPolicies>, SnapshotError> {
+    if bytes.is_empty() {
+        return Ok(Arc::default());
+    }
+    serde_json::from_slice(bytes)
+        .map(Arc::new)
+        .map_err(|e| SnapshotError::TrafficPolicy {
+            host: host.to_owned(),
+            error: e.to_string(),
+        })
+}
+
 impl TryFrom<proto::Service> for Service {
     type Error = SnapshotError;
 
@@ -440,9 +466,11 @@ impl TryFrom<proto::Service> for Service {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let routes = route_table(&host, &svc.routes_json)?;
+        let policies = destination_policies(&host, &svc.traffic_policy_json)?;
         Ok(Service {
             vips,
             routes,
+            policies,
             host,
             name: svc.name,
             namespace: svc.namespace,
@@ -501,6 +529,7 @@ mod tests {
                 }],
                 vips: vec!["240.240.0.7".into()],
                 routes_json: Vec::new(),
+                traffic_policy_json: Vec::new(),
             }],
         }
     }

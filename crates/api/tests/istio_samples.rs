@@ -218,7 +218,11 @@ fn gateway_is_skipped_and_service_entry_validated_with_warnings() {
         "ServiceEntry is validated but not acted on by the mesh yet"
     );
     assert_eq!(diagnostics[0].field, None);
-    assert_eq!(warning_fields(&diagnostics), ["spec.trafficPolicy"]);
+    // Its balancer is acted on; TLS origination is not, and is named.
+    assert_eq!(
+        warning_fields(&diagnostics),
+        ["spec.trafficPolicy.portLevelSettings[0].tls"]
+    );
 }
 
 #[test]

@@ -59,6 +59,14 @@ pub struct DemoAppArgs {
     /// thread-per-request server does; by default the work stops with the connection.
     #[arg(long)]
     pub finish_abandoned: bool,
+    /// Wait this long before answering every request (e.g. `20ms`), as a slower instance
+    /// would; `?delay=` adds to it.
+    #[arg(long, value_parser = crate::duration::parse)]
+    pub delay: Option<std::time::Duration>,
+    /// Answer the first N requests with 500, as an instance that starts broken and then
+    /// recovers.
+    #[arg(long, default_value_t = 0)]
+    pub fail_first: u64,
     /// A URL to call once at start (repeatable), without retrying.
     #[arg(long = "startup-call")]
     pub startup_calls: Vec<String>,
@@ -116,6 +124,8 @@ struct App {
     client: HttpClient,
     /// The answers to the startup calls, once they are all in.
     startup: std::sync::OnceLock<Vec<Value>>,
+    /// Requests received so far (for `--fail-first`).
+    received: std::sync::atomic::AtomicU64,
 }
 
 /// How long one startup call may take: a call into a mesh that drops its packets would
@@ -137,6 +147,7 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
         args,
         client,
         startup: std::sync::OnceLock::new(),
+        received: std::sync::atomic::AtomicU64::new(0),
     });
     let serve = async {
         loop {
@@ -210,6 +221,22 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
 }
 
 async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
+    let n = app
+        .received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(d) = app.args.delay {
+        tokio::time::sleep(d).await;
+    }
+    if n < app.args.fail_first {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({
+                "service": app.args.service,
+                "instance": app.args.instance,
+                "error": format!("request {} of the first {} is failed (--fail-first)", n + 1, app.args.fail_first),
+            }),
+        );
+    }
     let query = parse_query(req.uri().query().unwrap_or(""));
     if let Some(d) = query.get("delay") {
         match crate::duration::parse(d) {

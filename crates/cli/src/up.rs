@@ -49,6 +49,12 @@ pub const CALL_RETRIES_ANNOTATION: &str = "demo.trellis.dev/call-retries";
 /// Annotation on a WorkloadEntry: `"true"` makes its demo app finish requests whose client
 /// went away (`--finish-abandoned`).
 pub const FINISH_ABANDONED_ANNOTATION: &str = "demo.trellis.dev/finish-abandoned";
+/// Annotation on a WorkloadEntry: its demo app waits this long before every answer
+/// (`--delay`, e.g. `20ms`), a slower instance.
+pub const DELAY_ANNOTATION: &str = "demo.trellis.dev/delay";
+/// Annotation on a WorkloadEntry: its demo app answers its first N requests with 500
+/// (`--fail-first`), an instance that starts broken and recovers.
+pub const FAIL_FIRST_ANNOTATION: &str = "demo.trellis.dev/fail-first";
 /// Annotation on a Service: publish it on `--listen`.
 pub const FRONT_ANNOTATION: &str = "demo.trellis.dev/front";
 
@@ -136,6 +142,9 @@ struct Workload {
     call_timeout: Option<String>,
     call_retries: Option<String>,
     finish_abandoned: bool,
+    /// `--delay` and `--fail-first` for its demo app, as annotated.
+    delay: Option<String>,
+    fail_first: Option<String>,
 }
 
 impl Workload {
@@ -296,6 +305,8 @@ fn read_plan(dir: &Path) -> anyhow::Result<Plan> {
                         .annotations
                         .get(FINISH_ABANDONED_ANNOTATION)
                         .is_some_and(|v| v == "true"),
+                    delay: we.meta.annotations.get(DELAY_ANNOTATION).cloned(),
+                    fail_first: we.meta.annotations.get(FAIL_FIRST_ANNOTATION).cloned(),
                 });
             }
             Resource::Service(svc)
@@ -496,6 +507,12 @@ fn app_command(
     }
     if w.finish_abandoned {
         cmd.arg("--finish-abandoned");
+    }
+    if let Some(d) = &w.delay {
+        cmd.args(["--delay", d]);
+    }
+    if let Some(n) = &w.fail_first {
+        cmd.args(["--fail-first", n]);
     }
     Ok(cmd)
 }

@@ -126,6 +126,10 @@ pub fn compile(
                 Some(table) => serde_json::to_vec(table)?,
                 None => Vec::new(),
             },
+            traffic_policy_json: match traffic_policy(config, &host) {
+                Some(policies) => serde_json::to_vec(&policies)?,
+                None => Vec::new(),
+            },
         });
     }
     services.sort_by(|a, b| a.host.cmp(&b.host));
@@ -292,6 +296,38 @@ fn subsets(config: &ConfigSet, host: &str) -> Vec<proto::Subset> {
         }
     }
     out
+}
+
+/// The traffic policy of the DestinationRules for `host`, resolved per port and subset;
+/// `None` when no rule sets one. Several rules for one host merge as Istio merges them: the
+/// first loaded rule with a top-level policy gives it, and each subset comes from the first
+/// rule that defines it (as in [`subsets`]).
+fn traffic_policy(
+    config: &ConfigSet,
+    host: &str,
+) -> Option<trellis_api::destination::DestinationPolicies> {
+    let mut merged = trellis_api::resources::DestinationRuleSpec {
+        host: host.to_owned(),
+        ..Default::default()
+    };
+    for res in &config.resources {
+        let Resource::DestinationRule(dr) = &res.value else {
+            continue;
+        };
+        if fqdn(&dr.spec.host, dr.meta.namespace()) != host {
+            continue;
+        }
+        if merged.traffic_policy.is_none() {
+            merged.traffic_policy = dr.spec.traffic_policy.clone();
+        }
+        for s in &dr.spec.subsets {
+            if !merged.subsets.iter().any(|o| o.name == s.name) {
+                merged.subsets.push(s.clone());
+            }
+        }
+    }
+    let policies = trellis_api::destination::DestinationPolicies::compile(&merged);
+    (!policies.is_empty()).then_some(policies)
 }
 
 fn http_routes(config: &ConfigSet, host: &str) -> Vec<proto::HttpRoute> {

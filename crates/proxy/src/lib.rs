@@ -14,6 +14,8 @@
 //!   faults, header changes, rewrites, timeouts and retries;
 //! * [`chain`]: the caller's deadline and the retry mark, passed down a call chain;
 //! * [`resilience`]: outlier detection, retry budgets and connection-pool limits;
+//! * [`destination`]: DestinationRule traffic policy per destination: the balancer, the
+//!   endpoints outlier detection admits, the limits;
 //! * [`authz`]: PeerAuthentication and AuthorizationPolicy on inbound traffic (15008 and, in
 //!   transparent mode, plaintext on 15006), chosen per snapshot, checked per request;
 //! * [`upgrade`]: HTTP/1.1 `Upgrade` (WebSocket) carried between proxies as extended
@@ -38,6 +40,7 @@ pub mod capture;
 pub mod chain;
 pub mod config;
 pub mod control_client;
+pub mod destination;
 pub mod detect;
 pub mod drain;
 pub mod headers;

@@ -14,15 +14,17 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use trellis_api::destination::{LoadBalancer, Policy as DestinationPolicy};
 use trellis_api::snapshot::{authority_port, Endpoint, HttpRoute, Service, Snapshot};
 
-use crate::balance::{Balancer, Policy};
-use crate::body::{boxed, error_response, Body};
+use crate::body::{boxed, error_response, guarded, Body};
+use crate::destination::DestinationState;
 use crate::headers::{
     strip_hop_by_hop, strip_trellis_headers, DESTINATION_SERVICE, SOURCE_WORKLOAD, TARGET_PORT,
 };
 use crate::pool::Pool;
 use crate::pool::PoolError;
+use crate::resilience::OutlierDetector;
 use crate::route::{self, Routed};
 use crate::state::ProxyState;
 use crate::telemetry::{count_request_body, flag_response, Exchange, Flag, Recorded, Telemetry};
@@ -72,6 +74,20 @@ pub struct Target<'a> {
     pub endpoint: &'a Endpoint,
     /// The workload port on the endpoint.
     pub port: u16,
+    /// The DestinationRule traffic policy for the destination (service, port, subset).
+    pub policy: &'a DestinationPolicy,
+    /// The destination's limits and outlier state, when its policy has any.
+    pub destination: Option<Arc<DestinationState>>,
+    /// How many endpoints the destination has (ejected ones included).
+    pub endpoints: usize,
+}
+
+/// What the balancer of a request needs beyond the destination: the proxy's state and the
+/// parts of the request a consistent hash may read.
+pub struct Balance<'r> {
+    pub state: &'r ProxyState,
+    pub headers: &'r http::HeaderMap,
+    pub query: Option<&'r str>,
 }
 
 async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Arc<Pool>) -> Response<Body> {
@@ -162,8 +178,14 @@ pub async fn forward(
                 format!("route destination {host} is not a known service"),
             )
         })
-        .and_then(|dest| endpoint_of(dest, subset, dest_port, Some(&state.balancer)))
-    {
+        .and_then(|dest| {
+            let balance = Balance {
+                state,
+                headers: &parts.headers,
+                query: parts.uri.query(),
+            };
+            endpoint_of(dest, subset, dest_port, Some(balance))
+        }) {
         Ok(t) => t,
         Err((status, msg)) => {
             let edge = unknown_edge(telemetry, service);
@@ -244,17 +266,49 @@ pub async fn forward(
     tracing::debug!(%authority, service = %target.service.host, endpoint = %target.endpoint.workload_name, "routing");
     // The budget counts the requests that may be retried, and only those take from it.
     let budget = retries.map(|_| {
-        let b = state.budgets.get(&target.service.host);
+        let percent = target.policy.retry_budget.as_ref().map(|b| b.percent);
+        let b = state.budgets.get(&target.service.host, percent);
         b.deposit(now);
         b
     });
     let retry = retries.zip(budget.as_deref());
-    // In flight at the endpoint until the response head: the balancer's cost and latency.
-    let in_flight = state.balancer.start(peer_addr);
+    let upstream = Upstream {
+        peer: peer_addr,
+        identity: &identity,
+        requests_per_connection: target
+            .policy
+            .pool
+            .as_ref()
+            .map_or(0, |p| p.max_requests_per_connection),
+        outlier: target
+            .destination
+            .as_deref()
+            .and_then(|d| d.outlier.as_ref())
+            .map(|o| (o, target.endpoints)),
+    };
+    let limit = target.destination.as_deref().and_then(|d| d.limit.as_ref());
     let send = async {
-        let resp = send_with_retries(pool, peer_addr, &identity, req, retry, per_try).await;
+        // The destination's place is taken before anything is sent (waiting, if the
+        // pool's queue has room, within the deadline) and held until the response ends.
+        let slot = match limit.map(|l| l.acquire()) {
+            Some(acquire) => match acquire.await {
+                Ok(slot) => Some(slot),
+                Err(overflow) => {
+                    let resp = error_response(StatusCode::SERVICE_UNAVAILABLE, overflow);
+                    return flag_response(resp, Flag::Overflow);
+                }
+            },
+            None => None,
+        };
+        // In flight at the endpoint until the response head: the balancer's cost and
+        // latency.
+        let in_flight = state.balancer.start(peer_addr);
+        let resp = send_with_retries(pool, &upstream, req, retry, per_try).await;
         in_flight.observe();
-        resp
+        match slot {
+            Some(slot) => resp.map(|body| guarded(body, slot)),
+            None => resp,
+        }
     };
     let resp = match chain.deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), send).await {
@@ -342,10 +396,19 @@ fn mirror(
 
 /// Sends `req`, and again while the policy, the attempts left and the budget allow. Only a
 /// request without a body gets a policy here (see [`crate::route`]).
+/// Where the attempts of a request go: the endpoint's proxy, the identity it must prove, how
+/// many requests a pooled connection may carry, and the outlier detection its answers feed.
+struct Upstream<'a> {
+    peer: std::net::SocketAddr,
+    identity: &'a str,
+    requests_per_connection: u32,
+    /// The destination's detector and its number of endpoints.
+    outlier: Option<(&'a OutlierDetector, usize)>,
+}
+
 async fn send_with_retries(
     pool: &Pool,
-    peer: std::net::SocketAddr,
-    identity: &str,
+    upstream: &Upstream<'_>,
     req: Request<Body>,
     retry: Option<(
         &trellis_api::routing::RetryPolicy,
@@ -370,7 +433,13 @@ async fn send_with_retries(
                 None => return error_response(StatusCode::BAD_GATEWAY, "nothing to send"),
             },
         };
-        let sent = pool.send(peer, identity, this);
+        let peer = upstream.peer;
+        let sent = pool.send_limited(
+            peer,
+            upstream.identity,
+            this,
+            upstream.requests_per_connection,
+        );
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, sent).await.ok(),
             None => Some(sent.await),
@@ -410,6 +479,12 @@ async fn send_with_retries(
                 )
             }
         };
+        if let Some((detector, endpoints)) = upstream.outlier {
+            let answer = crate::destination::answer_of(&outcome);
+            if detector.record(peer, answer, endpoints, Instant::now()) {
+                tracing::info!(endpoint = %peer, "endpoint ejected by outlier detection");
+            }
+        }
         let Some(policy) = policy else {
             return resp;
         };
@@ -508,14 +583,15 @@ pub fn choose<'a>(
     })
 }
 
-/// An endpoint of `dest_service` (of `subset`, if named) for a request to `dest_port`: by
-/// the default balancer (peak-EWMA power of two choices, [`crate::balance`]) when one is
-/// given, at random otherwise.
+/// An endpoint of `dest_service` (of `subset`, if named) for a request to `dest_port`. With
+/// `balance`, by the destination's traffic policy ([`crate::destination`]): its balancer
+/// (peak-EWMA power of two choices by default, [`crate::balance`]) over the endpoints outlier
+/// detection admits. Without, at random over all of them (mirrored copies, TCP).
 pub fn endpoint_of<'a>(
     dest_service: &'a Service,
     subset: Option<&str>,
     dest_port: Option<u16>,
-    balancer: Option<&Balancer>,
+    balance: Option<Balance<'_>>,
 ) -> Result<Target<'a>, (StatusCode, String)> {
     let sp = dest_service.port(dest_port).ok_or_else(|| {
         (
@@ -524,23 +600,51 @@ pub fn endpoint_of<'a>(
         )
     })?;
     let candidates = dest_service.endpoints_in(subset);
+    let which = || subset.map(|s| format!(" subset {s}")).unwrap_or_default();
     if candidates.is_empty() {
-        let which = subset.map(|s| format!(" subset {s}")).unwrap_or_default();
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "no healthy upstream: {}{which} has no endpoints",
-                dest_service.host
+                "no healthy upstream: {}{} has no endpoints",
+                dest_service.host,
+                which()
             ),
         ));
     }
-    let index = match balancer {
-        Some(b) if candidates.len() > 1 => {
+    let policy = dest_service.policies.get(sp.port, subset);
+    let mut destination = None;
+    let index = match balance {
+        Some(b) => {
+            destination = b
+                .state
+                .destinations
+                .get(&dest_service.host, sp.port, subset, policy);
             let addrs: Vec<std::net::SocketAddr> =
                 candidates.iter().map(|e| e.proxy_addr()).collect();
-            b.pick(Policy::PeakEwma, &addrs, None).unwrap_or(0)
+            let admitted =
+                crate::destination::admitted(destination.as_deref(), &addrs, Instant::now());
+            if admitted.is_empty() {
+                return Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "no healthy upstream: every endpoint of {}{} is ejected",
+                        dest_service.host,
+                        which()
+                    ),
+                ));
+            }
+            let hash = match &policy.load_balancer {
+                LoadBalancer::ConsistentHash(on) => {
+                    crate::destination::hash_key(on, b.headers, b.query, b.state.config.address)
+                }
+                _ => None,
+            };
+            let open: Vec<std::net::SocketAddr> = admitted.iter().map(|i| addrs[*i]).collect();
+            let algorithm = crate::destination::algorithm(&policy.load_balancer);
+            let pick = b.state.balancer.pick(algorithm, &open, hash).unwrap_or(0);
+            admitted[pick]
         }
-        _ => rand::rng().random_range(0..candidates.len()),
+        None => rand::rng().random_range(0..candidates.len()),
     };
     let endpoint = candidates[index];
     let port = endpoint.target_port(sp).ok_or_else(|| {
@@ -557,6 +661,9 @@ pub fn endpoint_of<'a>(
         service: dest_service,
         endpoint,
         port,
+        policy,
+        destination,
+        endpoints: candidates.len(),
     })
 }
 

@@ -72,10 +72,11 @@ pub struct Pool {
     tls: Mutex<HashMap<String, (u64, Arc<rustls::ClientConfig>)>>,
 }
 
-/// A pooled connection's handle and when a request last took it.
+/// A pooled connection's handle, when a request last took it and how many have.
 struct Pooled {
     sender: SendRequest<Body>,
     last_used: Instant,
+    requests: u32,
 }
 
 impl Pool {
@@ -94,11 +95,24 @@ impl Pool {
         identity: &str,
         req: http::Request<Body>,
     ) -> Result<http::Response<Incoming>, PoolError> {
+        self.send_limited(addr, identity, req, 0).await
+    }
+
+    /// [`Pool::send`], on a connection that has carried fewer than `per_connection` requests
+    /// (DestinationRule `maxRequestsPerConnection`; 0: no limit). A connection at the limit
+    /// is let go — the streams still open on it finish — and the request opens a new one.
+    pub async fn send_limited(
+        &self,
+        addr: SocketAddr,
+        identity: &str,
+        req: http::Request<Body>,
+        per_connection: u32,
+    ) -> Result<http::Response<Incoming>, PoolError> {
         let key = PoolKey {
             addr,
             identity: identity.to_string(),
         };
-        let mut sender = match self.cached(&key) {
+        let mut sender = match self.cached(&key, per_connection) {
             Some(s) => s,
             None => self.connect(&key).await?,
         };
@@ -112,11 +126,15 @@ impl Pool {
             .map_err(|source| PoolError::Http { addr, source })
     }
 
-    fn cached(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
+    fn cached(&self, key: &PoolKey, per_connection: u32) -> Option<SendRequest<Body>> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         match conns.get_mut(key) {
-            Some(p) if !p.sender.is_closed() => {
+            Some(p)
+                if !p.sender.is_closed()
+                    && (per_connection == 0 || p.requests < per_connection) =>
+            {
                 p.last_used = Instant::now();
+                p.requests = p.requests.saturating_add(1);
                 Some(p.sender.clone())
             }
             Some(_) => {
@@ -239,6 +257,8 @@ impl Pool {
             Pooled {
                 sender: sender.clone(),
                 last_used: Instant::now(),
+                // The request that opened it.
+                requests: 1,
             },
         );
         Ok(sender)

@@ -198,6 +198,10 @@ impl RetryBudget {
         }
     }
 
+    pub fn config(&self) -> &RetryBudgetConfig {
+        &self.config
+    }
+
     fn with_current<T>(
         &self,
         now: Instant,

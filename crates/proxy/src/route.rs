@@ -316,12 +316,20 @@ pub struct Budgets {
 }
 
 impl Budgets {
-    pub fn get(&self, host: &str) -> Arc<RetryBudget> {
+    /// The budget for `host`; `percent` is a DestinationRule's `retryBudget.percent`, if it
+    /// sets one. A budget whose configuration changed starts afresh.
+    pub fn get(&self, host: &str, percent: Option<f64>) -> Arc<RetryBudget> {
+        let config = RetryBudgetConfig {
+            ratio: percent.map_or(RetryBudgetConfig::default().ratio, |p| p / 100.0),
+            ..RetryBudgetConfig::default()
+        };
         let mut m = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = m.get(host) {
-            return b.clone();
+            if *b.config() == config {
+                return b.clone();
+            }
         }
-        let b = Arc::new(RetryBudget::new(RetryBudgetConfig::default()));
+        let b = Arc::new(RetryBudget::new(config));
         m.insert(host.to_owned(), b.clone());
         b
     }

@@ -47,6 +47,8 @@ pub struct ProxyState {
     pub budgets: crate::route::Budgets,
     /// What the balancer knows of every endpoint this proxy sends to.
     pub balancer: crate::balance::Balancer,
+    /// Limits and outlier detection of the destinations with a traffic policy.
+    pub destinations: crate::destination::Destinations,
     /// Call chains the app is serving: deadlines and retry marks by trace id.
     pub chains: Arc<crate::chain::Chains>,
     /// Changes the process's log filter (the admin `/logging` endpoint).
@@ -89,6 +91,7 @@ impl ProxyState {
         Self {
             budgets: Default::default(),
             balancer: Default::default(),
+            destinations: Default::default(),
             chains: Default::default(),
             telemetry,
             log_control,

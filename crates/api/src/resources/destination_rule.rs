@@ -54,7 +54,8 @@ pub struct DestinationRuleSpec {
     /// Named groups of the service's workloads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subsets: Vec<Subset>,
-    /// Not implemented: load balancing, connection pool, outlier detection, TLS.
+    /// Load balancing, connection pool, outlier detection, retry budget (see
+    /// [`crate::destination`]); TLS, tunnel and PROXY protocol are not acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_policy: Option<TrafficPolicy>,
     /// Not implemented: visibility to other namespaces.
@@ -74,7 +75,7 @@ pub struct Subset {
     /// Labels a workload must carry (in addition to the service selector) to be in the subset.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Not implemented: per-subset traffic policy.
+    /// The subset's own traffic policy, laid over the rule's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_policy: Option<TrafficPolicy>,
 }
@@ -191,17 +192,14 @@ impl DestinationRuleSpec {
 
     /// Adds the set-but-not-acted-on fields of this spec (at `spec`) to `out`.
     pub(crate) fn unimplemented_fields(&self, spec: &FieldPath, out: &mut Vec<FieldPath>) {
-        note_if(
-            out,
-            self.traffic_policy.is_some(),
-            spec.field("trafficPolicy"),
-        );
+        if let Some(tp) = &self.traffic_policy {
+            crate::destination::ignored_fields(tp, &spec.field("trafficPolicy"), out);
+        }
         for (i, subset) in self.subsets.iter().enumerate() {
-            note_if(
-                out,
-                subset.traffic_policy.is_some(),
-                spec.field("subsets").index(i).field("trafficPolicy"),
-            );
+            if let Some(tp) = &subset.traffic_policy {
+                let at = spec.field("subsets").index(i).field("trafficPolicy");
+                crate::destination::ignored_fields(tp, &at, out);
+            }
         }
         note_if(out, !self.export_to.is_empty(), spec.field("exportTo"));
         note_if(
@@ -253,11 +251,24 @@ mod tests {
             traffic_policy: Some(policy(serde_json::json!({"tls": {"mode": "ISTIO_MUTUAL"}}))),
             ..DestinationRuleSpec::default()
         };
-        spec.subsets[1].traffic_policy = Some(TrafficPolicy::default());
+        spec.subsets[1].traffic_policy = Some(policy(serde_json::json!({
+            "loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"duration": "10s"}},
+            "connectionPool": {"http": {"http2MaxRequests": 10, "idleTimeout": "1s"}},
+            "outlierDetection": {"consecutive5xxErrors": 3},
+        })));
         let mut out = Vec::new();
         spec.unimplemented_fields(&FieldPath::root().field("spec"), &mut out);
         let got: Vec<String> = out.iter().map(ToString::to_string).collect();
-        assert_eq!(got, ["spec.trafficPolicy", "spec.subsets[1].trafficPolicy"]);
+        // What the proxy acts on (the balancer, the request limit, outlier detection) is
+        // not listed; the rest is.
+        assert_eq!(
+            got,
+            [
+                "spec.trafficPolicy.tls",
+                "spec.subsets[1].trafficPolicy.loadBalancer.warmup",
+                "spec.subsets[1].trafficPolicy.connectionPool.http.idleTimeout",
+            ]
+        );
     }
 
     fn policy(value: serde_json::Value) -> TrafficPolicy {

@@ -386,6 +386,8 @@ mod tests {
             call_timeout: None,
             call_retries: None,
             finish_abandoned: false,
+            delay: None,
+            fail_first: None,
         }
     }
 

@@ -39,6 +39,7 @@ fn service(name: &str, namespace: &str, endpoints: Vec<Endpoint>) -> (String, Ar
         endpoints,
         vips: vec![],
         routes: Default::default(),
+        policies: Default::default(),
     };
     (host, Arc::new(svc))
 }
