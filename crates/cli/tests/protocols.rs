@@ -7,6 +7,7 @@
 //!   any hop that holds a stream back.
 //! * WebSocket (an HTTP/1.1 `Upgrade`) with tokio-tungstenite: text and binary messages
 //!   echoed, a clean close, and a refused upgrade reaching the client with its body.
+//! * Opaque TCP routed by a VirtualService `tcp` rule to another service.
 //!
 //! The apps run on threads inside the hosts' namespaces, each with a tokio runtime of its
 //! own. Needs root, `ip`, `nft` and `curl`; fails without.
@@ -327,4 +328,62 @@ async fn ws_client() -> Result<()> {
         .context("connection not closed after the closing handshake")?;
     ensure!(end.is_none(), "expected the end, got {end:?}");
     Ok(())
+}
+
+// === opaque TCP, routed ===
+
+const TCP_PORT: u16 = 9000;
+
+/// A VirtualService `tcp` rule sends the connections made to `echo` to `other`: the client
+/// dials echo's virtual IP and is answered by the workload behind `other`. The server apps
+/// write their own name and close, so the answer says who was reached.
+#[test]
+fn tcp_routes_send_opaque_connections_where_the_rule_says() {
+    require_tools(&["ip", "nft", "curl"]).unwrap();
+    let mut lan = Lan::new(43).expect("LAN (needs root)");
+    let client = lan.add_host("client").unwrap();
+    let server = lan.add_host("server").unwrap();
+    let other = lan.add_host("other").unwrap();
+    let mut config = service_config("echo", VIP, &[("tcp", TCP_PORT)], server.ip, client.ip);
+    config.push_str(&format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: other\nspec:\n  \
+         clusterIP: 198.18.200.11\n  selector:\n    app: other\n  ports:\n  - name: tcp\n    \
+         port: {TCP_PORT}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+         metadata:\n  name: other-1\nspec:\n  address: {}\n  serviceAccount: other\n  labels:\n    \
+         app: other\n  ports:\n    tcp: {TCP_PORT}\n---\napiVersion: networking.istio.io/v1\n\
+         kind: VirtualService\nmetadata:\n  name: echo-to-other\nspec:\n  hosts:\n  - echo\n  \
+         tcp:\n  - route:\n    - destination:\n        host: other\n",
+        other.ip
+    ));
+    let mesh = LanMesh::start(Path::new(BIN), lan, &config).unwrap();
+    let port = format!("tcp={TCP_PORT}");
+    let _proxies = [
+        mesh.proxy(&server, "echo", &[&port], &[]).unwrap(),
+        mesh.proxy(&other, "other", &[&port], &[]).unwrap(),
+        mesh.proxy(&client, "client", &[], &[]).unwrap(),
+    ];
+    wait_meshed(&[&server, &other, &client]).unwrap();
+    for (host, name) in [(&server, "echo"), (&other, "other")] {
+        serve_in(host, TCP_PORT, move |listener| async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let _ = tcp.write_all(name.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            }
+        });
+    }
+    run_in(&client, || async {
+        use tokio::io::AsyncReadExt;
+        for _ in 0..5 {
+            let mut tcp = tokio::net::TcpStream::connect((VIP, TCP_PORT)).await?;
+            let mut answer = String::new();
+            tokio::time::timeout(STEP, tcp.read_to_string(&mut answer)).await??;
+            ensure!(
+                answer == "other",
+                "echo's address answered {answer:?}, not other"
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
 }

@@ -583,6 +583,47 @@ pub fn choose<'a>(
     })
 }
 
+/// The destination of an opaque TCP connection to `requested_port` of `service` from a
+/// client in `source`: the port's TCP rule for that client (VirtualService `tcp`, TCPRoute),
+/// a weighted pick among its destinations; without one, the service as addressed.
+pub fn choose_tcp<'a>(
+    snapshot: &'a Snapshot,
+    service: &'a Service,
+    requested_port: Option<u16>,
+    source: &trellis_api::routing::Source<'_>,
+) -> Result<Target<'a>, (StatusCode, String)> {
+    let rule = service
+        .port(requested_port)
+        .and_then(|sp| service.routes.port(sp.port))
+        .and_then(|table| trellis_api::routing::select_tcp(table, source));
+    let Some(rule) = rule else {
+        return endpoint_of(service, None, requested_port, None);
+    };
+    let picked = trellis_api::routing::pick_weighted(&rule.destinations, rand::rng().random());
+    let (host, subset, port) = match picked.map(|d| &d.backend) {
+        Some(trellis_api::routing::Backend::Service { host, subset, port }) => {
+            (host, subset.as_deref(), port.or(requested_port))
+        }
+        Some(trellis_api::routing::Backend::Invalid { reason }) => {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, reason.clone()))
+        }
+        None => {
+            return Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the route has no backend to send to".to_owned(),
+            ))
+        }
+    };
+    let dest = route::destination(snapshot, host).ok_or_else(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("route destination {host} is not a known service"),
+        )
+    })?;
+    tracing::debug!(rule = %rule.name, destination = %dest.host, "tcp route");
+    endpoint_of(dest, subset, port, None)
+}
+
 /// An endpoint of `dest_service` (of `subset`, if named) for a request to `dest_port`. With
 /// `balance`, by the destination's traffic policy ([`crate::destination`]): its balancer
 /// (peak-EWMA power of two choices by default, [`crate::balance`]) over the endpoints outlier

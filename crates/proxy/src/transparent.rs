@@ -166,7 +166,17 @@ async fn outbound(
                 }
                 Protocol::Tls | Protocol::Opaque => {
                     let (peer, identity, target, edge) = {
-                        let t = match crate::outbound::choose(&snap, &service, Some(orig.port())) {
+                        let source = trellis_api::routing::Source {
+                            namespace: state.config.namespace(),
+                            labels: &state.config.labels,
+                        };
+                        let chosen = crate::outbound::choose_tcp(
+                            &snap,
+                            &service,
+                            Some(orig.port()),
+                            &source,
+                        );
+                        let t = match chosen {
                             Ok(t) => t,
                             Err((_, msg)) => {
                                 let edge = state.telemetry.outbound_edge(
