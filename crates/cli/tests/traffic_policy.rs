@@ -276,3 +276,42 @@ async fn pool_limits_queue_one_and_shed_the_rest_with_503_uo() {
         "a's proxy should record the four shed requests with UO"
     );
 }
+
+/// A request with a body is retried whole: `a-1` fails its first request, and `a`'s route
+/// retries 5xx. A 10 KiB POST gets 200 on the second attempt, with the whole body
+/// received there (the proxy read the body, of known length, before the first attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_body_is_retried_whole() {
+    let dir = mesh_config(&[], &[], "");
+    // `a` itself: its first request fails, and its VirtualService retries.
+    let yaml = std::fs::read_to_string(dir.path().join("mesh.yaml")).expect("read");
+    let yaml = yaml.replacen(
+        "  annotations:\n    demo.trellis.dev/calls: \"\"\n",
+        "  annotations:\n    demo.trellis.dev/fail-first: \"1\"\n",
+        1,
+    );
+    assert!(yaml.contains("fail-first"), "{yaml}");
+    let rules = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  \
+                 name: a\nspec:\n  hosts:\n  - a\n  http:\n  - route:\n    - destination:\n        \
+                 host: a\n    retries:\n      attempts: 2\n      retryOn: 5xx\n";
+    std::fs::write(dir.path().join("mesh.yaml"), format!("{yaml}{rules}")).expect("write");
+    let mesh = Mesh::up(BIN.as_ref(), dir.path(), 46).expect("mesh starts");
+    let body = bytes::Bytes::from(vec![b'x'; 10 * 1024]);
+    let resp = HttpClient::new()
+        .post(mesh.front, "a", "/", body)
+        .await
+        .expect("request");
+    let answer: Value = serde_json::from_str(&resp.text()).unwrap_or(Value::Null);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(answer["body_bytes"], 10 * 1024, "{answer}");
+    let served = metric_sum(
+        mesh.addr(1, 15020),
+        "trellis_requests_total",
+        &["reporter=\"destination\""],
+    )
+    .await;
+    assert_eq!(
+        served, 2,
+        "a-1 should have served the attempt and the retry"
+    );
+}

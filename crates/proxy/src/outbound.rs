@@ -8,7 +8,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
@@ -17,7 +19,7 @@ use tokio::sync::watch;
 use trellis_api::destination::{LoadBalancer, Policy as DestinationPolicy};
 use trellis_api::snapshot::{authority_port, Endpoint, HttpRoute, Service, Snapshot};
 
-use crate::body::{boxed, error_response, guarded, Body};
+use crate::body::{boxed, error_response, full, guarded, Body, BoxError};
 use crate::destination::DestinationState;
 use crate::headers::{
     strip_hop_by_hop, strip_trellis_headers, DESTINATION_SERVICE, SOURCE_WORKLOAD, TARGET_PORT,
@@ -244,14 +246,23 @@ pub async fn forward(
             return Recorded::wrap(flag_response(resp, Flag::DownstreamProtocolError), exchange);
         }
     };
-    if let Some(rule) = rule {
-        if http_body::Body::is_end_stream(&body) {
-            mirror(pool, snapshot, rule, &parts, &authority);
+    // A request that may be sent more than once (retried, mirrored) needs its body kept:
+    // one of known size up to REPLAY_LIMIT is read whole first, as Envoy buffers for
+    // retries. A larger or streamed one goes once, unmirrored.
+    let copies = rule.is_some_and(|r| r.filters.retries.is_some() || !r.filters.mirrors.is_empty());
+    let (body, replay) = match replayable(body, copies).await {
+        Ok(b) => b,
+        Err(e) => {
+            let resp = error_response(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
+            return Recorded::wrap(flag_response(resp, Flag::DownstreamProtocolError), exchange);
         }
+    };
+    if let (Some(rule), Some(replay)) = (rule, &replay) {
+        mirror(pool, snapshot, rule, &parts, &authority, replay);
     }
     let retries = rule
         .and_then(|r| r.filters.retries.as_ref())
-        .filter(|_| http_body::Body::is_end_stream(&body) && !inherited.retried_above);
+        .filter(|_| replay.is_some() && !inherited.retried_above);
     let per_try = rule.and_then(|r| r.filters.per_try_timeout);
     let identity = target.endpoint.identity.clone();
     let req = Request::from_parts(parts, body);
@@ -271,7 +282,13 @@ pub async fn forward(
         b.deposit(now);
         b
     });
-    let retry = retries.zip(budget.as_deref());
+    let retry = retries
+        .zip(budget.as_deref())
+        .map(|(policy, budget)| Retry {
+            policy,
+            budget,
+            body: replay.unwrap_or_default(),
+        });
     let upstream = Upstream {
         peer: peer_addr,
         identity: &identity,
@@ -330,7 +347,7 @@ pub async fn forward(
     Recorded::wrap(resp, exchange)
 }
 
-/// Sends a copy of a request without a body to each of the rule's mirrors its percentage
+/// Sends a copy of a request (head and kept body) to each of the rule's mirrors its percentage
 /// picks, and forgets it: the answer is dropped, a failure only logged, and the request
 /// being served never waits. As Envoy does, the copy's authority gets `-shadow` appended so
 /// the mirror can tell copies from its own traffic.
@@ -340,6 +357,7 @@ fn mirror(
     rule: &trellis_api::routing::HttpRule,
     parts: &http::request::Parts,
     authority: &str,
+    body: &Bytes,
 ) {
     for m in &rule.filters.mirrors {
         if !trellis_api::routing::chance(m.percent, rand::rng().random()) {
@@ -378,6 +396,7 @@ fn mirror(
             method: parts.method.clone(),
             uri,
             headers,
+            body: body.clone(),
         }
         .request();
         let (pool, peer, identity) = (
@@ -394,8 +413,8 @@ fn mirror(
     }
 }
 
-/// Sends `req`, and again while the policy, the attempts left and the budget allow. Only a
-/// request without a body gets a policy here (see [`crate::route`]).
+/// Sends `req`, and again (with the kept body) while the policy, the attempts left and the
+/// budget allow.
 /// Where the attempts of a request go: the endpoint's proxy, the identity it must prove, how
 /// many requests a pooled connection may carry, and the outlier detection its answers feed.
 struct Upstream<'a> {
@@ -406,21 +425,27 @@ struct Upstream<'a> {
     outlier: Option<(&'a OutlierDetector, usize)>,
 }
 
+/// A request's retries: the route's policy, the destination's budget, and the request's body
+/// to send again.
+struct Retry<'a> {
+    policy: &'a trellis_api::routing::RetryPolicy,
+    budget: &'a crate::resilience::RetryBudget,
+    body: Bytes,
+}
+
 async fn send_with_retries(
     pool: &Pool,
     upstream: &Upstream<'_>,
     req: Request<Body>,
-    retry: Option<(
-        &trellis_api::routing::RetryPolicy,
-        &crate::resilience::RetryBudget,
-    )>,
+    retry: Option<Retry<'_>>,
     per_try: Option<Duration>,
 ) -> Response<Body> {
-    let policy = retry.map(|(p, _)| p);
-    let replay = policy.map(|_| route::Replayable {
+    let policy = retry.as_ref().map(|r| r.policy);
+    let replay = retry.as_ref().map(|r| route::Replayable {
         method: req.method().clone(),
         uri: req.uri().clone(),
         headers: req.headers().clone(),
+        body: r.body.clone(),
     });
     let mut req = Some(req);
     let mut attempt = 0u32;
@@ -493,7 +518,9 @@ async fn send_with_retries(
         }
         // Attempts first: a retry the policy would not make takes nothing from the budget.
         if attempt > policy.attempts
-            || !retry.is_some_and(|(_, budget)| budget.try_withdraw(Instant::now()))
+            || !retry
+                .as_ref()
+                .is_some_and(|r| r.budget.try_withdraw(Instant::now()))
         {
             let (mut head, body) = resp.into_parts();
             head.extensions.insert(Flag::RetriesExhausted);
@@ -730,13 +757,37 @@ fn pick_weighted(route: &HttpRoute) -> &trellis_api::snapshot::WeightedDestinati
 /// Turns the app's HTTP/1.1 request into the HTTP/2 request sent between proxies: the
 /// authority moves into the URI, hop-by-hop and forged Trellis headers go, and the target
 /// workload port, this workload's name and the addressed service are added.
-fn to_upstream(
-    req: Request<Incoming>,
+/// The request's body, and a copy of it to send again when `copies` are wanted and it can be
+/// kept: an empty body always, one of known length up to [`REPLAY_LIMIT`] after reading it
+/// whole. `None` for the copy: the body streams through, once.
+async fn replayable(body: Incoming, copies: bool) -> Result<(Body, Option<Bytes>), BoxError> {
+    if http_body::Body::is_end_stream(&body) {
+        return Ok((boxed(body), Some(Bytes::new())));
+    }
+    let small = http_body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|n| n <= REPLAY_LIMIT);
+    if !(copies && small) {
+        return Ok((boxed(body), None));
+    }
+    let bytes = body.collect().await?.to_bytes();
+    Ok((full(bytes.clone()), Some(bytes)))
+}
+
+/// The largest request body kept to be sent again (retries, mirrors).
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+
+fn to_upstream<B>(
+    req: Request<B>,
     authority: &str,
     target: &Target<'_>,
     state: &ProxyState,
     exchange: Option<&mut Exchange>,
-) -> Result<Request<Body>, String> {
+) -> Result<Request<Body>, String>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri

@@ -6,8 +6,9 @@
 //! * **Timeouts.** The rule's timeout and the caller's remaining deadline ([`crate::chain`])
 //!   bound the whole exchange up to the response head; past it the answer is 504 (`UT`), and
 //!   a call whose caller has already given up is not started at all.
-//! * **Retries.** Only requests without a body are retried (a streamed body cannot be sent
-//!   twice without holding it). A retry needs the rule's `retryOn` to cover the failure, an
+//! * **Retries.** A request is retried only if its body can be sent again: none, or one of
+//!   known length up to 64 KiB, which is read whole first (a streamed body cannot be sent twice
+//!   without holding it). A retry needs the rule's `retryOn` to cover the failure, an
 //!   attempt left, the client proxy's retry budget for the destination
 //!   ([`crate::resilience::RetryBudget`]: 20 % of the requests it may retry plus a small floor), and no
 //!   proxy above in the call chain retrying the same call: the first layer with retries
@@ -291,16 +292,17 @@ pub fn retryable(policy: &RetryPolicy, attempt: &Attempt) -> bool {
     })
 }
 
-/// A request that can be sent again: its head, and no body.
+/// A request that can be sent again: its head and its whole body.
 pub struct Replayable {
     pub method: Method,
     pub uri: Uri,
     pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
 }
 
 impl Replayable {
     pub fn request(&self) -> Request<Body> {
-        let mut r = Request::new(full(""));
+        let mut r = Request::new(full(self.body.clone()));
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.headers_mut() = self.headers.clone();

@@ -67,15 +67,43 @@ impl HttpClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<HttpResponse> {
-        let mut req = Request::get(format!("http://{addr}{path}")).header("host", host);
+        self.send(http::Method::GET, addr, host, path, headers, Bytes::new())
+            .await
+    }
+
+    /// POST `body` (with its `content-length`) to `path` at `addr`, with `Host: host`.
+    pub async fn post(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<HttpResponse> {
+        self.send(http::Method::POST, addr, host, path, &[], body)
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<HttpResponse> {
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{addr}{path}"))
+            .header("host", host);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(Bytes::new()))?;
+        let req = req.body(Full::new(body))?;
         let resp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
-            .with_context(|| format!("GET {host}{path} via {addr} timed out"))?
-            .with_context(|| format!("GET {host}{path} via {addr}"))?;
+            .with_context(|| format!("{method} {host}{path} via {addr} timed out"))?
+            .with_context(|| format!("{method} {host}{path} via {addr}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await?.to_bytes();
