@@ -7,7 +7,7 @@
 //!   any hop that holds a stream back.
 //! * WebSocket (an HTTP/1.1 `Upgrade`) with tokio-tungstenite: text and binary messages
 //!   echoed, a clean close, and a refused upgrade reaching the client with its body.
-//! * Opaque TCP routed by a VirtualService `tcp` rule to another service.
+//! * Opaque TCP and TLS routed by a VirtualService's `tcp` and `tls` (server name) rules.
 //!
 //! The apps run on threads inside the hosts' namespaces, each with a tokio runtime of its
 //! own. Needs root, `ip`, `nft` and `curl`; fails without.
@@ -330,36 +330,58 @@ async fn ws_client() -> Result<()> {
     Ok(())
 }
 
-// === opaque TCP, routed ===
+// === opaque TCP and TLS, routed ===
 
 const TCP_PORT: u16 = 9000;
+const TLS_PORT: u16 = 9443;
 
-/// A VirtualService `tcp` rule sends the connections made to `echo` to `other`: the client
-/// dials echo's virtual IP and is answered by the workload behind `other`. The server apps
-/// write their own name and close, so the answer says who was reached.
+/// The first flight of a TLS client asking for server name `sni`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    use tokio_rustls::rustls;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).expect("name");
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("tls");
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).expect("hello");
+    out
+}
+
+/// A VirtualService sends connections made to `echo` elsewhere: its `tcp` rule sends port
+/// 9000 to `other`, and its `tls` rule sends port 9443 connections asking for server name
+/// `other.example.com` to `other`, while other names go to `echo` as addressed. The server
+/// apps write their own name (on 9443 after reading the ClientHello's record) and close, so
+/// the answer says who was reached; the client dials echo's virtual IP every time.
 #[test]
-fn tcp_routes_send_opaque_connections_where_the_rule_says() {
+fn tcp_and_tls_routes_send_connections_where_the_rule_says() {
     require_tools(&["ip", "nft", "curl"]).unwrap();
     let mut lan = Lan::new(43).expect("LAN (needs root)");
     let client = lan.add_host("client").unwrap();
     let server = lan.add_host("server").unwrap();
     let other = lan.add_host("other").unwrap();
-    let mut config = service_config("echo", VIP, &[("tcp", TCP_PORT)], server.ip, client.ip);
+    let ports = [("tcp", TCP_PORT), ("tls", TLS_PORT)];
+    let mut config = service_config("echo", VIP, &ports, server.ip, client.ip);
     config.push_str(&format!(
         "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: other\nspec:\n  \
          clusterIP: 198.18.200.11\n  selector:\n    app: other\n  ports:\n  - name: tcp\n    \
-         port: {TCP_PORT}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+         port: {TCP_PORT}\n  - name: tls\n    port: {TLS_PORT}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
          metadata:\n  name: other-1\nspec:\n  address: {}\n  serviceAccount: other\n  labels:\n    \
-         app: other\n  ports:\n    tcp: {TCP_PORT}\n---\napiVersion: networking.istio.io/v1\n\
-         kind: VirtualService\nmetadata:\n  name: echo-to-other\nspec:\n  hosts:\n  - echo\n  \
-         tcp:\n  - route:\n    - destination:\n        host: other\n",
+         app: other\n  ports:\n    tcp: {TCP_PORT}\n    tls: {TLS_PORT}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  \
+         name: echo-to-other\nspec:\n  hosts:\n  - echo\n  tls:\n  - match:\n    - port: {TLS_PORT}\n      \
+         sniHosts:\n      - other.example.com\n    route:\n    - destination:\n        host: other\n  \
+         tcp:\n  - match:\n    - port: {TCP_PORT}\n    route:\n    - destination:\n        \
+         host: other\n",
         other.ip
     ));
     let mesh = LanMesh::start(Path::new(BIN), lan, &config).unwrap();
-    let port = format!("tcp={TCP_PORT}");
+    let declared = [format!("tcp={TCP_PORT}"), format!("tls={TLS_PORT}")];
+    let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
     let _proxies = [
-        mesh.proxy(&server, "echo", &[&port], &[]).unwrap(),
-        mesh.proxy(&other, "other", &[&port], &[]).unwrap(),
+        mesh.proxy(&server, "echo", &declared, &[]).unwrap(),
+        mesh.proxy(&other, "other", &declared, &[]).unwrap(),
         mesh.proxy(&client, "client", &[], &[]).unwrap(),
     ];
     wait_meshed(&[&server, &other, &client]).unwrap();
@@ -371,16 +393,49 @@ fn tcp_routes_send_opaque_connections_where_the_rule_says() {
                 let _ = tcp.shutdown().await;
             }
         });
+        serve_in(host, TLS_PORT, move |listener| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                // The whole first record (the ClientHello), so nothing unread is left.
+                let mut head = [0u8; 5];
+                if tcp.read_exact(&mut head).await.is_err() {
+                    continue;
+                }
+                let mut record = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
+                if tcp.read_exact(&mut record).await.is_err() {
+                    continue;
+                }
+                let _ = tcp.write_all(name.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            }
+        });
     }
     run_in(&client, || async {
-        use tokio::io::AsyncReadExt;
-        for _ in 0..5 {
-            let mut tcp = tokio::net::TcpStream::connect((VIP, TCP_PORT)).await?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ask = |port: u16, hello: Option<Vec<u8>>| async move {
+            let mut tcp = tokio::net::TcpStream::connect((VIP, port)).await?;
+            if let Some(hello) = hello {
+                tcp.write_all(&hello).await?;
+            }
             let mut answer = String::new();
             tokio::time::timeout(STEP, tcp.read_to_string(&mut answer)).await??;
+            anyhow::Ok(answer)
+        };
+        for _ in 0..3 {
+            let answer = ask(TCP_PORT, None).await?;
             ensure!(
                 answer == "other",
-                "echo's address answered {answer:?}, not other"
+                "tcp: echo's address answered {answer:?}, not other"
+            );
+            let answer = ask(TLS_PORT, Some(client_hello("other.example.com"))).await?;
+            ensure!(
+                answer == "other",
+                "tls other.example.com: {answer:?}, not other"
+            );
+            let answer = ask(TLS_PORT, Some(client_hello("echo.example.com"))).await?;
+            ensure!(
+                answer == "echo",
+                "tls echo.example.com: {answer:?}, not echo"
             );
         }
         Ok(())

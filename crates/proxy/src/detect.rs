@@ -90,10 +90,133 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> std::io::Result<Pr
     }
 }
 
+/// The most a ClientHello is peeked for: far above real ones (a few hundred bytes, under
+/// 2 KiB with post-quantum key shares), and what the kernel keeps unread for us anyway.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// The server name (SNI) the client's TLS ClientHello asks for, peeking (nothing is
+/// consumed) until the whole hello has arrived or `timeout` passes. `None`: no TLS, no SNI,
+/// or no complete hello in time. Parsing is rustls's ([`rustls::server::Acceptor`]), fed
+/// with a copy of the peeked bytes.
+pub async fn sni(stream: &TcpStream, timeout: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; MAX_CLIENT_HELLO];
+    let mut last_len = 0;
+    loop {
+        let peeked = tokio::select! {
+            r = stream.peek(&mut buf) => r.ok()?,
+            _ = tokio::time::sleep_until(deadline) => return None,
+        };
+        if peeked == 0 {
+            return None;
+        }
+        if peeked != last_len {
+            match client_hello_sni(&buf[..peeked]) {
+                Hello::Complete(name) => return name,
+                Hello::Invalid => return None,
+                Hello::Partial if peeked == buf.len() => return None,
+                Hello::Partial => {}
+            }
+        }
+        // Incomplete: `peek` returns the same bytes at once until more arrive.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+            _ = tokio::time::sleep_until(deadline) => return None,
+        }
+        last_len = peeked;
+    }
+}
+
+/// What a prefix of a connection says about its ClientHello.
+#[derive(Debug, PartialEq, Eq)]
+enum Hello {
+    /// The hello is all there: its server name, if any.
+    Complete(Option<String>),
+    /// More bytes are needed.
+    Partial,
+    /// Not a TLS ClientHello.
+    Invalid,
+}
+
+fn client_hello_sni(prefix: &[u8]) -> Hello {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut reader = prefix;
+    if acceptor.read_tls(&mut reader).is_err() {
+        return Hello::Invalid;
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => Hello::Complete(
+            accepted
+                .client_hello()
+                .server_name()
+                .map(str::to_ascii_lowercase),
+        ),
+        Ok(None) => Hello::Partial,
+        Err(_) => Hello::Invalid,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    /// The first flight of a real rustls client asking for `name`.
+    fn client_hello(name: &str) -> Vec<u8> {
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(name.to_owned()).expect("name");
+        let mut conn =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).expect("hello");
+        out
+    }
+
+    #[test]
+    fn reads_the_server_name_of_a_client_hello() {
+        let hello = client_hello("Other.Example.com");
+        assert_eq!(
+            client_hello_sni(&hello),
+            Hello::Complete(Some("other.example.com".into()))
+        );
+        // Any strict prefix is not enough yet.
+        assert_eq!(client_hello_sni(&hello[..hello.len() - 1]), Hello::Partial);
+        assert_eq!(client_hello_sni(&hello[..3]), Hello::Partial);
+        // An IP address is not sent as SNI.
+        assert_eq!(
+            client_hello_sni(&client_hello("10.0.0.1")),
+            Hello::Complete(None)
+        );
+        assert_eq!(client_hello_sni(b"GET / HTTP/1.1\r\n\r\n"), Hello::Invalid);
+    }
+
+    #[tokio::test]
+    async fn peeks_the_server_name_across_segments_without_consuming() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hello = client_hello("a.example");
+        let sent = hello.clone();
+        let client = tokio::spawn(async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (first, rest) = sent.split_at(10);
+            c.write_all(first).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(rest).await.unwrap();
+            c
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        assert_eq!(
+            sni(&server, Duration::from_secs(5)).await.as_deref(),
+            Some("a.example")
+        );
+        // Still all there for whoever reads the connection next.
+        let mut buf = vec![0u8; hello.len()];
+        assert_eq!(server.peek(&mut buf).await.unwrap(), hello.len());
+        assert_eq!(buf, hello);
+        drop(client.await.unwrap());
+    }
 
     #[test]
     fn classifies_prefixes() {

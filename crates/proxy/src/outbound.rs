@@ -610,19 +610,37 @@ pub fn choose<'a>(
     })
 }
 
+/// Whether a connection to `requested_port` of `service` from a client in `namespace` may be
+/// routed by its TLS server name (a VirtualService `tls` rule applies to the port): only then
+/// is the ClientHello waited for.
+pub fn routes_by_sni(service: &Service, requested_port: Option<u16>, namespace: &str) -> bool {
+    service
+        .port(requested_port)
+        .and_then(|sp| service.routes.port(sp.port))
+        .and_then(|table| table.tcp_for(namespace))
+        .is_some_and(|routes| {
+            routes
+                .rules
+                .iter()
+                .any(|r| r.matches.iter().any(|m| !m.sni_hosts.is_empty()))
+        })
+}
+
 /// The destination of an opaque TCP connection to `requested_port` of `service` from a
-/// client in `source`: the port's TCP rule for that client (VirtualService `tcp`, TCPRoute),
-/// a weighted pick among its destinations; without one, the service as addressed.
+/// client in `source`, that asked for TLS server name `sni`: the port's TCP rule for it
+/// (VirtualService `tls` by server name, then `tcp`; TCPRoute), a weighted pick among its
+/// destinations; without one, the service as addressed.
 pub fn choose_tcp<'a>(
     snapshot: &'a Snapshot,
     service: &'a Service,
     requested_port: Option<u16>,
     source: &trellis_api::routing::Source<'_>,
+    sni: Option<&str>,
 ) -> Result<Target<'a>, (StatusCode, String)> {
     let rule = service
         .port(requested_port)
         .and_then(|sp| service.routes.port(sp.port))
-        .and_then(|table| trellis_api::routing::select_tcp(table, source));
+        .and_then(|table| trellis_api::routing::select_tcp(table, source, sni));
     let Some(rule) = rule else {
         return endpoint_of(service, None, requested_port, None);
     };

@@ -165,6 +165,18 @@ async fn outbound(
                     Ok(())
                 }
                 Protocol::Tls | Protocol::Opaque => {
+                    // Only a port with TLS rules waits for the server name; on a port
+                    // declared opaque it may not be TLS at all, and then nothing is known
+                    // until the timeout.
+                    let sni = if crate::outbound::routes_by_sni(
+                        &service,
+                        Some(orig.port()),
+                        state.config.namespace(),
+                    ) {
+                        crate::detect::sni(&tcp, DETECT_TIMEOUT).await
+                    } else {
+                        None
+                    };
                     let (peer, identity, target, edge) = {
                         let source = trellis_api::routing::Source {
                             namespace: state.config.namespace(),
@@ -175,6 +187,7 @@ async fn outbound(
                             &service,
                             Some(orig.port()),
                             &source,
+                            sni.as_deref(),
                         );
                         let t = match chosen {
                             Ok(t) => t,

@@ -747,7 +747,8 @@ pub struct TcpRule {
     pub destinations: Vec<WeightedDestination>,
 }
 
-/// Conditions on the calling workload, all of which must hold.
+/// Conditions on a connection — the calling workload and, for TLS, the server name it
+/// asks for — all of which must hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceMatch {
@@ -757,4 +758,27 @@ pub struct SourceMatch {
     /// The caller's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+    /// Server names (TLS SNI, lower case) of which the connection's must be one; `*.suffix`
+    /// matches any name ending in `.suffix`, `*` any name. Empty: no condition. A VirtualService
+    /// `tls` rule always has some, so a connection without SNI never matches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+}
+
+impl SourceMatch {
+    /// Whether `sni` (the connection's server name, if it sent one) passes the SNI condition.
+    pub fn sni_matches(&self, sni: Option<&str>) -> bool {
+        if self.sni_hosts.is_empty() {
+            return true;
+        }
+        let Some(sni) = sni else {
+            return false;
+        };
+        let sni = sni.to_ascii_lowercase();
+        self.sni_hosts.iter().any(|h| match h.strip_prefix('*') {
+            Some("") => true,
+            Some(suffix) => sni.ends_with(suffix) && sni.len() > suffix.len(),
+            None => *h == sni,
+        })
+    }
 }

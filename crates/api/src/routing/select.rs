@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::model::{
-    HeaderMatch, HttpRoutes, HttpRule, PathMatch, PortRoutes, QueryMatch, RequestMatch,
-    SourceMatch, StrMatch, TcpRoutes, TcpRule, ValueMatch,
+    HeaderMatch, HttpRoutes, HttpRule, PathMatch, PortRoutes, QueryMatch, RequestMatch, StrMatch,
+    TcpRoutes, TcpRule, ValueMatch,
 };
 
 /// What [`select`] looks at in a request.
@@ -125,20 +125,21 @@ pub fn select<'a>(table: &'a PortRoutes, req: &RequestView<'_>) -> Selection<'a>
     }
 }
 
-/// The TCP rule for a connection from `source` to the port, or `None` to forward to the
-/// Service as addressed (no TCP route, or none for this caller).
-pub fn select_tcp<'a>(table: &'a PortRoutes, source: &Source<'_>) -> Option<&'a TcpRule> {
+/// The TCP rule for a connection from `source` to the port, asking for server name `sni`
+/// if it opened with TLS, or `None` to forward to the Service as addressed (no TCP route, or
+/// none for this caller and name).
+pub fn select_tcp<'a>(
+    table: &'a PortRoutes,
+    source: &Source<'_>,
+    sni: Option<&str>,
+) -> Option<&'a TcpRule> {
     let routes = table.tcp_for(source.namespace)?;
     routes.rules.iter().find(|rule| {
         rule.matches.is_empty()
-            || rule.matches.iter().any(
-                |SourceMatch {
-                     source_labels,
-                     source_namespace,
-                 }| {
-                    source_matches(source_namespace.as_deref(), source_labels, source)
-                },
-            )
+            || rule.matches.iter().any(|m| {
+                source_matches(m.source_namespace.as_deref(), &m.source_labels, source)
+                    && m.sni_matches(sni)
+            })
     })
 }
 

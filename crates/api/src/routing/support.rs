@@ -86,8 +86,21 @@ fn virtual_service(spec: &VirtualServiceSpec, at: &FieldPath, out: &mut Vec<Noti
             "not supported by the mesh: the VirtualService applies to clients in every namespace",
         );
     }
-    if !spec.tls.is_empty() {
-        note(out, at.field("tls"), "TLS (SNI) routes", IGNORED);
+    for (i, route) in spec.tls.iter().enumerate() {
+        for (j, m) in route.match_.iter().enumerate() {
+            if !m.destination_subnets.is_empty() {
+                note(
+                    out,
+                    at.field("tls")
+                        .index(i)
+                        .field("match")
+                        .index(j)
+                        .field("destinationSubnets"),
+                    "destinationSubnets in a TLS match",
+                    "not supported by the mesh: this match never matches",
+                );
+            }
+        }
     }
     for (i, route) in spec.http.iter().enumerate() {
         let at = at.field("http").index(i);

@@ -101,9 +101,40 @@ pub(super) fn http_routes(vs: &VirtualService, port: u16) -> Option<HttpRoutes> 
 }
 
 /// The VirtualService's TCP rules for `port`; `None` when none applies to it.
+/// The VirtualService's `tls` rules (first, by server name) and `tcp` rules for `port`.
 pub(super) fn tcp_routes(vs: &VirtualService, port: u16) -> Option<TcpRoutes> {
     let ns = vs.meta.namespace();
     let mut rules = Vec::new();
+    for (index, route) in vs.spec.tls.iter().enumerate() {
+        let matches: Vec<SourceMatch> = route
+            .match_
+            .iter()
+            .filter(|m| m.port.is_none_or(|p| p == u32::from(port)) && for_mesh(&m.gateways))
+            .filter(|m| m.destination_subnets.is_empty())
+            .map(|m| SourceMatch {
+                source_labels: m.source_labels.clone(),
+                source_namespace: m.source_namespace.clone(),
+                sni_hosts: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            })
+            .collect();
+        // Every TLS match names server names (validation requires it); none left for this
+        // port means the rule is not for it.
+        if matches.is_empty() || matches.iter().any(|m| m.sni_hosts.is_empty()) {
+            continue;
+        }
+        let destinations = destinations(
+            ns,
+            route.route.iter().map(|d| (&d.destination, d.weight, None)),
+        );
+        if destinations.is_empty() {
+            continue;
+        }
+        rules.push(TcpRule {
+            name: rule_name(vs, index, Some(&format!("tls-{index}"))),
+            matches,
+            destinations,
+        });
+    }
     for (index, route) in vs.spec.tcp.iter().enumerate() {
         let matches: Vec<SourceMatch> = route
             .match_
@@ -114,6 +145,7 @@ pub(super) fn tcp_routes(vs: &VirtualService, port: u16) -> Option<TcpRoutes> {
             .map(|m| SourceMatch {
                 source_labels: m.source_labels.clone(),
                 source_namespace: m.source_namespace.clone(),
+                sni_hosts: Vec::new(),
             })
             .collect();
         if !route.match_.is_empty() && matches.is_empty() {

@@ -599,6 +599,9 @@ kind: VirtualService
 metadata: {name: echo, namespace: ns}
 spec:
   hosts: [echo]
+  tls:
+  - match: [{port: 7070, sniHosts: [A.example, \"*.b.example\"]}]
+    route: [{destination: {host: other}}]
   tcp:
   - match: [{port: 7070, sourceNamespace: batch}]
     route: [{destination: {host: other}}]
@@ -627,12 +630,16 @@ spec:
             .clone()
     };
     let on_7070 = tcp(ECHO, 7070);
-    assert_eq!(on_7070.len(), 2, "the subnet match never matches");
+    assert_eq!(on_7070.len(), 3, "the subnet match never matches");
+    // The TLS rule comes first, by server name (in lower case).
+    assert_eq!(on_7070[0].matches[0].sni_hosts, ["a.example", "*.b.example"]);
+    assert_eq!(on_7070[0].name.rule, "tls-0");
     assert_eq!(
-        on_7070[0].matches[0].source_namespace.as_deref(),
+        on_7070[1].matches[0].source_namespace.as_deref(),
         Some("batch")
     );
-    assert!(on_7070[1].matches.is_empty());
+    assert!(on_7070[2].matches.is_empty());
+    // The TLS rule is for port 7070 only.
     assert_eq!(tcp(ECHO, 80).len(), 1);
     let other = tcp("other.ns.svc.cluster.local", 80);
     assert_eq!(other.len(), 1);

@@ -1,6 +1,6 @@
 use super::*;
 use crate::routing::model::{
-    Action, ConsumerRoutes, DirectResponse, MatchEntry, RouteKind, RuleName,
+    Action, ConsumerRoutes, DirectResponse, MatchEntry, RouteKind, RuleName, SourceMatch,
 };
 use crate::routing::{HeaderKey, Pattern};
 
@@ -467,11 +467,31 @@ fn tcp_rules_by_caller() {
         namespace,
         labels: &labels,
     };
-    let pick = |ns| select_tcp(&t, &from(ns)).map(|r| r.name.rule.clone());
+    let pick = |ns| select_tcp(&t, &from(ns), None).map(|r| r.name.rule.clone());
     assert_eq!(pick("batch").as_deref(), Some("0"));
     assert_eq!(pick("web").as_deref(), Some("1"));
     let none = PortRoutes::default();
-    assert!(select_tcp(&none, &from("web")).is_none());
+    assert!(select_tcp(&none, &from("web"), None).is_none());
+}
+
+#[test]
+fn tls_rules_match_the_server_name() {
+    let m = |hosts: &[&str]| SourceMatch {
+        sni_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        ..SourceMatch::default()
+    };
+    assert!(m(&[]).sni_matches(None));
+    assert!(m(&[]).sni_matches(Some("a.example")));
+    assert!(!m(&["a.example"]).sni_matches(None));
+    assert!(m(&["a.example"]).sni_matches(Some("A.Example")));
+    assert!(!m(&["a.example"]).sni_matches(Some("b.example")));
+    let wild = m(&["*.example"]);
+    assert!(wild.sni_matches(Some("a.example")));
+    assert!(wild.sni_matches(Some("a.b.example")));
+    assert!(!wild.sni_matches(Some("example")));
+    assert!(!wild.sni_matches(Some("aexample")));
+    assert!(m(&["*"]).sni_matches(Some("anything")));
+    assert!(!m(&["*"]).sni_matches(None));
 }
 
 #[test]
