@@ -176,6 +176,9 @@ fn claim_hosts<'a>(
         }
         let ns = vs.meta.namespace();
         for (i, host) in vs.spec.hosts.iter().enumerate() {
+            if host.starts_with('*') {
+                continue;
+            }
             let host = service_host(host, ns);
             if !ctx.services.contains_key(&host) {
                 continue;
@@ -195,6 +198,45 @@ fn claim_hosts<'a>(
                     claims.insert(host, (located, vs));
                 }
             }
+        }
+    }
+    // Wildcard hosts (`*.example.com`, `*.ns.svc.cluster.local`, `*`) route the Services
+    // no VirtualService names exactly; of several, the longest suffix wins, then the first
+    // loaded (Istio picks the most specific host).
+    let mut wildcards: Vec<(String, &Located<Resource>, &VirtualService)> = Vec::new();
+    for located in resources {
+        let Resource::VirtualService(vs) = &located.value else {
+            continue;
+        };
+        let gateways = &vs.spec.gateways;
+        if !gateways.is_empty() && !gateways.iter().any(|g| g == "mesh") {
+            continue;
+        }
+        for host in &vs.spec.hosts {
+            let Some(rest) = host.strip_prefix('*') else {
+                continue;
+            };
+            let suffix = match rest {
+                // `*` alone: every host.
+                "" => String::new(),
+                // `*.reviews`-style short forms qualify like names do.
+                _ => service_host(&format!("x{rest}"), vs.meta.namespace())
+                    .trim_start_matches('x')
+                    .to_owned(),
+            };
+            wildcards.push((suffix, located, vs));
+        }
+    }
+    for host in ctx.services.keys() {
+        if claims.contains_key(host) {
+            continue;
+        }
+        let best = wildcards
+            .iter()
+            .filter(|(suffix, _, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+            .max_by(|a, b| a.0.len().cmp(&b.0.len()).then(std::cmp::Ordering::Greater));
+        if let Some((_, located, vs)) = best {
+            claims.insert(host.clone(), (*located, *vs));
         }
     }
     claims

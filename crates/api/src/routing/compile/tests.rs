@@ -632,7 +632,10 @@ spec:
     let on_7070 = tcp(ECHO, 7070);
     assert_eq!(on_7070.len(), 3, "the subnet match never matches");
     // The TLS rule comes first, by server name (in lower case).
-    assert_eq!(on_7070[0].matches[0].sni_hosts, ["a.example", "*.b.example"]);
+    assert_eq!(
+        on_7070[0].matches[0].sni_hosts,
+        ["a.example", "*.b.example"]
+    );
     assert_eq!(on_7070[0].name.rule, "tls-0");
     assert_eq!(
         on_7070[1].matches[0].source_namespace.as_deref(),
@@ -644,4 +647,57 @@ spec:
     let other = tcp("other.ns.svc.cluster.local", 80);
     assert_eq!(other.len(), 1);
     assert_eq!(other[0].name.to_string(), "ns/t/0");
+}
+
+#[test]
+fn wildcard_hosts_route_services_no_virtual_service_names() {
+    let vs = |name: &str, host: &str, to: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, \
+             namespace: ns}}\nspec:\n  hosts: [\"{host}\"]\n  http:\n  - route: [{{destination: \
+             {{host: {to}}}}}]\n---\n"
+        )
+    };
+    let to = |routes: &MeshRoutes, host: &str| match &http(routes, host, 80).rules[0].action {
+        Action::Forward(d) => match &d[0].backend {
+            Backend::Service { host, .. } => host.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    // `*.ns.svc.cluster.local` covers both Services; `echo`'s own VirtualService wins there.
+    let routes = compiled(&format!(
+        "{}{}",
+        vs("all", "*.ns.svc.cluster.local", "other"),
+        vs("echo", "echo", "echo")
+    ));
+    assert_eq!(to(&routes, ECHO), ECHO);
+    assert_eq!(
+        to(&routes, "other.ns.svc.cluster.local"),
+        "other.ns.svc.cluster.local"
+    );
+    assert_eq!(
+        http(&routes, "other.ns.svc.cluster.local", 80).rules[0]
+            .name
+            .name,
+        "all"
+    );
+    // The longer suffix wins over `*`, whatever the order; a suffix that is not a whole
+    // label does not match.
+    let routes = compiled(&format!(
+        "{}{}{}",
+        vs("any", "*", "echo"),
+        vs("svc", "*.svc.cluster.local", "other"),
+        vs("far", "*.elsewhere.svc.cluster.local", "echo"),
+    ));
+    let name = |host: &str| http(&routes, host, 80).rules[0].name.name.clone();
+    assert_eq!(name(ECHO), "svc");
+    assert_eq!(name("other.ns.svc.cluster.local"), "svc");
+    let routes = compiled(&vs("any", "*", "echo"));
+    assert_eq!(
+        http(&routes, "other.ns.svc.cluster.local", 80).rules[0]
+            .name
+            .name,
+        "any"
+    );
 }
