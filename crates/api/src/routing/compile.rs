@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{ConsumerRoutes, PortRoutes, RouteTable};
 use crate::load::{Diagnostic, Located, Severity};
-use crate::resources::gateway::{GrpcRoute, HttpRoute, ParentReference, TcpRoute};
+use crate::resources::gateway::{GrpcRoute, HttpRoute, ParentReference, ReferenceGrant, TcpRoute};
 use crate::resources::{Resource, VirtualService};
 
 /// The route tables of a config.
@@ -49,6 +49,13 @@ pub fn service_host(host: &str, ns: &str) -> String {
 pub fn compile(resources: &[Located<Resource>]) -> MeshRoutes {
     let ctx = Context {
         services: services(resources),
+        grants: resources
+            .iter()
+            .filter_map(|r| match &r.value {
+                Resource::ReferenceGrant(g) => Some(g),
+                _ => None,
+            })
+            .collect(),
     };
     let mut warnings = Vec::new();
     let claims = claim_hosts(resources, &ctx, &mut warnings);
@@ -90,9 +97,11 @@ pub fn compile(resources: &[Located<Resource>]) -> MeshRoutes {
     MeshRoutes { tables, warnings }
 }
 
-/// What compiling needs to know of the config besides the routes: its Services.
+/// What compiling needs to know of the config besides the routes: its Services and the
+/// ReferenceGrants that let routes send to Services of other namespaces.
 struct Context<'a> {
     services: BTreeMap<String, ServiceInfo<'a>>,
+    grants: Vec<&'a ReferenceGrant>,
 }
 
 /// A Service as routes see it: its ports.
@@ -107,6 +116,38 @@ struct PortInfo<'a> {
 }
 
 impl Context<'_> {
+    /// Whether `route` may send to Service `name` in `namespace`: the same namespace, the
+    /// Service the route attaches to (a consumer route sending to its own parent), or a
+    /// ReferenceGrant in that namespace for the route's kind and namespace (GEP-709).
+    fn may_reference(&self, route: &Located<Resource>, namespace: &str, name: &str) -> bool {
+        let route_ns = route.value.namespace();
+        if namespace == route_ns {
+            return true;
+        }
+        let is_parent = parent_refs(&route.value).iter().any(|p| {
+            p.is_service()
+                && p.name == name
+                && p.namespace.as_deref().unwrap_or(route_ns) == namespace
+        });
+        if is_parent {
+            return true;
+        }
+        let kind = route.value.kind();
+        self.grants.iter().any(|g| {
+            g.meta.namespace() == namespace
+                && g.spec.from.iter().any(|f| {
+                    f.group == "gateway.networking.k8s.io"
+                        && f.kind == kind
+                        && f.namespace == route_ns
+                })
+                && g.spec.to.iter().any(|t| {
+                    matches!(t.group.as_str(), "" | "core")
+                        && t.kind == "Service"
+                        && t.name.as_deref().is_none_or(|n| n == name)
+                })
+        })
+    }
+
     /// Whether `host` is a Service with port `port`.
     fn has_port(&self, host: &str, port: u16) -> bool {
         self.services
@@ -240,6 +281,16 @@ fn claim_hosts<'a>(
         }
     }
     claims
+}
+
+/// A Gateway API route's parentRefs; none for other kinds.
+fn parent_refs(resource: &Resource) -> &[ParentReference] {
+    match resource {
+        Resource::HttpRoute(r) => &r.spec.parent_refs,
+        Resource::GrpcRoute(r) => &r.spec.parent_refs,
+        Resource::TcpRoute(r) => &r.spec.parent_refs,
+        _ => &[],
+    }
 }
 
 /// A Gateway API route attached to one Service port.

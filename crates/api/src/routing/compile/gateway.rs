@@ -414,7 +414,7 @@ impl<F: SharedFilter> RuleParts<'_, F> {
                 namespace: b.namespace.as_deref().unwrap_or(route_ns),
                 port: b.port,
             };
-            let backend = target.resolve(ctx, |message| {
+            let backend = target.resolve(ctx, self.located, |message| {
                 let field = format!("spec.rules[{}].backendRefs[{k}]", self.index);
                 warn(warnings, self.located, Some(field), message);
             });
@@ -559,7 +559,7 @@ fn tcp_rule(
             namespace: b.namespace.as_deref().unwrap_or(route_ns),
             port: b.port,
         };
-        let backend = target.resolve(ctx, |message| {
+        let backend = target.resolve(ctx, located, |message| {
             let field = format!("spec.rules[0].backendRefs[{k}]");
             warn(warnings, located, Some(field), message);
         });
@@ -606,10 +606,16 @@ struct BackendTarget<'a> {
 }
 
 impl BackendTarget<'_> {
-    /// The backend the reference names. A Service that does not exist, or lacks the port,
-    /// is an invalid backend, and `warn` is told why; another kind is an invalid backend the
-    /// loader already reported.
-    fn resolve(&self, ctx: &Context<'_>, warn: impl FnOnce(String)) -> Backend {
+    /// The backend the reference of `route` names. A Service that does not exist, lacks the
+    /// port, or is in another namespace without a ReferenceGrant allowing it, is an invalid
+    /// backend, and `warn` is told why; another kind is an invalid backend the loader
+    /// already reported.
+    fn resolve(
+        &self,
+        ctx: &Context<'_>,
+        route: &Located<Resource>,
+        warn: impl FnOnce(String),
+    ) -> Backend {
         let is_service = matches!(self.group.unwrap_or(""), "" | "core")
             && self.kind.unwrap_or("Service") == "Service";
         if !is_service {
@@ -620,6 +626,18 @@ impl BackendTarget<'_> {
                     self.kind.unwrap_or("Service")
                 ),
             };
+        }
+        if !ctx.may_reference(route, self.namespace, self.name) {
+            let reason = format!(
+                "backendRef Service {}/{} is in another namespace, and no ReferenceGrant there \
+                 allows {}s from namespace {}",
+                self.namespace,
+                self.name,
+                route.value.kind(),
+                route.value.namespace()
+            );
+            warn(format!("{reason}: requests sent to it are answered 500"));
+            return Backend::Invalid { reason };
         }
         let host = format!("{}.{}.svc.cluster.local", self.name, self.namespace);
         let port = self.port.and_then(|p| u16::try_from(p).ok());
@@ -682,7 +700,7 @@ fn mirror(
         namespace: b.namespace.as_deref().unwrap_or(located.value.namespace()),
         port: b.port,
     };
-    let Backend::Service { host, port, .. } = target.resolve(ctx, |message| {
+    let Backend::Service { host, port, .. } = target.resolve(ctx, located, |message| {
         warn(warnings, located, Some(field), message);
     }) else {
         return None;

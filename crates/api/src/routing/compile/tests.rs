@@ -347,7 +347,42 @@ spec:
         order(port.consumers[0].http.as_ref().unwrap()),
         ["client/mine/0"]
     );
-    assert!(warnings(&routes).is_empty(), "{:?}", warnings(&routes));
+    // `other` is neither in the route's namespace nor its parent: without a ReferenceGrant
+    // in `ns` the backend is refused (500s), and the user is told.
+    let backend = |routes: &MeshRoutes| {
+        let consumer = &routes.tables[ECHO].port(80).unwrap().consumers[0];
+        match &consumer.http.as_ref().unwrap().rules[0].action {
+            Action::Forward(d) => d[0].backend.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(matches!(backend(&routes), Backend::Invalid { .. }));
+    let w = warnings(&routes);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("no ReferenceGrant there allows HTTPRoutes from namespace client"),
+        "{w:?}"
+    );
+    // A grant for another kind, namespace or Service does not do; the right one does.
+    for (from_kind, from_ns, to_name, granted) in [
+        ("GRPCRoute", "client", "other", false),
+        ("HTTPRoute", "elsewhere", "other", false),
+        ("HTTPRoute", "client", "echo", false),
+        ("HTTPRoute", "client", "other", true),
+    ] {
+        let grant = format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+             metadata: {{name: g, namespace: ns}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, \
+             kind: {from_kind}, namespace: {from_ns}}}]\n  to: [{{group: \"\", kind: Service, \
+             name: {to_name}}}]\n"
+        );
+        let routes = compiled(&format!("{yaml}{grant}"));
+        assert_eq!(
+            matches!(backend(&routes), Backend::Service { .. }),
+            granted,
+            "{from_kind} from {from_ns} to {to_name}"
+        );
+    }
 }
 
 const VS: &str = "
