@@ -15,6 +15,11 @@
 //! is logged and embedded in every answer as `startup_calls`, which shows what an app's very
 //! first requests met (in a namespace whose proxy is not capturing yet, a service's virtual
 //! IP leads nowhere).
+//!
+//! With `--echo` it is an echo server instead ([`echo`]): every request is answered 200 with
+//! `Key=Value` lines describing it as received, in the format of the echo app Istio and the
+//! Gateway API conformance tests use, and no calls are made. `--grpc-listen` adds that app's
+//! gRPC echo service (`proto.EchoTestService`) on a port of its own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,6 +36,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Map, Value};
 use tokio::net::{TcpListener, TcpStream};
 
+mod echo;
+
 #[derive(Args)]
 pub struct DemoAppArgs {
     #[arg(long, default_value = "127.0.0.1:9080")]
@@ -41,9 +48,22 @@ pub struct DemoAppArgs {
     /// Version reported in answers.
     #[arg(long, default_value = "v1")]
     pub app_version: String,
-    /// Instance name reported in answers.
+    /// Instance name reported in answers (`Hostname` with --echo).
     #[arg(long, default_value = "demo-1")]
     pub instance: String,
+    /// Namespace reported in answers: the workload's.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Answer every request with 200 and `Key=Value` text lines describing it as received
+    /// (Hostname, Namespace, URL, Host, Method, one RequestHeader line per header value…),
+    /// as the echo app of the Gateway API conformance tests does, instead of JSON. Query
+    /// parameters such as `status` and `delay` are not interpreted.
+    #[arg(long, conflicts_with_all = ["calls", "startup_calls"])]
+    pub echo: bool,
+    /// Also serve the gRPC echo service `proto.EchoTestService` (unary `Echo`, answering with
+    /// the same lines, `:authority` included) on this address, over plaintext HTTP/2.
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
     /// A URL to call for every request (repeatable), e.g. `http://reviews:9080/`.
     #[arg(long = "call")]
     pub calls: Vec<String>,
@@ -126,6 +146,8 @@ struct App {
     startup: std::sync::OnceLock<Vec<Value>>,
     /// Requests received so far (for `--fail-first`).
     received: std::sync::atomic::AtomicU64,
+    /// The names echo answers report.
+    who: Arc<echo::Identity>,
 }
 
 /// How long one startup call may take: a call into a mesh that drops its packets would
@@ -143,15 +165,28 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
     });
     let client = Client::builder(TokioExecutor::new()).build(ProxyConnector { proxy });
     tracing::info!(listen = %args.listen, service = %args.service, version = %args.app_version, "demo app serving");
+    let who = Arc::new(echo::Identity {
+        hostname: args.instance.clone(),
+        namespace: args.namespace.clone(),
+        version: args.app_version.clone(),
+    });
+    let grpc_listen = args.grpc_listen;
     let app = Arc::new(App {
         args,
         client,
         startup: std::sync::OnceLock::new(),
         received: std::sync::atomic::AtomicU64::new(0),
+        who: who.clone(),
     });
+    let grpc = async {
+        match grpc_listen {
+            Some(listen) => echo::serve_grpc(listen, who).await,
+            None => std::future::pending().await,
+        }
+    };
     let serve = async {
         loop {
-            let (tcp, _) = match listener.accept().await {
+            let (tcp, peer) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -164,6 +199,12 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
                 let svc = hyper::service::service_fn(move |req| {
                     let app = app.clone();
                     async move {
+                        if app.args.echo {
+                            let local = app.args.listen;
+                            return Ok::<_, Infallible>(
+                                echo::http_answer(req, &app.who, local, peer).await,
+                            );
+                        }
                         if !app.args.finish_abandoned {
                             return Ok::<_, Infallible>(handle(req, &app).await);
                         }
@@ -216,6 +257,8 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         _ = async { tokio::join!(serve, startup) } => Ok(()),
+        // Serving gRPC ends only by failing (a port in use, say).
+        r = grpc => r,
         _ = crate::signal::shutdown() => Ok(()),
     }
 }
@@ -300,6 +343,7 @@ async fn handle(req: Request<Incoming>, app: &App) -> Response<Body> {
         "service": app.args.service,
         "version": app.args.app_version,
         "instance": app.args.instance,
+        "namespace": app.args.namespace,
         "path": path,
         "http_version": version,
         "body_bytes": body_bytes,

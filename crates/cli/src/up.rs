@@ -2,9 +2,9 @@
 //!
 //! Reads DIR like the control plane does, then starts, as separate processes: the control
 //! plane on DIR, and for every `WorkloadEntry` a demo app with a proxy beside it, plus a front
-//! proxy publishing the front service on `--listen`. Each proxy gets a join token for exactly
-//! its own identity. Ctrl-C or SIGTERM stops everything; children also die with `up` if it is
-//! killed, so no process is left behind.
+//! proxy publishing the front service (if one is annotated) on `--listen`. Each proxy gets a
+//! join token for exactly its own identity. Ctrl-C or SIGTERM stops everything; children also
+//! die with `up` if it is killed, so no process is left behind.
 //!
 //! Two ways to lay the workloads out:
 //!
@@ -18,8 +18,11 @@
 //! What a workload's demo app does comes from its WorkloadEntry: label `app` names the
 //! service it reports, label `version` its version, and the annotations
 //! `demo.trellis.dev/calls` and `demo.trellis.dev/startup-calls` list (comma-separated) the
-//! URLs it calls for every request and once at start. The Service annotated
-//! `demo.trellis.dev/front: "true"` is the one published.
+//! URLs it calls for every request and once at start; `demo.trellis.dev/echo: "true"` makes
+//! it an echo server (`demo-app --echo`). A port named `grpc` in the entry's `ports`, when it
+//! is not the app's HTTP port, gets the demo app's gRPC echo service. The Service annotated
+//! `demo.trellis.dev/front: "true"` is the one published; with none, the mesh runs without a
+//! front door.
 
 mod netns;
 mod network;
@@ -55,6 +58,10 @@ pub const DELAY_ANNOTATION: &str = "demo.trellis.dev/delay";
 /// Annotation on a WorkloadEntry: its demo app answers its first N requests with 500
 /// (`--fail-first`), an instance that starts broken and recovers.
 pub const FAIL_FIRST_ANNOTATION: &str = "demo.trellis.dev/fail-first";
+/// Annotation on a WorkloadEntry: `"true"` makes its demo app an echo server (`--echo`).
+pub const ECHO_ANNOTATION: &str = "demo.trellis.dev/echo";
+/// The WorkloadEntry port on which the demo app serves its gRPC echo service.
+pub const GRPC_PORT_NAME: &str = "grpc";
 /// Annotation on a Service: publish it on `--listen`.
 pub const FRONT_ANNOTATION: &str = "demo.trellis.dev/front";
 
@@ -145,6 +152,8 @@ struct Workload {
     /// `--delay` and `--fail-first` for its demo app, as annotated.
     delay: Option<String>,
     fail_first: Option<String>,
+    /// `demo-app --echo`.
+    echo: bool,
 }
 
 impl Workload {
@@ -162,6 +171,12 @@ impl Workload {
             .copied()
             .ok_or_else(|| anyhow!("WorkloadEntry {} has no ports", self.name))
     }
+
+    /// The port of the gRPC echo service, if the entry names one apart from the app's.
+    fn grpc_port(&self) -> Option<u16> {
+        let grpc = *self.ports.get(GRPC_PORT_NAME)?;
+        (self.app_port().ok() != Some(grpc)).then_some(grpc)
+    }
 }
 
 /// The service published on `--listen`.
@@ -175,7 +190,8 @@ struct Front {
 /// What `up` starts, read from DIR.
 struct Plan {
     workloads: Vec<Workload>,
-    front: Front,
+    /// None when no Service is annotated to be published.
+    front: Option<Front>,
 }
 
 /// What every start-up step needs.
@@ -307,6 +323,11 @@ fn read_plan(dir: &Path) -> anyhow::Result<Plan> {
                         .is_some_and(|v| v == "true"),
                     delay: we.meta.annotations.get(DELAY_ANNOTATION).cloned(),
                     fail_first: we.meta.annotations.get(FAIL_FIRST_ANNOTATION).cloned(),
+                    echo: we
+                        .meta
+                        .annotations
+                        .get(ECHO_ANNOTATION)
+                        .is_some_and(|v| v == "true"),
                 });
             }
             Resource::Service(svc)
@@ -332,12 +353,6 @@ fn read_plan(dir: &Path) -> anyhow::Result<Plan> {
             _ => {}
         }
     }
-    let front = front.ok_or_else(|| {
-        anyhow!(
-            "no Service in {} is annotated {FRONT_ANNOTATION}: \"true\"",
-            dir.display()
-        )
-    })?;
     Ok(Plan { workloads, front })
 }
 
@@ -488,6 +503,7 @@ fn app_command(
         .args(["--service", w.labels.get("app").unwrap_or(&w.name)])
         .args(["--app-version", w.labels.get("version").map_or("v1", |v| v)])
         .args(["--instance", &w.name])
+        .args(["--namespace", &w.namespace])
         // The demo app would take it as its proxy.
         .env_remove("http_proxy");
     if let Some(p) = proxy {
@@ -514,21 +530,30 @@ fn app_command(
     if let Some(n) = &w.fail_first {
         cmd.args(["--fail-first", n]);
     }
+    if w.echo {
+        cmd.arg("--echo");
+    }
+    if let Some(grpc) = w.grpc_port() {
+        cmd.args(["--grpc-listen", &SocketAddr::new(address, grpc).to_string()]);
+    }
     Ok(cmd)
 }
 
 /// The front door: a proxy of its own identity, in the namespace `up` runs in, whose
 /// outbound listener is the published address and sends everything to the front service. It
-/// serves no app, so its other listeners take ephemeral ports. Returns its health address.
+/// serves no app, so its other listeners take ephemeral ports. Returns its health address,
+/// or nothing when no service is to be published.
 fn spawn_front(
     ctx: &Ctx<'_>,
     children: &mut Children,
     tokens: &TokenStore,
     control: SocketAddr,
     root: &Path,
-) -> anyhow::Result<SocketAddr> {
+) -> anyhow::Result<Option<SocketAddr>> {
     let a = ctx.args;
-    let front = &ctx.plan.front;
+    let Some(front) = &ctx.plan.front else {
+        return Ok(None);
+    };
     let front_sa = "trellis-front";
     let (_, token) = tokens
         .create(
@@ -556,7 +581,7 @@ fn spawn_front(
             .args(telemetry_flags(a))
             .env("TRELLIS_JOIN_TOKEN", token),
     )?;
-    Ok(front_admin)
+    Ok(Some(front_admin))
 }
 
 /// The default layout: everything on loopback, explicit-mode proxies, no root.
@@ -581,8 +606,9 @@ async fn start_loopback(ctx: &Ctx<'_>, children: &mut Children) -> anyhow::Resul
         let mut app = app_command(Command::new(ctx.exe), w, w.address, Some(proxy))?;
         children.spawn(format!("app {}", w.name), &mut app)?;
     }
-    let front_admin = spawn_front(ctx, children, &tokens, a.control, &root)?;
-    admins.push(("front".into(), front_admin));
+    if let Some(front_admin) = spawn_front(ctx, children, &tokens, a.control, &root)? {
+        admins.push(("front".into(), front_admin));
+    }
     for (name, admin) in &admins {
         wait_until(
             ctx.ready_deadline,
@@ -614,12 +640,21 @@ async fn start_loopback(ctx: &Ctx<'_>, children: &mut Children) -> anyhow::Resul
 /// The closing lines of the start-up output: what to try (`more` after the curls).
 fn print_tries(ctx: &Ctx<'_>, api: SocketAddr, more: Option<&str>) {
     let a = ctx.args;
-    println!(
-        "{} is published on http://{}/ . Try:",
-        ctx.plan.front.service, a.listen
-    );
-    println!("  curl -s http://{}/", a.listen);
-    println!("  curl -s 'http://{}/?status=503'", a.listen);
+    match &ctx.plan.front {
+        Some(front) => {
+            println!(
+                "{} is published on http://{}/ . Try:",
+                front.service, a.listen
+            );
+            println!("  curl -s http://{}/", a.listen);
+            println!("  curl -s 'http://{}/?status=503'", a.listen);
+        }
+        None => println!(
+            "No service is published (annotate one {FRONT_ANNOTATION}: \"true\" for a front \
+             door on {}). Try:",
+            a.listen
+        ),
+    }
     if let Some(more) = more {
         println!("  {more}");
     }

@@ -117,13 +117,15 @@ pub(super) async fn run(
     }
 
     let front_admin = spawn_front(ctx, children, &tokens, control, &root)?;
-    wait_until(ctx.ready_deadline, children, "the front proxy", || {
-        ready(front_admin)
-    })
-    .await?;
+    if let Some(front_admin) = front_admin {
+        wait_until(ctx.ready_deadline, children, "the front proxy", || {
+            ready(front_admin)
+        })
+        .await?;
+    }
     // A proxy's first snapshot can predate the registrations that move WorkloadEntries to
     // their namespaces' addresses; the mesh is up once every proxy has the latest one.
-    let expected = placed.len() + 1;
+    let expected = placed.len() + usize::from(front_admin.is_some());
     wait_until(
         ctx.ready_deadline,
         children,
@@ -358,13 +360,15 @@ fn print_summary(
         network.bridge_ns()
     );
     // From inside a workload, by name, through both proxies: what an app sees.
-    let from_inside = placed.last().map(|p| {
-        let front = &ctx.plan.front;
-        format!(
-            "ip netns exec {} curl -s http://{}:{}/",
-            p.netns, front.service, front.port
-        )
-    });
+    let from_inside = placed
+        .last()
+        .zip(ctx.plan.front.as_ref())
+        .map(|(p, front)| {
+            format!(
+                "ip netns exec {} curl -s http://{}:{}/",
+                p.netns, front.service, front.port
+            )
+        });
     print_tries(ctx, api, from_inside.as_deref());
 }
 
@@ -388,6 +392,7 @@ mod tests {
             finish_abandoned: false,
             delay: None,
             fail_first: None,
+            echo: false,
         }
     }
 
