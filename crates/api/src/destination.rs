@@ -75,6 +75,10 @@ pub struct PoolLimits {
     /// Requests a pooled connection carries before it is replaced
     /// (`http.maxRequestsPerConnection`); 0: no limit.
     pub max_requests_per_connection: u32,
+    /// Milliseconds a pooled connection may stay unused before it is closed
+    /// (`http.idleTimeout`); `None`: the proxy's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 impl Default for PoolLimits {
@@ -84,6 +88,7 @@ impl Default for PoolLimits {
             max_requests: u32::MAX,
             max_pending: u32::MAX,
             max_requests_per_connection: 0,
+            idle_timeout_ms: None,
         }
     }
 }
@@ -340,6 +345,9 @@ fn pool(p: &ConnectionPoolSettings) -> PoolLimits {
         max_pending: limit(clamp(http.and_then(|h| h.http1_max_pending_requests))),
         max_requests_per_connection: clamp(http.and_then(|h| h.max_requests_per_connection))
             .unwrap_or(0),
+        idle_timeout_ms: http
+            .and_then(|h| h.idle_timeout.as_ref())
+            .map(|d| millis(Some(d), 0)),
     }
 }
 
@@ -473,7 +481,6 @@ fn common_ignored(
             let http_at = at.field("http");
             for (present, name) in [
                 (http.max_retries.is_some(), "maxRetries"),
-                (http.idle_timeout.is_some(), "idleTimeout"),
                 (http.h2_upgrade_policy.is_some(), "h2UpgradePolicy"),
                 (http.use_client_protocol.is_some(), "useClientProtocol"),
                 (

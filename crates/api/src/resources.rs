@@ -342,7 +342,6 @@ impl Resource {
             Resource::HttpRoute(r) => r.spec.notices(&mut out),
             Resource::GrpcRoute(r) => r.spec.notices(&mut out),
             Resource::TcpRoute(r) => r.notices(&mut out),
-            Resource::ReferenceGrant(r) => r.spec.notices(&mut out),
             Resource::VirtualService(r) => r.spec.notices(&mut out),
             Resource::ServiceEntry(r) => r.spec.notices(&mut out),
             Resource::WorkloadGroup(r) => r.spec.notices(&mut out),

@@ -659,7 +659,7 @@ fn print_tries(ctx: &Ctx<'_>, api: SocketAddr, more: Option<&str>) {
         println!("  {more}");
     }
     println!(
-        "  edit the VirtualService weights in {} and watch the reviews versions change",
+        "  edit the YAML in {} (routes, weights, policies): the mesh follows within seconds",
         a.dir.display()
     );
     println!("  trellis certs --api {api}        # every workload certificate");

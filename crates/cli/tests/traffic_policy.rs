@@ -146,6 +146,30 @@ async fn balancers_follow_the_destination_rule() {
     }
     let used: std::collections::BTreeSet<&String> = d.values().flat_map(|s| s.keys()).collect();
     assert_eq!(used.len(), 2, "20 users all hashed to {used:?}");
+    // What the proxy acts on is in its config dump.
+    let dump = client
+        .get(mesh.addr(1, 15000), "admin", "/config_dump", &[])
+        .await
+        .expect("config dump")
+        .json()
+        .expect("json");
+    let policy_of = |host: &str| {
+        dump["snapshot"]["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["host"] == host))
+            .map(|s| s["traffic_policy"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        policy_of("c.default.svc.cluster.local")["service"]["default"]["load_balancer"],
+        "round_robin",
+        "{dump}"
+    );
+    assert_eq!(
+        policy_of("d.default.svc.cluster.local")["service"]["default"]["load_balancer"]
+            ["consistent_hash"]["header"],
+        "end-user"
+    );
 }
 
 /// Outlier detection: `b-2` fails its first 3 requests. With `consecutive5xxErrors: 3` the
@@ -314,4 +338,43 @@ async fn a_request_with_a_body_is_retried_whole() {
         served, 2,
         "a-1 should have served the attempt and the retry"
     );
+}
+
+/// Retries go to another endpoint (Istio's default, `retryIgnorePreviousHosts`): `b-1`
+/// always fails, `b-2` never does, and `b` retries 5xx once. Round robin sends every other
+/// request to `b-1`; its retry goes to `b-2`, so every request succeeds, and each of
+/// `b-1`'s failures was retried on `b-2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_another_endpoint() {
+    let dir = mesh_config(
+        &["http://b:9080/"],
+        &[(
+            "b",
+            &[("b-1", "    demo.trellis.dev/fail-first: \"1000000\"\n"), ("b-2", "")],
+        )],
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: b\nspec:\n  \
+         host: b\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: b\nspec:\n  \
+         hosts:\n  - b\n  http:\n  - route:\n    - destination:\n        host: b\n    retries:\n      \
+         attempts: 1\n      retryOn: 5xx\n",
+    );
+    let mesh = Mesh::up(BIN.as_ref(), dir.path(), 48).expect("mesh starts");
+    let client = HttpClient::new();
+    for _ in 0..20 {
+        let (status, answer, _) = ask(&client, &mesh, &[]).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(instance(&answer, 0).as_deref(), Some("b-2"), "{answer}");
+    }
+    // b-1's failures each came back as a retry on b-2: b-1 served about half the first
+    // attempts, b-2 everything else.
+    let served = |host| {
+        metric_sum(
+            mesh.addr(host, 15020),
+            "trellis_requests_total",
+            &["reporter=\"destination\""],
+        )
+    };
+    let (b1, b2) = (served(2).await, served(3).await);
+    assert_eq!(b2, 20, "b-2 answered every request");
+    assert!((8..=12).contains(&b1), "b-1 got {b1} first attempts of 20");
 }

@@ -187,6 +187,9 @@ fn config_dump(state: &ProxyState) -> serde_json::Value {
                             "destinations": r.destinations.iter().map(|d| serde_json::json!({"host": d.host, "subset": d.subset, "port": d.port, "weight": d.weight})).collect::<Vec<_>>(),
                         })).collect::<Vec<_>>(),
                         "endpoints": svc.endpoints.iter().map(|e| serde_json::json!({"workload": e.workload_name, "address": e.address.to_string(), "identity": e.identity, "labels": e.labels})).collect::<Vec<_>>(),
+                        // What routing and balancing act on, as the control plane compiled it.
+                        "route_table": serde_json::to_value(&svc.routes).unwrap_or_default(),
+                        "traffic_policy": serde_json::to_value(&*svc.policies).unwrap_or_default(),
                     })
                 })
                 .collect()

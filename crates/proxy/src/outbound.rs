@@ -90,6 +90,8 @@ pub struct Balance<'r> {
     pub state: &'r ProxyState,
     pub headers: &'r http::HeaderMap,
     pub query: Option<&'r str>,
+    /// Endpoints (by proxy address) not to pick: those a retry already tried.
+    pub avoid: &'r [std::net::SocketAddr],
 }
 
 async fn handle(req: Request<Incoming>, state: &ProxyState, pool: &Arc<Pool>) -> Response<Body> {
@@ -185,6 +187,7 @@ pub async fn forward(
                 state,
                 headers: &parts.headers,
                 query: parts.uri.query(),
+                avoid: &[],
             };
             endpoint_of(dest, subset, dest_port, Some(balance))
         }) {
@@ -264,7 +267,6 @@ pub async fn forward(
         .and_then(|r| r.filters.retries.as_ref())
         .filter(|_| replay.is_some() && !inherited.retried_above);
     let per_try = rule.and_then(|r| r.filters.per_try_timeout);
-    let identity = target.endpoint.identity.clone();
     let req = Request::from_parts(parts, body);
     let mut req = match to_upstream(req, &authority, &target, state, exchange.as_mut()) {
         Ok(r) => r,
@@ -289,14 +291,33 @@ pub async fn forward(
             budget,
             body: replay.unwrap_or_default(),
         });
+    // Retries go to another endpoint than the ones tried, when the destination has one and
+    // the policy says so (Istio's default): picked as the first was, but without a hash key.
+    let dest_service = target.service;
+    let others = move |tried: &[std::net::SocketAddr]| {
+        let headers = http::HeaderMap::new();
+        let balance = Balance {
+            state,
+            headers: &headers,
+            query: None,
+            avoid: tried,
+        };
+        endpoint_of(dest_service, subset, dest_port, Some(balance))
+            .ok()
+            .map(|t| Hop::of(&t))
+    };
     let upstream = Upstream {
-        peer: peer_addr,
-        identity: &identity,
-        requests_per_connection: target
+        first: Hop::of(&target),
+        others: (target.endpoints > 1).then_some(&others),
+        connections: target
             .policy
             .pool
             .as_ref()
-            .map_or(0, |p| p.max_requests_per_connection),
+            .map(|p| crate::pool::ConnectionLimits {
+                per_connection: p.max_requests_per_connection,
+                idle: p.idle_timeout_ms.map(Duration::from_millis),
+            })
+            .unwrap_or_default(),
         outlier: target
             .destination
             .as_deref()
@@ -312,7 +333,7 @@ pub async fn forward(
                 Ok(slot) => Some(slot),
                 Err(overflow) => {
                     let resp = error_response(StatusCode::SERVICE_UNAVAILABLE, overflow);
-                    return flag_response(resp, Flag::Overflow);
+                    return (flag_response(resp, Flag::Overflow), None);
                 }
             },
             None => None,
@@ -320,20 +341,32 @@ pub async fn forward(
         // In flight at the endpoint until the response head: the balancer's cost and
         // latency.
         let in_flight = state.balancer.start(peer_addr);
-        let resp = send_with_retries(pool, &upstream, req, retry, per_try).await;
+        let (resp, last) = send_with_retries(pool, &upstream, req, retry, per_try).await;
         in_flight.observe();
-        match slot {
+        let resp = match slot {
             Some(slot) => resp.map(|body| guarded(body, slot)),
             None => resp,
-        }
+        };
+        (resp, last)
     };
-    let resp = match chain.deadline {
+    let (resp, last) = match chain.deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), send).await {
             Ok(r) => r,
-            Err(_) => route::timed_out(timeout),
+            Err(_) => (route::timed_out(timeout), None),
         },
         None => send.await,
     };
+    // A retry answered by another endpoint: the record names the one that answered.
+    if let (Some(hop), Some(ex)) = (last, exchange.as_mut()) {
+        ex.edge = telemetry.outbound_edge(
+            &target.service.host,
+            &hop.workload,
+            &target.service.namespace,
+            &hop.identity,
+            true,
+        );
+        ex.upstream = Some(hop.peer);
+    }
     let mut resp = match resp {
         resp if resp.extensions().get::<Flag>().is_some() => resp,
         resp => {
@@ -415,12 +448,37 @@ fn mirror(
 
 /// Sends `req`, and again (with the kept body) while the policy, the attempts left and the
 /// budget allow.
-/// Where the attempts of a request go: the endpoint's proxy, the identity it must prove, how
-/// many requests a pooled connection may carry, and the outlier detection its answers feed.
-struct Upstream<'a> {
+/// One endpoint an attempt goes to: its proxy, the identity it must prove, the workload
+/// port, and its name (for the record).
+#[derive(Clone, Debug)]
+struct Hop {
     peer: std::net::SocketAddr,
-    identity: &'a str,
-    requests_per_connection: u32,
+    identity: String,
+    port: u16,
+    workload: String,
+}
+
+impl Hop {
+    fn of(target: &Target<'_>) -> Hop {
+        Hop {
+            peer: target.endpoint.proxy_addr(),
+            identity: target.endpoint.identity.clone(),
+            port: target.port,
+            workload: target.endpoint.workload_name.clone(),
+        }
+    }
+}
+
+/// Another endpoint of the destination, avoiding the proxies given; `None` when there is
+/// none.
+type Others<'a> = &'a (dyn Fn(&[std::net::SocketAddr]) -> Option<Hop> + Sync);
+
+/// Where the attempts of a request go: the first endpoint, where retries may go instead, how
+/// many requests a pooled connection may carry, and the outlier detection answers feed.
+struct Upstream<'a> {
+    first: Hop,
+    others: Option<Others<'a>>,
+    connections: crate::pool::ConnectionLimits,
     /// The destination's detector and its number of endpoints.
     outlier: Option<(&'a OutlierDetector, usize)>,
 }
@@ -439,8 +497,11 @@ async fn send_with_retries(
     req: Request<Body>,
     retry: Option<Retry<'_>>,
     per_try: Option<Duration>,
-) -> Response<Body> {
+) -> (Response<Body>, Option<Hop>) {
     let policy = retry.as_ref().map(|r| r.policy);
+    // Set once a retry goes to another endpoint than the first.
+    let mut moved: Option<Hop> = None;
+    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
     let replay = retry.as_ref().map(|r| route::Replayable {
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -451,20 +512,23 @@ async fn send_with_retries(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        let hop = moved.as_ref().unwrap_or(&upstream.first);
         let this = match req.take() {
             Some(r) => r,
             None => match &replay {
-                Some(r) => r.request(),
-                None => return error_response(StatusCode::BAD_GATEWAY, "nothing to send"),
+                Some(r) => {
+                    let mut again = r.request();
+                    again.headers_mut().insert(TARGET_PORT, hop.port.into());
+                    again
+                }
+                None => {
+                    let resp = error_response(StatusCode::BAD_GATEWAY, "nothing to send");
+                    return (resp, moved);
+                }
             },
         };
-        let peer = upstream.peer;
-        let sent = pool.send_limited(
-            peer,
-            upstream.identity,
-            this,
-            upstream.requests_per_connection,
-        );
+        let peer = hop.peer;
+        let sent = pool.send_limited(peer, &hop.identity, this, upstream.connections);
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, sent).await.ok(),
             None => Some(sent.await),
@@ -511,10 +575,10 @@ async fn send_with_retries(
             }
         }
         let Some(policy) = policy else {
-            return resp;
+            return (resp, moved);
         };
         if !route::retryable(policy, &outcome) {
-            return resp;
+            return (resp, moved);
         }
         // Attempts first: a retry the policy would not make takes nothing from the budget.
         if attempt > policy.attempts
@@ -524,7 +588,16 @@ async fn send_with_retries(
         {
             let (mut head, body) = resp.into_parts();
             head.extensions.insert(Flag::RetriesExhausted);
-            return Response::from_parts(head, body);
+            return (Response::from_parts(head, body), moved);
+        }
+        if policy.ignore_previous_hosts {
+            if let Some(others) = upstream.others {
+                tried.push(peer);
+                // None left untried: the last one again.
+                if let Some(next) = others(&tried) {
+                    moved = Some(next);
+                }
+            }
         }
         if let Some(backoff) = policy.backoff {
             tokio::time::sleep(backoff).await;
@@ -707,8 +780,17 @@ pub fn endpoint_of<'a>(
                 .get(&dest_service.host, sp.port, subset, policy);
             let addrs: Vec<std::net::SocketAddr> =
                 candidates.iter().map(|e| e.proxy_addr()).collect();
-            let admitted =
+            let mut admitted =
                 crate::destination::admitted(destination.as_deref(), &addrs, Instant::now());
+            if !b.avoid.is_empty() {
+                admitted.retain(|i| !b.avoid.contains(&addrs[*i]));
+                if admitted.is_empty() {
+                    return Err((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "every admitted endpoint was tried".to_owned(),
+                    ));
+                }
+            }
             if admitted.is_empty() {
                 return Err((
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -77,6 +77,19 @@ struct Pooled {
     sender: SendRequest<Body>,
     last_used: Instant,
     requests: u32,
+    /// The idle timeout the last request's destination asked for (DestinationRule
+    /// `http.idleTimeout`), instead of the proxy's.
+    idle: Option<Duration>,
+}
+
+/// What a destination's connection-pool settings ask of the connection a request takes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionLimits {
+    /// Requests a connection carries before it is replaced (`maxRequestsPerConnection`); 0:
+    /// no limit.
+    pub per_connection: u32,
+    /// How long the connection may stay unused before it is closed (`idleTimeout`).
+    pub idle: Option<Duration>,
 }
 
 impl Pool {
@@ -95,26 +108,28 @@ impl Pool {
         identity: &str,
         req: http::Request<Body>,
     ) -> Result<http::Response<Incoming>, PoolError> {
-        self.send_limited(addr, identity, req, 0).await
+        self.send_limited(addr, identity, req, ConnectionLimits::default())
+            .await
     }
 
-    /// [`Pool::send`], on a connection that has carried fewer than `per_connection` requests
-    /// (DestinationRule `maxRequestsPerConnection`; 0: no limit). A connection at the limit
-    /// is let go — the streams still open on it finish — and the request opens a new one.
+    /// [`Pool::send`] under a destination's `limits`: on a connection that has carried fewer
+    /// than `limits.per_connection` requests (a connection at the limit is let go — the
+    /// streams still open on it finish — and the request opens a new one), which is then
+    /// kept idle for `limits.idle` rather than the proxy's own timeout.
     pub async fn send_limited(
         &self,
         addr: SocketAddr,
         identity: &str,
         req: http::Request<Body>,
-        per_connection: u32,
+        limits: ConnectionLimits,
     ) -> Result<http::Response<Incoming>, PoolError> {
         let key = PoolKey {
             addr,
             identity: identity.to_string(),
         };
-        let mut sender = match self.cached(&key, per_connection) {
+        let mut sender = match self.cached(&key, limits) {
             Some(s) => s,
-            None => self.connect(&key).await?,
+            None => self.connect(&key, limits.idle).await?,
         };
         sender
             .ready()
@@ -126,8 +141,9 @@ impl Pool {
             .map_err(|source| PoolError::Http { addr, source })
     }
 
-    fn cached(&self, key: &PoolKey, per_connection: u32) -> Option<SendRequest<Body>> {
+    fn cached(&self, key: &PoolKey, limits: ConnectionLimits) -> Option<SendRequest<Body>> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let per_connection = limits.per_connection;
         match conns.get_mut(key) {
             Some(p)
                 if !p.sender.is_closed()
@@ -135,6 +151,7 @@ impl Pool {
             {
                 p.last_used = Instant::now();
                 p.requests = p.requests.saturating_add(1);
+                p.idle = limits.idle;
                 Some(p.sender.clone())
             }
             Some(_) => {
@@ -161,7 +178,7 @@ impl Pool {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let before = conns.len();
         conns.retain(|key, p| {
-            let keep = !p.sender.is_closed() && p.last_used.elapsed() < idle;
+            let keep = !p.sender.is_closed() && p.last_used.elapsed() < p.idle.unwrap_or(idle);
             if !keep {
                 tracing::debug!(peer = %key.addr, identity = %key.identity, "idle connection released");
             }
@@ -170,9 +187,10 @@ impl Pool {
         before - conns.len()
     }
 
-    /// Reaps idle connections every so often (a quarter of `idle`, at least a second).
+    /// Reaps idle connections every second (or a quarter of `idle`, if shorter).
     pub async fn reap_forever(self: Arc<Self>, idle: Duration) {
-        let every = (idle / 4).max(Duration::from_secs(1));
+        // Every second at most: a destination may ask for a shorter idle timeout than ours.
+        let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(1));
         loop {
             tokio::time::sleep(every).await;
             self.reap(idle);
@@ -217,7 +235,11 @@ impl Pool {
         Ok(config)
     }
 
-    async fn connect(&self, key: &PoolKey) -> Result<SendRequest<Body>, PoolError> {
+    async fn connect(
+        &self,
+        key: &PoolKey,
+        idle: Option<Duration>,
+    ) -> Result<SendRequest<Body>, PoolError> {
         let config = self.client_config(&key.identity)?;
         let addr = key.addr;
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -259,6 +281,7 @@ impl Pool {
                 last_used: Instant::now(),
                 // The request that opened it.
                 requests: 1,
+                idle,
             },
         );
         Ok(sender)

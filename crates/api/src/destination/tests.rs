@@ -64,7 +64,7 @@ fn simple_balancers_and_hash_keys_map_to_the_proxy_policies() {
 fn istio_defaults_fill_what_a_setting_leaves_out() {
     let p = DestinationPolicies::compile(&spec(
         "host: r\ntrafficPolicy:\n  outlierDetection: {baseEjectionTime: 2s}\n  \
-         connectionPool: {http: {http1MaxPendingRequests: 1}}\n",
+         connectionPool: {http: {http1MaxPendingRequests: 1, idleTimeout: 1500ms}}\n",
     ));
     let policy = p.get(80, None);
     assert_eq!(
@@ -78,6 +78,7 @@ fn istio_defaults_fill_what_a_setting_leaves_out() {
         policy.pool,
         Some(PoolLimits {
             max_pending: 1,
+            idle_timeout_ms: Some(1500),
             ..PoolLimits::default()
         })
     );
@@ -92,6 +93,7 @@ fn istio_defaults_fill_what_a_setting_leaves_out() {
             max_requests: 1,
             max_pending: 1,
             max_requests_per_connection: 1,
+            idle_timeout_ms: None,
         })
     );
 }

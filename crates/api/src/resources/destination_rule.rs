@@ -253,7 +253,7 @@ mod tests {
         };
         spec.subsets[1].traffic_policy = Some(policy(serde_json::json!({
             "loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"duration": "10s"}},
-            "connectionPool": {"http": {"http2MaxRequests": 10, "idleTimeout": "1s"}},
+            "connectionPool": {"http": {"http2MaxRequests": 10, "maxRetries": 3}},
             "outlierDetection": {"consecutive5xxErrors": 3},
         })));
         let mut out = Vec::new();
@@ -266,7 +266,7 @@ mod tests {
             [
                 "spec.trafficPolicy.tls",
                 "spec.subsets[1].trafficPolicy.loadBalancer.warmup",
-                "spec.subsets[1].trafficPolicy.connectionPool.http.idleTimeout",
+                "spec.subsets[1].trafficPolicy.connectionPool.http.maxRetries",
             ]
         );
     }

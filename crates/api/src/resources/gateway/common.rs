@@ -159,14 +159,9 @@ pub(crate) fn validate_parent_refs(
     }
 }
 
-/// The mesh's view of a route of `kind`: it does not route with it yet, and parents other
-/// than Services are outside the mesh altogether.
-pub(crate) fn route_notices(kind: &'static str, refs: &[ParentReference], out: &mut Vec<Notice>) {
-    let reason = NoticeReason::NotActedOn {
-        kind,
-        action: "routed",
-    };
-    out.push(Notice::new(FieldPath::root(), reason));
+/// The mesh's view of a route: parents other than Services are outside the mesh
+/// altogether.
+pub(crate) fn route_notices(refs: &[ParentReference], out: &mut Vec<Notice>) {
     let parents = FieldPath::root().field("spec").field("parentRefs");
     parent_notices(refs, &parents, out);
 }

@@ -205,7 +205,7 @@ impl GrpcRouteSpec {
     /// The mesh does not route with GRPCRoutes yet; parents other than Services are outside
     /// the mesh altogether.
     pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
-        route_notices("GRPCRoute", &self.parent_refs, out);
+        route_notices(&self.parent_refs, out);
     }
 }
 

@@ -277,7 +277,7 @@ impl HttpRouteSpec {
     /// The mesh does not route with HTTPRoutes yet; parents other than Services are outside
     /// the mesh altogether.
     pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
-        route_notices("HTTPRoute", &self.parent_refs, out);
+        route_notices(&self.parent_refs, out);
     }
 }
 

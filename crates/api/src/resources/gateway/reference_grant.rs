@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::validate::{check_max_items, check_string, GROUP, KIND, NAMESPACE, OBJECT_NAME};
-use crate::resources::notice::{Notice, NoticeReason};
 use crate::resources::path::FieldPath;
 use crate::resources::validate::{ValidationError, Violation};
 use crate::resources::ObjectMeta;
@@ -83,17 +82,6 @@ impl ReferenceGrantSpec {
                 check_string(OBJECT_NAME, name, &at.field("name"), out);
             }
         }
-    }
-
-    /// The mesh does not check cross-namespace references yet.
-    pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
-        out.push(Notice::new(
-            FieldPath::root(),
-            NoticeReason::NotActedOn {
-                kind: "ReferenceGrant",
-                action: "enforced",
-            },
-        ));
     }
 }
 

@@ -102,6 +102,6 @@ impl TcpRoute {
     /// The mesh does not route with TCPRoutes yet; parents other than Services are outside
     /// the mesh altogether.
     pub(crate) fn notices(&self, out: &mut Vec<Notice>) {
-        route_notices("TCPRoute", &self.spec.parent_refs, out);
+        route_notices(&self.spec.parent_refs, out);
     }
 }
