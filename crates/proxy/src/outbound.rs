@@ -360,12 +360,12 @@ pub async fn forward(
     if let (Some(hop), Some(ex)) = (last, exchange.as_mut()) {
         ex.edge = telemetry.outbound_edge(
             &target.service.host,
-            &hop.workload,
+            &hop.endpoint.workload_name,
             &target.service.namespace,
-            &hop.identity,
+            &hop.endpoint.identity,
             true,
         );
-        ex.upstream = Some(hop.peer);
+        ex.upstream = Some(hop.endpoint.proxy_addr());
     }
     let mut resp = match resp {
         resp if resp.extensions().get::<Flag>().is_some() => resp,
@@ -446,38 +446,31 @@ fn mirror(
     }
 }
 
-/// Sends `req`, and again (with the kept body) while the policy, the attempts left and the
-/// budget allow.
-/// One endpoint an attempt goes to: its proxy, the identity it must prove, the workload
-/// port, and its name (for the record).
-#[derive(Clone, Debug)]
-struct Hop {
-    peer: std::net::SocketAddr,
-    identity: String,
+/// One endpoint an attempt goes to (from the snapshot) and the workload port there.
+#[derive(Clone, Copy, Debug)]
+struct Hop<'s> {
+    endpoint: &'s Endpoint,
     port: u16,
-    workload: String,
 }
 
-impl Hop {
-    fn of(target: &Target<'_>) -> Hop {
+impl<'s> Hop<'s> {
+    fn of(target: &Target<'s>) -> Hop<'s> {
         Hop {
-            peer: target.endpoint.proxy_addr(),
-            identity: target.endpoint.identity.clone(),
+            endpoint: target.endpoint,
             port: target.port,
-            workload: target.endpoint.workload_name.clone(),
         }
     }
 }
 
 /// Another endpoint of the destination, avoiding the proxies given; `None` when there is
 /// none.
-type Others<'a> = &'a (dyn Fn(&[std::net::SocketAddr]) -> Option<Hop> + Sync);
+type Others<'a, 's> = &'a (dyn Fn(&[std::net::SocketAddr]) -> Option<Hop<'s>> + Sync);
 
 /// Where the attempts of a request go: the first endpoint, where retries may go instead, how
 /// many requests a pooled connection may carry, and the outlier detection answers feed.
-struct Upstream<'a> {
-    first: Hop,
-    others: Option<Others<'a>>,
+struct Upstream<'a, 's> {
+    first: Hop<'s>,
+    others: Option<Others<'a, 's>>,
     connections: crate::pool::ConnectionLimits,
     /// The destination's detector and its number of endpoints.
     outlier: Option<(&'a OutlierDetector, usize)>,
@@ -491,16 +484,19 @@ struct Retry<'a> {
     body: Bytes,
 }
 
-async fn send_with_retries(
+/// Sends `req`, and again (with the kept body) while the policy, the attempts left and the
+/// budget allow. Returns the answer, and the endpoint that gave it if a retry went elsewhere
+/// than the first.
+async fn send_with_retries<'s>(
     pool: &Pool,
-    upstream: &Upstream<'_>,
+    upstream: &Upstream<'_, 's>,
     req: Request<Body>,
     retry: Option<Retry<'_>>,
     per_try: Option<Duration>,
-) -> (Response<Body>, Option<Hop>) {
+) -> (Response<Body>, Option<Hop<'s>>) {
     let policy = retry.as_ref().map(|r| r.policy);
     // Set once a retry goes to another endpoint than the first.
-    let mut moved: Option<Hop> = None;
+    let mut moved: Option<Hop<'s>> = None;
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
     let replay = retry.as_ref().map(|r| route::Replayable {
         method: req.method().clone(),
@@ -512,7 +508,7 @@ async fn send_with_retries(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let hop = moved.as_ref().unwrap_or(&upstream.first);
+        let hop = moved.unwrap_or(upstream.first);
         let this = match req.take() {
             Some(r) => r,
             None => match &replay {
@@ -527,8 +523,8 @@ async fn send_with_retries(
                 }
             },
         };
-        let peer = hop.peer;
-        let sent = pool.send_limited(peer, &hop.identity, this, upstream.connections);
+        let peer = hop.endpoint.proxy_addr();
+        let sent = pool.send_limited(peer, &hop.endpoint.identity, this, upstream.connections);
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, sent).await.ok(),
             None => Some(sent.await),
