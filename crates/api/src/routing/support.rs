@@ -82,7 +82,7 @@ fn virtual_service(spec: &VirtualServiceSpec, at: &FieldPath, out: &mut Vec<Noti
         note(
             out,
             at.field("exportTo"),
-            "exportTo",
+            "visibility to other namespaces",
             "not supported by the mesh: the VirtualService applies to clients in every namespace",
         );
     }
@@ -108,12 +108,12 @@ fn virtual_service(spec: &VirtualServiceSpec, at: &FieldPath, out: &mut Vec<Noti
             note(
                 out,
                 at.field("delegate"),
-                "delegate",
+                "delegation to another VirtualService",
                 "not supported by the mesh: the route is skipped and the next ones are tried",
             );
         }
         if route.cors_policy.is_some() {
-            note(out, at.field("corsPolicy"), "corsPolicy", IGNORED);
+            note(out, at.field("corsPolicy"), "CORS", IGNORED);
         }
         if route
             .retries
@@ -121,12 +121,12 @@ fn virtual_service(spec: &VirtualServiceSpec, at: &FieldPath, out: &mut Vec<Noti
             .is_some_and(|r| r.retry_remote_localities.is_some())
         {
             let path = at.field("retries").field("retryRemoteLocalities");
-            note(out, path, "retryRemoteLocalities", IGNORED);
+            note(out, path, "retrying in other localities", IGNORED);
         }
         for (k, m) in route.match_.iter().enumerate() {
             if m.stat_prefix.is_some() {
                 let path = at.field("match").index(k).field("statPrefix");
-                note(out, path, "statPrefix", IGNORED);
+                note(out, path, "a statistics prefix", IGNORED);
             }
         }
     }

@@ -122,12 +122,13 @@ spec:
         got,
         [
             "spec.gateways[1]: gateway \"ingress\": not supported by the mesh, ignored",
-            "spec.exportTo: exportTo: not supported by the mesh: the VirtualService applies to \
-             clients in every namespace",
-            "spec.http[0].corsPolicy: corsPolicy: not supported by the mesh, ignored",
-            "spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities: not supported by \
-             the mesh, ignored",
-            "spec.http[0].match[0].statPrefix: statPrefix: not supported by the mesh, ignored",
+            "spec.exportTo: visibility to other namespaces: not supported by the mesh: the \
+             VirtualService applies to clients in every namespace",
+            "spec.http[0].corsPolicy: CORS: not supported by the mesh, ignored",
+            "spec.http[0].retries.retryRemoteLocalities: retrying in other localities: not \
+             supported by the mesh, ignored",
+            "spec.http[0].match[0].statPrefix: a statistics prefix: not supported by the mesh, \
+             ignored",
             "spec.tcp[0].match[0].sourceSubnet: sourceSubnet in a TCP match: not supported by \
              the mesh: this match never matches",
         ]
