@@ -36,10 +36,6 @@ pub enum SnapshotError {
     BadPort { host: String, port: u32 },
     #[error("service {host}: endpoint {workload} has no identity")]
     NoIdentity { host: String, workload: String },
-    #[error("service {host}: route {route:?} has no destination with a positive weight")]
-    EmptyRoute { host: String, route: String },
-    #[error("service {host}: route destination names unknown subset {subset:?}")]
-    UnknownSubset { host: String, subset: String },
     #[error("duplicate service host {0}")]
     DuplicateHost(String),
     #[error("service {host}: invalid virtual IP {vip:?}")]
@@ -109,8 +105,6 @@ pub struct Service {
     pub namespace: String,
     pub ports: Vec<ServicePort>,
     pub subsets: BTreeMap<String, Labels>,
-    /// First route wins; empty means "all endpoints, equal weight".
-    pub http_routes: Vec<HttpRoute>,
     pub endpoints: Vec<Endpoint>,
     pub vips: Vec<IpAddr>,
     /// The route table per service port ([`crate::routing::select`]); empty when the
@@ -136,23 +130,6 @@ pub struct ServicePort {
 pub enum TargetPort {
     Number(u16),
     Named(String),
-}
-
-/// An HTTP route: a weighted choice among destinations.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpRoute {
-    pub name: String,
-    pub destinations: Vec<WeightedDestination>,
-}
-
-/// One weighted destination of a route.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WeightedDestination {
-    /// Fully qualified host of the destination service.
-    pub host: String,
-    pub subset: Option<String>,
-    pub port: Option<u16>,
-    pub weight: u32,
 }
 
 /// A workload behind a service, reached through its proxy.
@@ -385,43 +362,6 @@ impl TryFrom<proto::Service> for Service {
             .into_iter()
             .map(|s| (s.name, s.labels.into_iter().collect()))
             .collect();
-        let mut http_routes = Vec::with_capacity(svc.http_routes.len());
-        for r in svc.http_routes {
-            let mut destinations = Vec::with_capacity(r.destinations.len());
-            for d in r.destinations {
-                let subset = Some(d.subset).filter(|s| !s.is_empty());
-                // A subset is defined on the destination host's DestinationRule; the control
-                // plane only checks it here when the destination is this same service.
-                if let Some(s) = &subset {
-                    if d.host == host && !subsets.contains_key(s) {
-                        return Err(SnapshotError::UnknownSubset {
-                            host: host.clone(),
-                            subset: s.clone(),
-                        });
-                    }
-                }
-                destinations.push(WeightedDestination {
-                    host: d.host,
-                    subset,
-                    port: if d.port == 0 {
-                        None
-                    } else {
-                        Some(port16(&host, d.port)?)
-                    },
-                    weight: d.weight,
-                });
-            }
-            if !destinations.iter().any(|d| d.weight > 0) {
-                return Err(SnapshotError::EmptyRoute {
-                    host: host.clone(),
-                    route: r.name,
-                });
-            }
-            http_routes.push(HttpRoute {
-                name: r.name,
-                destinations,
-            });
-        }
         let endpoints = svc
             .endpoints
             .into_iter()
@@ -476,7 +416,6 @@ impl TryFrom<proto::Service> for Service {
             namespace: svc.namespace,
             ports,
             subsets,
-            http_routes,
             endpoints,
         })
     }
@@ -509,15 +448,6 @@ mod tests {
                 subsets: vec![proto::Subset {
                     name: "v1".into(),
                     labels: [("version".to_string(), "v1".to_string())].into(),
-                }],
-                http_routes: vec![proto::HttpRoute {
-                    name: "r".into(),
-                    destinations: vec![proto::WeightedDestination {
-                        host: "reviews.default.svc.cluster.local".into(),
-                        subset: "v1".into(),
-                        port: 0,
-                        weight: 100,
-                    }],
                 }],
                 endpoints: vec![proto::Endpoint {
                     workload_name: "reviews-v1".into(),
@@ -579,10 +509,16 @@ mod tests {
             Err(SnapshotError::BadPort { port: 70000, .. })
         ));
         let mut m = wire();
-        m.services[0].http_routes[0].destinations[0].subset = "v9".into();
+        m.services[0].routes_json = b"{\"ports\": 7}".to_vec();
         assert!(matches!(
             Snapshot::try_from(m),
-            Err(SnapshotError::UnknownSubset { .. })
+            Err(SnapshotError::Routes { .. })
+        ));
+        let mut m = wire();
+        m.services[0].traffic_policy_json = b"{\"service\": {\"default\": {\"pool\": 1}}}".to_vec();
+        assert!(matches!(
+            Snapshot::try_from(m),
+            Err(SnapshotError::TrafficPolicy { .. })
         ));
         let mut m = wire();
         m.version.clear();

@@ -5,14 +5,11 @@
 //!   workloads registered by connected proxies. A registration refines the WorkloadEntry at
 //!   its address, or the one with its workload name and identity wherever that entry says it
 //!   is: the live proxy's address, identity and mTLS port win.
-//! * `DestinationRule` subsets attach to the service their `host` names.
-//! * A `VirtualService`'s HTTP routes attach to each service it names in `hosts`. Routes are
-//!   kept in order; the proxy applies the first route without a `match` (request matching is
-//!   not implemented yet, and the loader warns about `match` by name).
-//! * Every service also carries its full route table (`routes_json`), compiled by
+//! * `DestinationRule` subsets and traffic policy (`traffic_policy_json`, resolved per port
+//!   and subset by [`trellis_api::destination`]) attach to the service their `host` names.
+//! * Every service carries its route table (`routes_json`), compiled by
 //!   [`trellis_api::routing::compile`] from VirtualServices and Gateway API routes (matches,
-//!   precedence, actions, filters, per port); the proxy will route with it in place of
-//!   `http_routes`.
+//!   precedence, actions, filters, per port), which the proxy routes with.
 //!
 //! * Every `AuthorizationPolicy` and `PeerAuthentication`, compiled ([`crate::policies`]), and
 //!   the root namespace travel as they are: each proxy picks what applies to its workload.
@@ -112,7 +109,6 @@ pub fn compile(
             namespace: ns.to_string(),
             ports,
             subsets: subsets(config, &host),
-            http_routes: http_routes(config, &host),
             endpoints: endpoints(config, registered, ns, &svc.spec.selector, trust_domain),
             vips: svc
                 .spec
@@ -328,50 +324,6 @@ fn traffic_policy(
     }
     let policies = trellis_api::destination::DestinationPolicies::compile(&merged);
     (!policies.is_empty()).then_some(policies)
-}
-
-fn http_routes(config: &ConfigSet, host: &str) -> Vec<proto::HttpRoute> {
-    for res in &config.resources {
-        let Resource::VirtualService(vs) = &res.value else {
-            continue;
-        };
-        let ns = vs.meta.namespace();
-        if !vs.spec.hosts.iter().any(|h| fqdn(h, ns) == host) {
-            continue;
-        }
-        return vs
-            .spec
-            .http
-            .iter()
-            .filter(|r| r.match_.is_empty())
-            .enumerate()
-            .map(|(i, r)| {
-                let single = r.route.len() == 1;
-                proto::HttpRoute {
-                    name: r
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("{}.{i}", vs.meta.name)),
-                    destinations: r
-                        .route
-                        .iter()
-                        .map(|d| proto::WeightedDestination {
-                            host: fqdn(&d.destination.host, ns),
-                            subset: d.destination.subset.clone().unwrap_or_default(),
-                            port: d.destination.port.as_ref().map(|p| p.number).unwrap_or(0),
-                            // Istio: a lone destination without a weight takes everything.
-                            weight: match d.weight {
-                                Some(w) => u32::try_from(w).unwrap_or(0),
-                                None if single => 100,
-                                None => 0,
-                            },
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-    }
-    Vec::new()
 }
 
 /// Recompiles whenever the config revision, the registry or the CA's trust state changes

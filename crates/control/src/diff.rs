@@ -119,25 +119,54 @@ fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<FieldChange>) {
     }
 }
 
+/// The service's route rules, one line each: port, kind, rule and where it sends traffic.
+/// A table that does not decode (the proxy would refuse it) is one line saying so.
 fn routes(svc: &proto::Service) -> Vec<String> {
-    svc.http_routes
-        .iter()
-        .map(|r| {
-            let dests: Vec<String> = r
-                .destinations
-                .iter()
-                .map(|d| {
-                    let subset = if d.subset.is_empty() {
-                        String::new()
-                    } else {
-                        format!("/{}", d.subset)
-                    };
-                    format!("{}{subset}={}", d.host, d.weight)
-                })
-                .collect();
-            format!("{}: {}", r.name, dests.join(", "))
-        })
-        .collect()
+    use trellis_api::routing::{Action, Backend, RouteTable, WeightedDestination};
+    if svc.routes_json.is_empty() {
+        return Vec::new();
+    }
+    let table: RouteTable = match serde_json::from_slice(&svc.routes_json) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("undecodable route table: {e}")],
+    };
+    let to = |dests: &[WeightedDestination]| -> String {
+        let each: Vec<String> = dests
+            .iter()
+            .map(|d| match &d.backend {
+                Backend::Service { host, subset, port } => {
+                    let subset = subset
+                        .as_deref()
+                        .map(|s| format!("/{s}"))
+                        .unwrap_or_default();
+                    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                    format!("{host}{subset}{port}={}", d.weight)
+                }
+                Backend::Invalid { reason } => format!("invalid ({reason})={}", d.weight),
+            })
+            .collect();
+        each.join(", ")
+    };
+    let mut out = Vec::new();
+    for port in &table.ports {
+        if let Some(http) = &port.http {
+            for rule in &http.rules {
+                let what = match &rule.action {
+                    Action::Forward(dests) => to(dests),
+                    Action::Redirect(_) => "redirect".to_owned(),
+                    Action::Respond(r) => format!("direct response {}", r.status),
+                };
+                out.push(format!("port {} http {}: {what}", port.port, rule.name));
+            }
+        }
+        if let Some(tcp) = &port.tcp {
+            for rule in &tcp.rules {
+                let dests = to(&rule.destinations);
+                out.push(format!("port {} tcp {}: {dests}", port.port, rule.name));
+            }
+        }
+    }
+    out
 }
 
 fn endpoints(svc: &proto::Service) -> Vec<String> {
@@ -196,7 +225,16 @@ pub fn snapshot_diff(old: &proto::SnapshotMessage, new: &proto::SnapshotMessage)
                 };
                 list_change(&mut out, host, "port", ports(x), ports(y));
                 list_change(&mut out, host, "subset", subsets(x), subsets(y));
-                list_change(&mut out, host, "route", routes(x), routes(y));
+                let (rx, ry) = (routes(x), routes(y));
+                let rules_changed = rx != ry;
+                list_change(&mut out, host, "route", rx, ry);
+                // Matches, filters and consumer routes are not in the lines above.
+                if !rules_changed && x.routes_json != y.routes_json {
+                    out.push(format!("{host}: route matches or filters changed"));
+                }
+                if x.traffic_policy_json != y.traffic_policy_json {
+                    out.push(format!("{host}: traffic policy changed"));
+                }
                 list_change(&mut out, host, "endpoint", endpoints(x), endpoints(y));
             }
             (None, None) => {}
@@ -228,7 +266,7 @@ mod tests {
 
     fn config(weights: (u32, u32)) -> ConfigSet {
         let yaml = format!(
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - destination: {{host: r, subset: a}}\n      weight: {}\n    - destination: {{host: r, subset: b}}\n      weight: {}\n",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: r\nspec:\n  selector: {{app: r}}\n  ports:\n  - {{name: http, port: 80}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - destination: {{host: r, subset: a}}\n      weight: {}\n    - destination: {{host: r, subset: b}}\n      weight: {}\n",
             weights.0, weights.1
         );
         let (resources, diags) = trellis_api::load::parse_str(Path::new("a.yaml"), &yaml);
@@ -266,30 +304,42 @@ mod tests {
 
     #[test]
     fn snapshot_route_changes() {
-        let svc = |w: u32| proto::Service {
-            host: "r.default.svc.cluster.local".into(),
-            http_routes: vec![proto::HttpRoute {
-                name: "x".into(),
-                destinations: vec![proto::WeightedDestination {
-                    host: "r.default.svc.cluster.local".into(),
-                    subset: "a".into(),
-                    port: 0,
-                    weight: w,
-                }],
-            }],
-            ..Default::default()
+        // The route table the control plane compiles for `r` from `config`.
+        let svc = |weights: (u32, u32)| {
+            let cs = config(weights);
+            let routes = trellis_api::routing::compile(&cs.resources);
+            let table = routes
+                .tables
+                .get("r.default.svc.cluster.local")
+                .cloned()
+                .unwrap_or_default();
+            proto::Service {
+                host: "r.default.svc.cluster.local".into(),
+                routes_json: serde_json::to_vec(&table).unwrap(),
+                ..Default::default()
+            }
         };
         let snap = |w| proto::SnapshotMessage {
             services: vec![svc(w)],
             ..Default::default()
         };
-        let lines = snapshot_diff(&snap(90), &snap(100));
+        let lines = snapshot_diff(&snap((90, 10)), &snap((50, 50)));
         assert_eq!(
             lines,
             vec![
-                "r.default.svc.cluster.local: route removed: x: r.default.svc.cluster.local/a=90",
-                "r.default.svc.cluster.local: route added: x: r.default.svc.cluster.local/a=100"
+                "r.default.svc.cluster.local: route removed: port 80 http default/r/0: \
+                 r.default.svc.cluster.local/a=90, r.default.svc.cluster.local/b=10",
+                "r.default.svc.cluster.local: route added: port 80 http default/r/0: \
+                 r.default.svc.cluster.local/a=50, r.default.svc.cluster.local/b=50"
             ]
+        );
+        assert!(snapshot_diff(&snap((90, 10)), &snap((90, 10))).is_empty());
+        // A change the rule lines do not show is still reported.
+        let mut other = snap((90, 10));
+        other.services[0].traffic_policy_json = b"{}".to_vec();
+        assert_eq!(
+            snapshot_diff(&snap((90, 10)), &other),
+            vec!["r.default.svc.cluster.local: traffic policy changed"]
         );
     }
 }

@@ -182,10 +182,6 @@ fn config_dump(state: &ProxyState) -> serde_json::Value {
                         "vips": svc.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
                         "ports": svc.ports.iter().map(|p| serde_json::json!({"name": p.name, "port": p.port, "target": format!("{:?}", p.target), "protocol": p.protocol})).collect::<Vec<_>>(),
                         "subsets": svc.subsets,
-                        "routes": svc.http_routes.iter().map(|r| serde_json::json!({
-                            "name": r.name,
-                            "destinations": r.destinations.iter().map(|d| serde_json::json!({"host": d.host, "subset": d.subset, "port": d.port, "weight": d.weight})).collect::<Vec<_>>(),
-                        })).collect::<Vec<_>>(),
                         "endpoints": svc.endpoints.iter().map(|e| serde_json::json!({"workload": e.workload_name, "address": e.address.to_string(), "identity": e.identity, "labels": e.labels})).collect::<Vec<_>>(),
                         // What routing and balancing act on, as the control plane compiled it.
                         "route_table": serde_json::to_value(&svc.routes).unwrap_or_default(),

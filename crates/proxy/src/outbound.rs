@@ -1,8 +1,10 @@
 //! Outbound, explicit mode: the app sends its requests to this listener as to an HTTP proxy
-//! (`http_proxy=http://ADDR`), in absolute form or with a `Host` header. The authority picks
-//! the service; the service's first HTTP route picks a weighted destination and subset; a
-//! random endpoint of that subset gets the request over the pooled mTLS connection to its
-//! proxy.
+//! (`http_proxy=http://ADDR`), in absolute form or with a `Host` header (transparent mode
+//! hands its HTTP requests to [`forward`] the same way). The authority picks the service; the
+//! port's route table picks a rule and a weighted destination ([`crate::route`]); the
+//! destination's traffic policy picks an endpoint ([`crate::destination`]); the request goes
+//! over the pooled mTLS connection to that endpoint's proxy, with the rule's timeout and
+//! retries (on other endpoints), under the destination's limits.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use trellis_api::destination::{LoadBalancer, Policy as DestinationPolicy};
-use trellis_api::snapshot::{authority_port, Endpoint, HttpRoute, Service, Snapshot};
+use trellis_api::snapshot::{authority_port, Endpoint, Service, Snapshot};
 
 use crate::body::{boxed, error_response, full, guarded, Body, BoxError};
 use crate::destination::DestinationState;
@@ -646,39 +648,6 @@ fn request_authority(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Resolves the authority to a service, applies its route and picks an endpoint.
-/// Applies the service's route and picks an endpoint. `pub` for transparent TCP, which
-/// routes the same way without HTTP.
-pub fn choose<'a>(
-    snapshot: &'a Snapshot,
-    service: &'a Service,
-    requested_port: Option<u16>,
-) -> Result<Target<'a>, (StatusCode, String)> {
-    let route = service.http_routes.first();
-    let (dest_service, subset, dest_port) = match route {
-        Some(route) => {
-            let d = pick_weighted(route);
-            let dest = snapshot.services.get(&d.host).ok_or_else(|| {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("route destination {} is not a known service", d.host),
-                )
-            })?;
-            (
-                dest.as_ref(),
-                d.subset.as_deref(),
-                d.port.or(requested_port),
-            )
-        }
-        None => (service, None, requested_port),
-    };
-    let target = endpoint_of(dest_service, subset, dest_port, None)?;
-    Ok(Target {
-        route: route.map(|r| r.name.as_str()),
-        ..target
-    })
-}
-
 /// Whether a connection to `requested_port` of `service` from a client in `namespace` may be
 /// routed by its TLS server name (a VirtualService `tls` rule applies to the port): only then
 /// is the ClientHello waited for.
@@ -831,25 +800,6 @@ pub fn endpoint_of<'a>(
     })
 }
 
-/// Picks a destination with probability proportional to its weight.
-fn pick_weighted(route: &HttpRoute) -> &trellis_api::snapshot::WeightedDestination {
-    let total: u64 = route.destinations.iter().map(|d| u64::from(d.weight)).sum();
-    // Snapshots with no positive weight are rejected on arrival, so total > 0 here; the
-    // fallback to the first destination only keeps this total.
-    if total == 0 {
-        return &route.destinations[0];
-    }
-    let mut n = rand::rng().random_range(0..total);
-    for d in &route.destinations {
-        let w = u64::from(d.weight);
-        if n < w {
-            return d;
-        }
-        n -= w;
-    }
-    &route.destinations[route.destinations.len() - 1]
-}
-
 /// Turns the app's HTTP/1.1 request into the HTTP/2 request sent between proxies: the
 /// authority moves into the URI, hop-by-hop and forged Trellis headers go, and the target
 /// workload port, this workload's name and the addressed service are added.
@@ -921,50 +871,4 @@ where
         parts,
         count_request_body(body, exchange),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use trellis_api::snapshot::WeightedDestination;
-
-    #[test]
-    fn weighted_pick_follows_weights() {
-        let route = HttpRoute {
-            name: "r".into(),
-            destinations: vec![
-                WeightedDestination {
-                    host: "a".into(),
-                    subset: None,
-                    port: None,
-                    weight: 90,
-                },
-                WeightedDestination {
-                    host: "b".into(),
-                    subset: None,
-                    port: None,
-                    weight: 10,
-                },
-                WeightedDestination {
-                    host: "c".into(),
-                    subset: None,
-                    port: None,
-                    weight: 0,
-                },
-            ],
-        };
-        let n = 100_000;
-        let mut a = 0;
-        for _ in 0..n {
-            match pick_weighted(&route).host.as_str() {
-                "a" => a += 1,
-                "b" => {}
-                other => panic!("weight 0 destination {other} picked"),
-            }
-        }
-        // 100k draws: the standard deviation of the share is under 0.1 %, so 1 % is far
-        // outside chance.
-        let share = f64::from(a) / f64::from(n);
-        assert!((share - 0.9).abs() < 0.01, "share {share}");
-    }
 }

@@ -349,7 +349,7 @@ async fn serve_http(
             if let Some(protocol) = crate::upgrade::requested(&req) {
                 let port = Some(orig.port());
                 let up = crate::upgrade::forward(
-                    req, protocol, &pool, &snap, &service, port, &authority,
+                    req, protocol, &state, &pool, &snap, &service, port, &authority,
                 );
                 return Ok(up.await);
             }

@@ -126,19 +126,53 @@ pub fn requested<B: http_body::Body>(req: &Request<B>) -> Option<Protocol> {
 /// Carries an app's upgrade request (see [`requested`]) to an endpoint of `service`, routed
 /// like [`crate::outbound::forward`], and answers the app with `101` and a spliced connection
 /// or with whatever refused the upgrade.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     protocol: Protocol,
+    state: &ProxyState,
     pool: &Pool,
     snapshot: &Snapshot,
     service: &Service,
     port: Option<u16>,
     authority: &str,
 ) -> Response<Body> {
-    let target = match crate::outbound::choose(snapshot, service, port) {
+    // The port's HTTP rules choose the destination as for any request (a redirect, a direct
+    // answer or a 404 is sent as it is); the rule's header changes, rewrites, faults and
+    // retries are for requests, not for a connection that changes protocol.
+    let (parts, body) = req.into_parts();
+    let view = crate::route::view(
+        &parts,
+        authority,
+        state.config.namespace(),
+        &state.config.labels,
+    );
+    let (host, subset, dest_port) = match crate::route::decide(service, port, &view) {
+        crate::route::Routed::Answer { response, flag, .. } => {
+            return match flag {
+                Some(flag) => crate::telemetry::flag_response(response, flag),
+                None => response,
+            };
+        }
+        crate::route::Routed::Forward {
+            host, subset, port, ..
+        } => (host, subset, port),
+    };
+    let Some(dest) = crate::route::destination(snapshot, host) else {
+        let msg = format!("route destination {host} is not a known service");
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, msg);
+    };
+    let balance = crate::outbound::Balance {
+        state,
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        avoid: &[],
+    };
+    let target = match crate::outbound::endpoint_of(dest, subset, dest_port, Some(balance)) {
         Ok(t) => t,
         Err((status, msg)) => return error_response(status, msg),
     };
+    let mut req = Request::from_parts(parts, body);
     let peer = target.endpoint.proxy_addr();
     tracing::debug!(%authority, endpoint = %target.endpoint.workload_name, protocol = protocol.as_str(), "upgrade");
     // Taken before the request is consumed: it resolves once the app has our 101.

@@ -35,7 +35,6 @@ fn service(name: &str, namespace: &str, endpoints: Vec<Endpoint>) -> (String, Ar
         namespace: namespace.into(),
         ports: vec![],
         subsets: BTreeMap::new(),
-        http_routes: vec![],
         endpoints,
         vips: vec![],
         routes: Default::default(),
