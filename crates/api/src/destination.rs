@@ -25,8 +25,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::resources::{
-    ConnectionPoolSettings, ConsistentHashLb, DestinationRuleSpec, Duration, FieldPath,
-    LoadBalancerSettings, OutlierDetection, PortTrafficPolicy, SimpleLb, TrafficPolicy,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb,
+    DestinationRuleSpec, Duration, FieldPath, LoadBalancerSettings, OutlierDetection,
+    PortTrafficPolicy, SimpleLb, TrafficPolicy,
 };
 
 /// How a destination's endpoint is chosen for a request.
@@ -396,8 +397,8 @@ pub(crate) fn ignored_fields(tp: &TrafficPolicy, path: &FieldPath, out: &mut Vec
         }
     };
     // Between proxies the mesh's own mTLS always applies; a rule cannot turn it off or swap
-    // it for another TLS set-up.
-    note(out, tp.tls.is_some(), "tls");
+    // it for another TLS set-up. Asking for exactly that (`ISTIO_MUTUAL`) is no news.
+    note(out, tp.tls.as_ref().is_some_and(|t| !is_mesh_tls(t)), "tls");
     note(out, tp.tunnel.is_some(), "tunnel");
     note(out, tp.proxy_protocol.is_some(), "proxyProtocol");
     if let Some(b) = &tp.retry_budget {
@@ -419,9 +420,17 @@ pub(crate) fn ignored_fields(tp: &TrafficPolicy, path: &FieldPath, out: &mut Vec
             &at,
             out,
         );
-        if pls.tls.is_some() {
+        if pls.tls.as_ref().is_some_and(|t| !is_mesh_tls(t)) {
             out.push(at.field("tls"));
         }
+    }
+}
+
+/// `tls: {mode: ISTIO_MUTUAL}` and nothing else: what the mesh does anyway.
+fn is_mesh_tls(tls: &ClientTlsSettings) -> bool {
+    *tls == ClientTlsSettings {
+        mode: Some(ClientTlsMode::IstioMutual),
+        ..ClientTlsSettings::default()
     }
 }
 

@@ -35,7 +35,6 @@ mod mesh;
 mod suite;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use trellis_testkit::workspace_root;
@@ -43,24 +42,9 @@ use trellis_testkit::workspace_root;
 /// The subnet of the workloads: `198.18.50.0/24`.
 const SUBNET: [u8; 3] = [198, 18, 50];
 
-/// Fails the test, loudly, unless it can run: root, and the tools `up --netns` uses.
+/// Fails the test, loudly, unless it can run: root and the tools it and `up --netns` use.
 fn require_root_and_tools() {
-    for tool in ["ip", "nft"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status();
-        assert!(
-            matches!(found, Ok(s) if s.success()),
-            "{tool} is required for this test"
-        );
-    }
-    let uid = Command::new("id").arg("-u").output().expect("id runs");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "this test needs root (network namespaces)"
-    );
+    trellis_testkit::lan_mesh::require_root_and(&["ip", "nft"]);
 }
 
 /// The conformance manifests, kept outside the repository, beside it.

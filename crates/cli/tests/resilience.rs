@@ -60,15 +60,10 @@ fn chain(b_call: &str, c_call: &str, vs_extra: &str) -> tempfile::TempDir {
 
 /// Requests the proxy at `addr` served as the destination, by its metrics.
 async fn served(addr: std::net::SocketAddr) -> u64 {
-    let text = HttpClient::new()
-        .get(addr, "m", "/metrics", &[])
+    let labels = ["reporter=\"destination\""];
+    trellis_testkit::metric_sum(addr, "trellis_requests_total", &labels)
         .await
         .expect("metrics")
-        .text();
-    text.lines()
-        .filter(|l| l.starts_with("trellis_requests_total{reporter=\"destination\""))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
 }
 
 /// Retries configured at every hop of a three-service chain with a failing leaf: the leaf

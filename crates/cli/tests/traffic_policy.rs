@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use trellis_testkit::{HttpClient, Mesh};
 
+/// `trellis_testkit::metric_sum`, failing the test if the scrape does.
+async fn metric_sum(addr: std::net::SocketAddr, metric: &str, labels: &[&str]) -> u64 {
+    trellis_testkit::metric_sum(addr, metric, labels)
+        .await
+        .expect("metrics")
+}
+
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 
 /// A service `a` (the front) whose app calls `calls`, and for each `(service, workloads)`
@@ -73,21 +80,6 @@ async fn ask(client: &HttpClient, mesh: &Mesh, headers: &[(&str, &str)]) -> (u16
 /// The instance that answered call `i` of an answer, or `None` when the call failed.
 fn instance(answer: &Value, i: usize) -> Option<String> {
     answer["calls"][i]["instance"].as_str().map(str::to_string)
-}
-
-/// The sum of the samples of `metric` in the Prometheus text at `addr` whose labels contain
-/// every one of `labels`.
-async fn metric_sum(addr: std::net::SocketAddr, metric: &str, labels: &[&str]) -> u64 {
-    let text = HttpClient::new()
-        .get(addr, "m", "/metrics", &[])
-        .await
-        .expect("metrics")
-        .text();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
 }
 
 /// The default balancer prefers the faster endpoint; `ROUND_ROBIN` alternates; a

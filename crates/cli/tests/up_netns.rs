@@ -21,22 +21,7 @@ const ID: &str = "spiffe://cluster.local/ns/default/sa";
 
 /// Fails the test, loudly, unless it can run: root and the tools it and `up --netns` use.
 fn require_root_and_tools() {
-    for tool in ["ip", "nft", "curl", "setpriv"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status();
-        assert!(
-            matches!(found, Ok(s) if s.success()),
-            "{tool} is required for this test"
-        );
-    }
-    let uid = Command::new("id").arg("-u").output().expect("id runs");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "this test needs root (network namespaces)"
-    );
+    trellis_testkit::lan_mesh::require_root_and(&["ip", "nft", "curl", "setpriv"]);
 }
 
 /// A running `trellis up --netns`; dropping it stops it (SIGTERM, then SIGKILL).

@@ -114,3 +114,19 @@ impl HttpClient {
         })
     }
 }
+
+/// The sum of the samples of `metric` in the Prometheus text served at `addr` (`/metrics`)
+/// whose label sets contain every one of `labels` (each written `name="value"`).
+pub async fn metric_sum(addr: SocketAddr, metric: &str, labels: &[&str]) -> anyhow::Result<u64> {
+    let text = HttpClient::new()
+        .get(addr, "metrics", "/metrics", &[])
+        .await?
+        .text();
+    let prefix = format!("{metric}{{");
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum())
+}

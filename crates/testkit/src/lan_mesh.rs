@@ -268,6 +268,20 @@ pub fn require_tools(tools: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Fails the calling test, loudly, unless it runs as root and `tools` are installed: what a
+/// test that makes network namespaces needs.
+pub fn require_root_and(tools: &[&str]) {
+    if let Err(e) = require_tools(tools) {
+        panic!("{e}");
+    }
+    let uid = Command::new("id").arg("-u").output().expect("id runs");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test needs root (network namespaces)"
+    );
+}
+
 /// A child process that is killed on drop, so a failing test leaves nothing behind.
 #[derive(Debug)]
 pub struct Proc(Child);

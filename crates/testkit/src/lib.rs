@@ -16,7 +16,7 @@ pub mod mesh;
 pub mod netns;
 pub mod otlp;
 
-pub use http_client::{HttpClient, HttpResponse};
+pub use http_client::{metric_sum, HttpClient, HttpResponse};
 pub use load::{Load, LoadReport};
 pub use mesh::Mesh;
 

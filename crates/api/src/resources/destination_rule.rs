@@ -248,9 +248,11 @@ mod tests {
         let mut spec = DestinationRuleSpec {
             host: "reviews".into(),
             subsets: vec![subset("v1"), subset("v2")],
-            traffic_policy: Some(policy(serde_json::json!({"tls": {"mode": "ISTIO_MUTUAL"}}))),
+            traffic_policy: Some(policy(serde_json::json!({"tls": {"mode": "SIMPLE"}}))),
             ..DestinationRuleSpec::default()
         };
+        spec.subsets[0].traffic_policy =
+            Some(policy(serde_json::json!({"tls": {"mode": "ISTIO_MUTUAL"}})));
         spec.subsets[1].traffic_policy = Some(policy(serde_json::json!({
             "loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"duration": "10s"}},
             "connectionPool": {"http": {"http2MaxRequests": 10, "maxRetries": 3}},
@@ -260,7 +262,7 @@ mod tests {
         spec.unimplemented_fields(&FieldPath::root().field("spec"), &mut out);
         let got: Vec<String> = out.iter().map(ToString::to_string).collect();
         // What the proxy acts on (the balancer, the request limit, outlier detection) is
-        // not listed; the rest is.
+        // not listed; the rest is. `ISTIO_MUTUAL` alone is what the mesh does: not listed.
         assert_eq!(
             got,
             [

@@ -199,6 +199,21 @@ fn services(resources: &[Located<Resource>]) -> BTreeMap<String, ServiceInfo<'_>
     out
 }
 
+/// The VirtualServices that apply to the mesh (no `gateways`, or `mesh` among them), in
+/// load order.
+fn mesh_virtual_services(
+    resources: &[Located<Resource>],
+) -> impl Iterator<Item = (&Located<Resource>, &VirtualService)> {
+    resources.iter().filter_map(|located| match &located.value {
+        Resource::VirtualService(vs)
+            if vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh") =>
+        {
+            Some((located, vs))
+        }
+        _ => None,
+    })
+}
+
 /// The VirtualService that routes each Service host: the first loaded that names it and
 /// applies to the mesh (no `gateways`, or `mesh` among them). Later ones are reported.
 fn claim_hosts<'a>(
@@ -207,14 +222,7 @@ fn claim_hosts<'a>(
     warnings: &mut Vec<Diagnostic>,
 ) -> BTreeMap<String, (&'a Located<Resource>, &'a VirtualService)> {
     let mut claims: BTreeMap<String, (&Located<Resource>, &VirtualService)> = BTreeMap::new();
-    for located in resources {
-        let Resource::VirtualService(vs) = &located.value else {
-            continue;
-        };
-        let gateways = &vs.spec.gateways;
-        if !gateways.is_empty() && !gateways.iter().any(|g| g == "mesh") {
-            continue;
-        }
+    for (located, vs) in mesh_virtual_services(resources) {
         let ns = vs.meta.namespace();
         for (i, host) in vs.spec.hosts.iter().enumerate() {
             if host.starts_with('*') {
@@ -245,14 +253,7 @@ fn claim_hosts<'a>(
     // no VirtualService names exactly; of several, the longest suffix wins, then the first
     // loaded (Istio picks the most specific host).
     let mut wildcards: Vec<(String, &Located<Resource>, &VirtualService)> = Vec::new();
-    for located in resources {
-        let Resource::VirtualService(vs) = &located.value else {
-            continue;
-        };
-        let gateways = &vs.spec.gateways;
-        if !gateways.is_empty() && !gateways.iter().any(|g| g == "mesh") {
-            continue;
-        }
+    for (located, vs) in mesh_virtual_services(resources) {
         for host in &vs.spec.hosts {
             let Some(rest) = host.strip_prefix('*') else {
                 continue;

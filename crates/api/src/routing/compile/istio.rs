@@ -100,8 +100,8 @@ pub(super) fn http_routes(vs: &VirtualService, port: u16) -> Option<HttpRoutes> 
     (!rules.is_empty()).then_some(HttpRoutes { matches, rules })
 }
 
-/// The VirtualService's TCP rules for `port`; `None` when none applies to it.
-/// The VirtualService's `tls` rules (first, by server name) and `tcp` rules for `port`.
+/// The VirtualService's `tls` rules (first, by server name) and `tcp` rules for `port`;
+/// `None` when none applies to it.
 pub(super) fn tcp_routes(vs: &VirtualService, port: u16) -> Option<TcpRoutes> {
     let ns = vs.meta.namespace();
     let mut rules = Vec::new();
