@@ -110,6 +110,9 @@ pub struct Outlier {
     pub max_ejection_percent: u32,
     /// Below this share of endpoints in, in percent, every endpoint is used again.
     pub min_health_percent: u32,
+    /// Statuses below 500 that count as errors too (`outlierDetectionHttpErrorCodes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<u16>,
 }
 
 impl Default for Outlier {
@@ -121,6 +124,7 @@ impl Default for Outlier {
             base_ejection_ms: 30_000,
             max_ejection_percent: 10,
             min_health_percent: 0,
+            error_codes: Vec::new(),
         }
     }
 }
@@ -379,6 +383,11 @@ fn outlier(o: &OutlierDetection) -> Outlier {
         base_ejection_ms: millis(o.base_ejection_time.as_ref(), d.base_ejection_ms),
         max_ejection_percent: clamp(o.max_ejection_percent).unwrap_or(d.max_ejection_percent),
         min_health_percent: clamp(o.min_health_percent).unwrap_or(d.min_health_percent),
+        error_codes: o
+            .outlier_detection_http_error_codes
+            .iter()
+            .filter_map(|c| u16::try_from(*c).ok())
+            .collect(),
     }
 }
 
@@ -514,10 +523,6 @@ fn common_ignored(
             (
                 o.consecutive_local_origin_failures.is_some(),
                 "consecutiveLocalOriginFailures",
-            ),
-            (
-                !o.outlier_detection_http_error_codes.is_empty(),
-                "outlierDetectionHttpErrorCodes",
             ),
         ] {
             if present {

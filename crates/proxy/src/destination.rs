@@ -183,12 +183,26 @@ fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// How an attempt's outcome counts for outlier detection: a status by its class, and a
-/// connection that failed or was reset as a gateway error (Envoy counts those as 503s).
-pub fn answer_of(outcome: &crate::route::Attempt) -> Answer {
+/// How an attempt's outcome counts for outlier detection: a status by its class (one of
+/// `error_codes`, the rule's extra error statuses, as a 5xx), and a connection that failed
+/// or was reset as a gateway error (Envoy counts those as 503s).
+pub fn answer_of(outcome: &crate::route::Attempt, error_codes: &[u16]) -> Answer {
     match outcome {
-        crate::route::Attempt::Answered { status, .. } => Answer::of_status(*status),
+        crate::route::Attempt::Answered { status, .. } => match Answer::of_status(*status) {
+            Answer::Success if error_codes.contains(status) => Answer::ServerError,
+            answer => answer,
+        },
         _ => Answer::GatewayError,
+    }
+}
+
+impl DestinationState {
+    /// The statuses below 500 the destination's outlier detection counts as errors.
+    pub fn error_codes(&self) -> &[u16] {
+        self.policy
+            .outlier
+            .as_ref()
+            .map_or(&[], |o| o.error_codes.as_slice())
     }
 }
 
@@ -266,6 +280,22 @@ mod tests {
             detector.record(addrs[1], Answer::ServerError, 4, now);
         }
         assert_eq!(admitted(Some(&s), &addrs, now), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn answers_count_by_class_and_by_the_rules_extra_codes() {
+        use crate::route::Attempt;
+        let answered = |status| Attempt::Answered { status, grpc: None };
+        assert_eq!(answer_of(&answered(200), &[]), Answer::Success);
+        assert_eq!(answer_of(&answered(429), &[]), Answer::Success);
+        assert_eq!(answer_of(&answered(429), &[429]), Answer::ServerError);
+        assert_eq!(answer_of(&answered(500), &[]), Answer::ServerError);
+        assert_eq!(answer_of(&answered(503), &[429]), Answer::GatewayError);
+        assert_eq!(answer_of(&Attempt::Reset, &[]), Answer::GatewayError);
+        assert_eq!(
+            answer_of(&Attempt::ConnectFailure, &[]),
+            Answer::GatewayError
+        );
     }
 
     #[test]

@@ -323,8 +323,7 @@ pub async fn forward(
         outlier: target
             .destination
             .as_deref()
-            .and_then(|d| d.outlier.as_ref())
-            .map(|o| (o, target.endpoints)),
+            .and_then(|d| Some((d.outlier.as_ref()?, target.endpoints, d.error_codes()))),
     };
     let limit = target.destination.as_deref().and_then(|d| d.limit.as_ref());
     let send = async {
@@ -474,8 +473,9 @@ struct Upstream<'a, 's> {
     first: Hop<'s>,
     others: Option<Others<'a, 's>>,
     connections: crate::pool::ConnectionLimits,
-    /// The destination's detector and its number of endpoints.
-    outlier: Option<(&'a OutlierDetector, usize)>,
+    /// The destination's detector, its number of endpoints and the statuses below 500 that
+    /// count as errors.
+    outlier: Option<(&'a OutlierDetector, usize, &'a [u16])>,
 }
 
 /// A request's retries: the route's policy, the destination's budget, and the request's body
@@ -566,8 +566,8 @@ async fn send_with_retries<'s>(
                 )
             }
         };
-        if let Some((detector, endpoints)) = upstream.outlier {
-            let answer = crate::destination::answer_of(&outcome);
+        if let Some((detector, endpoints, codes)) = upstream.outlier {
+            let answer = crate::destination::answer_of(&outcome, codes);
             if detector.record(peer, answer, endpoints, Instant::now()) {
                 tracing::info!(endpoint = %peer, "endpoint ejected by outlier detection");
             }

@@ -101,10 +101,12 @@ fn istio_defaults_fill_what_a_setting_leaves_out() {
 #[test]
 fn the_deprecated_consecutive_errors_counts_gateway_errors_alone() {
     let p = DestinationPolicies::compile(&spec(
-        "host: r\ntrafficPolicy:\n  outlierDetection: {consecutiveErrors: 7}\n",
+        "host: r\ntrafficPolicy:\n  outlierDetection: {consecutiveErrors: 7, \
+         outlierDetectionHttpErrorCodes: [429]}\n",
     ));
     let o = p.get(80, None).outlier.clone().expect("outlier");
     assert_eq!((o.consecutive_5xx, o.consecutive_gateway_errors), (0, 7));
+    assert_eq!(o.error_codes, [429]);
     let p = DestinationPolicies::compile(&spec(
         "host: r\ntrafficPolicy:\n  outlierDetection: {consecutive5xxErrors: 0, \
          consecutiveGatewayErrors: 2}\n",
