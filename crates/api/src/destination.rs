@@ -110,6 +110,11 @@ pub struct Outlier {
     pub max_ejection_percent: u32,
     /// Below this share of endpoints in, in percent, every endpoint is used again.
     pub min_health_percent: u32,
+    /// `splitExternalLocalOriginErrors`: failures to reach the endpoint count apart, against
+    /// this many in a row (`consecutiveLocalOriginFailures`, default 5); `None`: as gateway
+    /// errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_local_origin: Option<u32>,
     /// Statuses below 500 that count as errors too (`outlierDetectionHttpErrorCodes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_codes: Vec<u16>,
@@ -124,6 +129,7 @@ impl Default for Outlier {
             base_ejection_ms: 30_000,
             max_ejection_percent: 10,
             min_health_percent: 0,
+            consecutive_local_origin: None,
             error_codes: Vec::new(),
         }
     }
@@ -383,6 +389,8 @@ fn outlier(o: &OutlierDetection) -> Outlier {
         base_ejection_ms: millis(o.base_ejection_time.as_ref(), d.base_ejection_ms),
         max_ejection_percent: clamp(o.max_ejection_percent).unwrap_or(d.max_ejection_percent),
         min_health_percent: clamp(o.min_health_percent).unwrap_or(d.min_health_percent),
+        consecutive_local_origin: (o.split_external_local_origin_errors == Some(true))
+            .then(|| o.consecutive_local_origin_failures.unwrap_or(5)),
         error_codes: o
             .outlier_detection_http_error_codes
             .iter()
@@ -396,7 +404,6 @@ pub(crate) fn ignored_fields(tp: &TrafficPolicy, path: &FieldPath, out: &mut Vec
     common_ignored(
         tp.load_balancer.as_ref(),
         tp.connection_pool.as_ref(),
-        tp.outlier_detection.as_ref(),
         path,
         out,
     );
@@ -425,7 +432,6 @@ pub(crate) fn ignored_fields(tp: &TrafficPolicy, path: &FieldPath, out: &mut Vec
         common_ignored(
             pls.load_balancer.as_ref(),
             pls.connection_pool.as_ref(),
-            pls.outlier_detection.as_ref(),
             &at,
             out,
         );
@@ -443,10 +449,11 @@ fn is_mesh_tls(tls: &ClientTlsSettings) -> bool {
     }
 }
 
+/// The ignored fields of what a policy and a port-level policy share (every outlier
+/// detection setting is acted on).
 fn common_ignored(
     lb: Option<&LoadBalancerSettings>,
     pool: Option<&ConnectionPoolSettings>,
-    outlier: Option<&OutlierDetection>,
     path: &FieldPath,
     out: &mut Vec<FieldPath>,
 ) {
@@ -510,23 +517,6 @@ fn common_ignored(
                 if present {
                     out.push(http_at.field(name));
                 }
-            }
-        }
-    }
-    if let Some(o) = outlier {
-        let at = path.field("outlierDetection");
-        for (present, name) in [
-            (
-                o.split_external_local_origin_errors.is_some(),
-                "splitExternalLocalOriginErrors",
-            ),
-            (
-                o.consecutive_local_origin_failures.is_some(),
-                "consecutiveLocalOriginFailures",
-            ),
-        ] {
-            if present {
-                out.push(at.field(name));
             }
         }
     }

@@ -105,6 +105,7 @@ fn config(o: &Outlier) -> OutlierConfig {
         interval: Duration::from_millis(o.interval_ms),
         base_ejection_time: Duration::from_millis(o.base_ejection_ms),
         max_ejection_percent: o.max_ejection_percent,
+        consecutive_local_origin: o.consecutive_local_origin,
     }
 }
 
@@ -184,15 +185,15 @@ fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// How an attempt's outcome counts for outlier detection: a status by its class (one of
-/// `error_codes`, the rule's extra error statuses, as a 5xx), and a connection that failed
-/// or was reset as a gateway error (Envoy counts those as 503s).
+/// `error_codes`, the rule's extra error statuses, as a 5xx), and no answer (no connection,
+/// a reset, a timeout) as a local-origin failure.
 pub fn answer_of(outcome: &crate::route::Attempt, error_codes: &[u16]) -> Answer {
     match outcome {
         crate::route::Attempt::Answered { status, .. } => match Answer::of_status(*status) {
             Answer::Success if error_codes.contains(status) => Answer::ServerError,
             answer => answer,
         },
-        _ => Answer::GatewayError,
+        _ => Answer::LocalOrigin,
     }
 }
 
@@ -291,10 +292,11 @@ mod tests {
         assert_eq!(answer_of(&answered(429), &[429]), Answer::ServerError);
         assert_eq!(answer_of(&answered(500), &[]), Answer::ServerError);
         assert_eq!(answer_of(&answered(503), &[429]), Answer::GatewayError);
-        assert_eq!(answer_of(&Attempt::Reset, &[]), Answer::GatewayError);
+        assert_eq!(answer_of(&Attempt::Reset, &[]), Answer::LocalOrigin);
+        assert_eq!(answer_of(&Attempt::Timeout, &[]), Answer::LocalOrigin);
         assert_eq!(
             answer_of(&Attempt::ConnectFailure, &[]),
-            Answer::GatewayError
+            Answer::LocalOrigin
         );
     }
 

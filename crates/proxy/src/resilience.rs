@@ -35,6 +35,10 @@ pub struct OutlierConfig {
     pub interval: Duration,
     pub base_ejection_time: Duration,
     pub max_ejection_percent: u32,
+    /// `splitExternalLocalOriginErrors`: failures of the proxy's own to reach the endpoint
+    /// (no connection, a reset, a timeout) are counted apart, against this many in a row;
+    /// `None`: they count as gateway errors (and so as 5xx).
+    pub consecutive_local_origin: Option<u32>,
 }
 
 impl Default for OutlierConfig {
@@ -45,6 +49,7 @@ impl Default for OutlierConfig {
             interval: Duration::from_secs(10),
             base_ejection_time: Duration::from_secs(30),
             max_ejection_percent: 10,
+            consecutive_local_origin: None,
         }
     }
 }
@@ -56,8 +61,10 @@ pub enum Answer {
     Success,
     /// 500, 501, 505…: a 5xx that is not a gateway error.
     ServerError,
-    /// 502, 503, 504, or no connection at all.
+    /// 502, 503, 504 from the endpoint.
     GatewayError,
+    /// No answer: no connection, a reset, a timeout.
+    LocalOrigin,
 }
 
 impl Answer {
@@ -74,6 +81,7 @@ impl Answer {
 struct EndpointHealth {
     consecutive_5xx: u32,
     consecutive_gateway: u32,
+    consecutive_local: u32,
     ejected_until: Option<Instant>,
     times_ejected: u32,
 }
@@ -105,20 +113,31 @@ impl OutlierDetector {
             .filter(|h| h.ejected_until.is_some_and(|t| t > now))
             .count();
         let h = eps.entry(addr).or_default();
+        let split = self.config.consecutive_local_origin;
+        // Without the split, a failure to reach the endpoint is a gateway error (Envoy
+        // counts it as a 503).
+        let answer = match answer {
+            Answer::LocalOrigin if split.is_none() => Answer::GatewayError,
+            a => a,
+        };
         match answer {
             Answer::Success => {
                 h.consecutive_5xx = 0;
                 h.consecutive_gateway = 0;
+                h.consecutive_local = 0;
                 return false;
             }
             Answer::ServerError => {
                 h.consecutive_5xx += 1;
                 h.consecutive_gateway = 0;
+                h.consecutive_local = 0;
             }
             Answer::GatewayError => {
                 h.consecutive_5xx += 1;
                 h.consecutive_gateway += 1;
+                h.consecutive_local = 0;
             }
+            Answer::LocalOrigin => h.consecutive_local += 1,
         }
         if h.ejected_until.is_some_and(|t| t > now) {
             return false;
@@ -130,7 +149,8 @@ impl OutlierDetector {
             || self
                 .config
                 .consecutive_gateway_errors
-                .is_some_and(|n| n > 0 && h.consecutive_gateway >= n);
+                .is_some_and(|n| n > 0 && h.consecutive_gateway >= n)
+            || split.is_some_and(|n| n > 0 && h.consecutive_local >= n);
         if !tripped {
             return false;
         }
@@ -147,6 +167,7 @@ impl OutlierDetector {
         h.ejected_until = Some(now + duration);
         h.consecutive_5xx = 0;
         h.consecutive_gateway = 0;
+        h.consecutive_local = 0;
         true
     }
 

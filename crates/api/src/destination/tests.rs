@@ -107,6 +107,12 @@ fn the_deprecated_consecutive_errors_counts_gateway_errors_alone() {
     let o = p.get(80, None).outlier.clone().expect("outlier");
     assert_eq!((o.consecutive_5xx, o.consecutive_gateway_errors), (0, 7));
     assert_eq!(o.error_codes, [429]);
+    assert_eq!(o.consecutive_local_origin, None);
+    let p = DestinationPolicies::compile(&spec(
+        "host: r\ntrafficPolicy:\n  outlierDetection: {splitExternalLocalOriginErrors: true}\n",
+    ));
+    let o = p.get(80, None).outlier.clone().expect("outlier");
+    assert_eq!(o.consecutive_local_origin, Some(5), "Istio's default");
     let p = DestinationPolicies::compile(&spec(
         "host: r\ntrafficPolicy:\n  outlierDetection: {consecutive5xxErrors: 0, \
          consecutiveGatewayErrors: 2}\n",

@@ -11,7 +11,43 @@ fn config(consecutive_5xx: u32) -> OutlierConfig {
         interval: Duration::from_secs(1),
         base_ejection_time: Duration::from_secs(30),
         max_ejection_percent: 50,
+        consecutive_local_origin: None,
     }
+}
+
+/// Failures to reach the endpoint count as gateway errors, or, split off, on their own: then
+/// they neither feed nor reset the 5xx count, and an answer of any kind resets theirs.
+#[test]
+fn local_origin_failures_count_apart_when_split() {
+    let t0 = Instant::now();
+    let joined = OutlierDetector::new(config(2));
+    assert!(!joined.record(addr(1), Answer::LocalOrigin, 4, t0));
+    assert!(joined.record(addr(1), Answer::LocalOrigin, 4, t0));
+    let split = OutlierDetector::new(OutlierConfig {
+        consecutive_local_origin: Some(3),
+        ..config(2)
+    });
+    let a = addr(1);
+    assert!(!split.record(a, Answer::LocalOrigin, 4, t0));
+    assert!(!split.record(a, Answer::LocalOrigin, 4, t0));
+    assert!(
+        !split.record(a, Answer::ServerError, 4, t0),
+        "resets the local count"
+    );
+    assert!(!split.record(a, Answer::LocalOrigin, 4, t0));
+    assert!(!split.record(a, Answer::LocalOrigin, 4, t0));
+    assert!(
+        split.record(a, Answer::LocalOrigin, 4, t0),
+        "third in a row"
+    );
+    // The 5xx count was not fed by the local failures: one 500 more does not eject b.
+    let b = addr(2);
+    assert!(!split.record(b, Answer::ServerError, 4, t0));
+    assert!(!split.record(b, Answer::LocalOrigin, 4, t0));
+    assert!(
+        split.record(b, Answer::ServerError, 4, t0),
+        "two 5xx in a row"
+    );
 }
 
 /// Consecutive 5xx eject; a success in between resets the count; the endpoint comes back
