@@ -196,15 +196,55 @@ pub struct DestinationPolicies {
     /// Subsets with a policy of their own; others use [`Self::service`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub subsets: BTreeMap<String, Layered>,
+    /// Rules for some clients only (a `workloadSelector`, an `exportTo` that leaves
+    /// namespaces out), in load order: the first that takes a client decides for it, whole;
+    /// clients none takes get the rest of this value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scoped: Vec<Scoped>,
+}
+
+/// A DestinationRule for some clients only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scoped {
+    /// The client namespaces it applies to.
+    pub namespaces: Vec<String>,
+    /// Labels a client must carry (`workloadSelector.matchLabels`); empty: any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The rule, resolved (its own `scoped` is empty).
+    pub policies: DestinationPolicies,
+}
+
+impl Scoped {
+    fn takes(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespaces.iter().any(|n| n == namespace)
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
 }
 
 impl DestinationPolicies {
-    /// The policy for a request to `port` of `subset` (or of the whole service).
+    /// The policy for a request to `port` of `subset` (or of the whole service), for clients
+    /// no scoped rule takes.
     pub fn get(&self, port: u16, subset: Option<&str>) -> &Policy {
         subset
             .and_then(|s| self.subsets.get(s))
             .unwrap_or(&self.service)
             .get(port)
+    }
+
+    /// [`Self::get`] for a client in `namespace` with `labels`: the first scoped rule that
+    /// takes it, if any.
+    pub fn get_for(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        port: u16,
+        subset: Option<&str>,
+    ) -> &Policy {
+        match self.scoped.iter().find(|s| s.takes(namespace, labels)) {
+            Some(scoped) => scoped.policies.get(port, subset),
+            None => self.get(port, subset),
+        }
     }
 
     /// Whether nothing differs from the defaults.
@@ -249,7 +289,11 @@ impl DestinationPolicies {
             }
             subsets.insert(subset.name.clone(), Layered { default, ports });
         }
-        DestinationPolicies { service, subsets }
+        DestinationPolicies {
+            service,
+            subsets,
+            scoped: Vec::new(),
+        }
     }
 }
 

@@ -84,7 +84,8 @@ fn instance(answer: &Value, i: usize) -> Option<String> {
 
 /// The default balancer prefers the faster endpoint; `ROUND_ROBIN` alternates; a
 /// consistent hash on a header keeps each user on one endpoint. `a` calls `b` (default),
-/// `c` (round robin) and `d` (hash on `end-user`, which the demo app forwards) for every
+/// `c` (round robin, by a rule whose `workloadSelector` picks `a`, over a rule for everyone
+/// saying `RANDOM`) and `d` (hash on `end-user`, which the demo app forwards) for every
 /// request; `b-1` answers 30 ms slower than `b-2`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balancers_follow_the_destination_rule() {
@@ -96,7 +97,10 @@ async fn balancers_follow_the_destination_rule() {
             ("d", &[("d-1", ""), ("d-2", "")]),
         ],
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: c\nspec:\n  \
-         host: c\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n---\n\
+         host: c\n  trafficPolicy:\n    loadBalancer:\n      simple: RANDOM\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: c-for-a\n\
+         spec:\n  host: c\n  workloadSelector:\n    matchLabels:\n      app: a\n  \
+         trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n---\n\
          apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: d\nspec:\n  \
          host: d\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        \
          httpHeaderName: end-user\n",
@@ -152,10 +156,12 @@ async fn balancers_follow_the_destination_rule() {
             .map(|s| s["traffic_policy"].clone())
             .unwrap_or(Value::Null)
     };
+    let c = policy_of("c.default.svc.cluster.local");
+    assert_eq!(c["service"]["default"]["load_balancer"], "random", "{c}");
+    assert_eq!(c["scoped"][0]["labels"]["app"], "a", "{c}");
     assert_eq!(
-        policy_of("c.default.svc.cluster.local")["service"]["default"]["load_balancer"],
-        "round_robin",
-        "{dump}"
+        c["scoped"][0]["policies"]["service"]["default"]["load_balancer"], "round_robin",
+        "{c}"
     );
     assert_eq!(
         policy_of("d.default.svc.cluster.local")["service"]["default"]["load_balancer"]

@@ -295,9 +295,11 @@ fn subsets(config: &ConfigSet, host: &str) -> Vec<proto::Subset> {
 }
 
 /// The traffic policy of the DestinationRules for `host`, resolved per port and subset;
-/// `None` when no rule sets one. Several rules for one host merge as Istio merges them: the
+/// `None` when no rule sets one. Rules for every client merge as Istio merges them: the
 /// first loaded rule with a top-level policy gives it, and each subset comes from the first
-/// rule that defines it (as in [`subsets`]).
+/// rule that defines it (as in [`subsets`]). A rule with a `workloadSelector` (for workloads
+/// of its own namespace) or an `exportTo` that leaves namespaces out applies, whole and
+/// before the others, to the clients it names only.
 fn traffic_policy(
     config: &ConfigSet,
     host: &str,
@@ -306,11 +308,36 @@ fn traffic_policy(
         host: host.to_owned(),
         ..Default::default()
     };
+    let mut scoped = Vec::new();
     for res in &config.resources {
         let Resource::DestinationRule(dr) = &res.value else {
             continue;
         };
-        if fqdn(&dr.spec.host, dr.meta.namespace()) != host {
+        let ns = dr.meta.namespace();
+        if fqdn(&dr.spec.host, ns) != host {
+            continue;
+        }
+        let exported = &dr.spec.export_to;
+        let to_some = !exported.is_empty() && !exported.iter().any(|e| e == "*");
+        if dr.spec.workload_selector.is_some() || to_some {
+            let namespaces = match &dr.spec.workload_selector {
+                // Workload selectors do not reach across namespaces.
+                Some(_) => vec![ns.to_owned()],
+                None => exported
+                    .iter()
+                    .map(|e| if e == "." { ns.to_owned() } else { e.clone() })
+                    .collect(),
+            };
+            scoped.push(trellis_api::destination::Scoped {
+                namespaces,
+                labels: dr
+                    .spec
+                    .workload_selector
+                    .as_ref()
+                    .map(|s| s.match_labels.clone())
+                    .unwrap_or_default(),
+                policies: trellis_api::destination::DestinationPolicies::compile(&dr.spec),
+            });
             continue;
         }
         if merged.traffic_policy.is_none() {
@@ -322,7 +349,8 @@ fn traffic_policy(
             }
         }
     }
-    let policies = trellis_api::destination::DestinationPolicies::compile(&merged);
+    let mut policies = trellis_api::destination::DestinationPolicies::compile(&merged);
+    policies.scoped = scoped;
     (!policies.is_empty()).then_some(policies)
 }
 
@@ -523,6 +551,49 @@ spec: {{mtls: {{mode: STRICT}}}}
         assert_eq!(wire.authorization_policies.len(), 1);
         assert_eq!(wire.authorization_policies[0].name, "web-only");
         assert_eq!(wire.peer_authentications[0].namespace, "mesh-root");
+    }
+
+    #[test]
+    fn ships_traffic_policy_with_rules_scoped_to_some_clients() {
+        let trust = TrustState::default();
+        let plain = compile(&config(WEB), &[], &trust, ROOT).unwrap();
+        assert!(plain.services[0].traffic_policy_json.is_empty());
+        let dr = |name: &str, extra: &str, lb: &str| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: \
+                 {{name: {name}}}\nspec:\n  host: web\n{extra}  trafficPolicy:\n    \
+                 loadBalancer: {{simple: {lb}}}\n"
+            )
+        };
+        let yaml = format!(
+            "{WEB}{}{}{}{}",
+            dr("everyone", "", "RANDOM"),
+            dr("later", "", "LEAST_REQUEST"),
+            dr(
+                "front",
+                "  workloadSelector: {matchLabels: {app: front}}\n",
+                "ROUND_ROBIN"
+            ),
+            dr("here", "  exportTo: [\".\", batch]\n", "LEAST_REQUEST"),
+        );
+        let snap = compile(&config(&yaml), &[], &trust, ROOT).unwrap();
+        let wire = trellis_api::snapshot::Snapshot::try_from(snap).unwrap();
+        let web = wire.resolve("web", "default").unwrap();
+        let p = &web.policies;
+        use trellis_api::destination::LoadBalancer;
+        // The first rule for everyone gives the policy; the scoped ones keep to their clients.
+        assert_eq!(p.get(80, None).load_balancer, LoadBalancer::Random);
+        assert_eq!(p.scoped.len(), 2);
+        assert_eq!(p.scoped[0].namespaces, ["default"]);
+        assert_eq!(p.scoped[1].namespaces, ["default", "batch"]);
+        let labels = |app: &str| -> BTreeMap<String, String> {
+            [("app".to_string(), app.to_string())].into()
+        };
+        let lb = |ns, app| p.get_for(ns, &labels(app), 80, None).load_balancer.clone();
+        assert_eq!(lb("default", "front"), LoadBalancer::RoundRobin);
+        assert_eq!(lb("default", "web"), LoadBalancer::LeastRequest);
+        assert_eq!(lb("batch", "front"), LoadBalancer::LeastRequest);
+        assert_eq!(lb("other", "front"), LoadBalancer::Random);
     }
 
     #[test]

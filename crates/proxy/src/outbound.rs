@@ -735,10 +735,16 @@ pub fn endpoint_of<'a>(
             ),
         ));
     }
-    let policy = dest_service.policies.get(sp.port, subset);
+    let mut policy = dest_service.policies.get(sp.port, subset);
     let mut destination = None;
     let index = match balance {
         Some(b) => {
+            // The rule scoped to this client, if one is (`workloadSelector`, `exportTo`).
+            let config = &b.state.config;
+            policy =
+                dest_service
+                    .policies
+                    .get_for(config.namespace(), &config.labels, sp.port, subset);
             destination = b
                 .state
                 .destinations

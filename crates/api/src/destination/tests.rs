@@ -173,3 +173,41 @@ subsets:
     let back: DestinationPolicies = serde_json::from_str(&json).expect("deserializes");
     assert_eq!(back, p);
 }
+
+#[test]
+fn a_scoped_rule_decides_for_the_clients_it_takes() {
+    let rule = |lb: &str| {
+        DestinationPolicies::compile(&spec(&format!(
+            "host: r\ntrafficPolicy:\n  loadBalancer: {{simple: {lb}}}\n"
+        )))
+    };
+    let mut p = rule("RANDOM");
+    p.scoped = vec![
+        Scoped {
+            namespaces: vec!["web".into()],
+            labels: [("app".to_string(), "front".to_string())].into(),
+            policies: rule("ROUND_ROBIN"),
+        },
+        Scoped {
+            namespaces: vec!["web".into(), "batch".into()],
+            labels: BTreeMap::new(),
+            policies: rule("LEAST_REQUEST"),
+        },
+    ];
+    let labels =
+        |app: &str| -> BTreeMap<String, String> { [("app".to_string(), app.to_string())].into() };
+    let lb = |ns: &str, app: &str| p.get_for(ns, &labels(app), 80, None).load_balancer.clone();
+    assert_eq!(
+        lb("web", "front"),
+        LoadBalancer::RoundRobin,
+        "the first that takes it"
+    );
+    assert_eq!(lb("web", "other"), LoadBalancer::LeastRequest);
+    assert_eq!(lb("batch", "front"), LoadBalancer::LeastRequest);
+    assert_eq!(
+        lb("elsewhere", "front"),
+        LoadBalancer::Random,
+        "no scoped rule: the rest"
+    );
+    assert_eq!(p.get(80, None).load_balancer, LoadBalancer::Random);
+}

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::istio::{check_export_to, check_host, check_label_map, push, LabelRule};
 use super::path::FieldPath;
 use super::validate::{check_unique_names, is_dns1123_label, ValidationError, Violation};
-use super::{note_if, ObjectMeta};
+use super::ObjectMeta;
 
 pub use super::istio::WorkloadSelector;
 pub use connection_pool::{
@@ -58,10 +58,10 @@ pub struct DestinationRuleSpec {
     /// [`crate::destination`]); TLS, tunnel and PROXY protocol are not acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_policy: Option<TrafficPolicy>,
-    /// Not implemented: visibility to other namespaces.
+    /// The client namespaces the rule applies to (`.` its own, `*` all; empty: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
-    /// Not implemented: restricting the rule to some client workloads.
+    /// The client workloads of the rule's namespace it applies to; empty: every client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
 }
@@ -201,12 +201,6 @@ impl DestinationRuleSpec {
                 crate::destination::ignored_fields(tp, &at, out);
             }
         }
-        note_if(out, !self.export_to.is_empty(), spec.field("exportTo"));
-        note_if(
-            out,
-            self.workload_selector.is_some(),
-            spec.field("workloadSelector"),
-        );
     }
 }
 
