@@ -299,19 +299,12 @@ impl DestinationPolicies {
 
 /// `below` with the settings of `tp` (not its port-level ones) laid over it.
 fn apply(below: &Policy, tp: &TrafficPolicy) -> Policy {
+    let layer = Layer {
+        load_balancer: tp.load_balancer.as_ref(),
+        pool: tp.connection_pool.as_ref(),
+        outlier: tp.outlier_detection.as_ref(),
+    };
     Policy {
-        load_balancer: tp
-            .load_balancer
-            .as_ref()
-            .map_or_else(|| below.load_balancer.clone(), load_balancer),
-        pool: tp
-            .connection_pool
-            .as_ref()
-            .map_or(below.pool.clone(), |p| Some(pool(p))),
-        outlier: tp
-            .outlier_detection
-            .as_ref()
-            .map_or(below.outlier.clone(), |o| Some(outlier(o))),
         retry_budget: tp
             .retry_budget
             .as_ref()
@@ -321,6 +314,30 @@ fn apply(below: &Policy, tp: &TrafficPolicy) -> Policy {
                     percent: b.percent.unwrap_or(20.0),
                 })
             }),
+        ..layer.over(below)
+    }
+}
+
+/// The settings a traffic policy and a port-level policy both have.
+struct Layer<'a> {
+    load_balancer: Option<&'a LoadBalancerSettings>,
+    pool: Option<&'a ConnectionPoolSettings>,
+    outlier: Option<&'a OutlierDetection>,
+}
+
+impl Layer<'_> {
+    /// `below` with each setting this layer has replaced.
+    fn over(&self, below: &Policy) -> Policy {
+        Policy {
+            load_balancer: self
+                .load_balancer
+                .map_or_else(|| below.load_balancer.clone(), load_balancer),
+            pool: self.pool.map_or(below.pool.clone(), |p| Some(pool(p))),
+            outlier: self
+                .outlier
+                .map_or(below.outlier.clone(), |o| Some(outlier(o))),
+            retry_budget: below.retry_budget.clone(),
+        }
     }
 }
 
@@ -336,21 +353,12 @@ fn port_overrides(base: &Policy, settings: &[PortTrafficPolicy]) -> BTreeMap<u16
 }
 
 fn apply_port(below: &Policy, pls: &PortTrafficPolicy) -> Policy {
-    Policy {
-        load_balancer: pls
-            .load_balancer
-            .as_ref()
-            .map_or_else(|| below.load_balancer.clone(), load_balancer),
-        pool: pls
-            .connection_pool
-            .as_ref()
-            .map_or(below.pool.clone(), |p| Some(pool(p))),
-        outlier: pls
-            .outlier_detection
-            .as_ref()
-            .map_or(below.outlier.clone(), |o| Some(outlier(o))),
-        retry_budget: below.retry_budget.clone(),
+    Layer {
+        load_balancer: pls.load_balancer.as_ref(),
+        pool: pls.connection_pool.as_ref(),
+        outlier: pls.outlier_detection.as_ref(),
     }
+    .over(below)
 }
 
 fn load_balancer(lb: &LoadBalancerSettings) -> LoadBalancer {
