@@ -399,11 +399,29 @@ fn port_routes(
         .copied()
         .filter(|a| a.consumer.is_none())
         .collect();
-    let http = gateway::http_routes(&producer, ctx, warnings)
-        .or_else(|| vs.and_then(|(_, vs)| istio::http_routes(vs, port)));
-    let tcp = gateway::tcp_routes(&producer, ctx, warnings)
-        .or_else(|| vs.and_then(|(_, vs)| istio::tcp_routes(vs, port)));
-    let namespaces: BTreeSet<&str> = attached.iter().filter_map(|a| a.consumer).collect();
+    // A VirtualService whose `exportTo` leaves namespaces out routes only clients of the
+    // namespaces it lists: its rules go to those namespaces as consumer routes.
+    let scope = vs.and_then(|(_, vs)| exported_to(vs));
+    let gateway_http = gateway::http_routes(&producer, ctx, warnings);
+    let gateway_tcp = gateway::tcp_routes(&producer, ctx, warnings);
+    // Gateway API routes attached to the port take it over (see `overridden`).
+    let vs_http = vs
+        .filter(|_| gateway_http.is_none())
+        .and_then(|(_, vs)| istio::http_routes(vs, port));
+    let vs_tcp = vs
+        .filter(|_| gateway_tcp.is_none())
+        .and_then(|(_, vs)| istio::tcp_routes(vs, port));
+    let (http, tcp) = match &scope {
+        None => (
+            gateway_http.or(vs_http.clone()),
+            gateway_tcp.or(vs_tcp.clone()),
+        ),
+        Some(_) => (gateway_http, gateway_tcp),
+    };
+    let mut namespaces: BTreeSet<&str> = attached.iter().filter_map(|a| a.consumer).collect();
+    if vs_http.is_some() || vs_tcp.is_some() {
+        namespaces.extend(scope.iter().flatten().map(String::as_str));
+    }
     let mut consumers = Vec::new();
     for namespace in namespaces {
         let theirs: Vec<&Attachment<'_>> = attached
@@ -411,10 +429,15 @@ fn port_routes(
             .copied()
             .filter(|a| a.consumer == Some(namespace))
             .collect();
+        let exported = scope
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|n| n == namespace));
         consumers.push(ConsumerRoutes {
             namespace: namespace.to_owned(),
-            http: gateway::http_routes(&theirs, ctx, warnings),
-            tcp: gateway::tcp_routes(&theirs, ctx, warnings),
+            http: gateway::http_routes(&theirs, ctx, warnings)
+                .or_else(|| vs_http.clone().filter(|_| exported)),
+            tcp: gateway::tcp_routes(&theirs, ctx, warnings)
+                .or_else(|| vs_tcp.clone().filter(|_| exported)),
         });
     }
     (http.is_some() || tcp.is_some() || !consumers.is_empty()).then_some(PortRoutes {
@@ -423,6 +446,23 @@ fn port_routes(
         tcp,
         consumers,
     })
+}
+
+/// The client namespaces a VirtualService's `exportTo` limits it to (`.` is its own); `None`
+/// when it is exported everywhere (no `exportTo`, or `*` among them).
+fn exported_to(vs: &VirtualService) -> Option<Vec<String>> {
+    let list = &vs.spec.export_to;
+    if list.is_empty() || list.iter().any(|e| e == "*") {
+        return None;
+    }
+    let own = vs.meta.namespace();
+    let mut out: Vec<String> = list
+        .iter()
+        .map(|e| if e == "." { own.to_owned() } else { e.clone() })
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
 }
 
 /// The (host, VirtualService) pairs whose routes a producer Gateway API route replaces on at

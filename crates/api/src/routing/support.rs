@@ -78,14 +78,6 @@ fn virtual_service(spec: &VirtualServiceSpec, at: &FieldPath, out: &mut Vec<Noti
             );
         }
     }
-    if !spec.export_to.is_empty() {
-        note(
-            out,
-            at.field("exportTo"),
-            "visibility to other namespaces",
-            "not supported by the mesh: the VirtualService applies to clients in every namespace",
-        );
-    }
     for (i, route) in spec.tls.iter().enumerate() {
         for (j, m) in route.match_.iter().enumerate() {
             if !m.destination_subnets.is_empty() {

@@ -736,3 +736,37 @@ fn wildcard_hosts_route_services_no_virtual_service_names() {
         "any"
     );
 }
+
+#[test]
+fn a_virtual_service_exported_to_some_namespaces_routes_only_their_clients() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: ns}
+spec:
+  hosts: [echo]
+  exportTo: [\".\", batch]
+  http:
+  - route: [{destination: {host: other}}]
+";
+    let routes = compiled(yaml);
+    let port = routes.tables[ECHO].port(80).expect("routes on port 80");
+    // Nobody else: no routes for other clients, the Service as addressed.
+    assert!(port.http.is_none());
+    let namespaces: Vec<&str> = port
+        .consumers
+        .iter()
+        .map(|c| c.namespace.as_str())
+        .collect();
+    assert_eq!(namespaces, ["batch", "ns"]);
+    for c in &port.consumers {
+        let http = c.http.as_ref().expect("the VirtualService's rules");
+        assert_eq!(http.rules[0].name.name, "echo");
+    }
+    assert_eq!(port.http_for("ns").map(|h| h.rules.len()), Some(1));
+    assert!(port.http_for("web").is_none());
+    // Exported everywhere: the port's own routes, as before.
+    let routes = compiled(&yaml.replace("[\".\", batch]", "[\"*\"]"));
+    let port = routes.tables[ECHO].port(80).expect("routes on port 80");
+    assert!(port.http.is_some() && port.consumers.is_empty());
+}

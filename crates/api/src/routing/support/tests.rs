@@ -122,8 +122,6 @@ spec:
         got,
         [
             "spec.gateways[1]: gateway \"ingress\": not supported by the mesh, ignored",
-            "spec.exportTo: visibility to other namespaces: not supported by the mesh: the \
-             VirtualService applies to clients in every namespace",
             "spec.http[0].corsPolicy: CORS: not supported by the mesh, ignored",
             "spec.http[0].retries.retryRemoteLocalities: retrying in other localities: not \
              supported by the mesh, ignored",
