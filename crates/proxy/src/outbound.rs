@@ -735,55 +735,64 @@ pub fn endpoint_of<'a>(
             ),
         ));
     }
-    let mut policy = dest_service.policies.get(sp.port, subset);
-    let mut destination = None;
-    let index = match balance {
+    let (policy, destination, index) = match balance {
         Some(b) => {
             // The rule scoped to this client, if one is (`workloadSelector`, `exportTo`).
             let config = &b.state.config;
-            policy =
+            let policy =
                 dest_service
                     .policies
                     .get_for(config.namespace(), &config.labels, sp.port, subset);
-            destination = b
+            let destination = b
                 .state
                 .destinations
                 .get(&dest_service.host, sp.port, subset, policy);
             let addrs: Vec<std::net::SocketAddr> =
                 candidates.iter().map(|e| e.proxy_addr()).collect();
-            let mut admitted =
-                crate::destination::admitted(destination.as_deref(), &addrs, Instant::now());
-            if !b.avoid.is_empty() {
-                admitted.retain(|i| !b.avoid.contains(&addrs[*i]));
-                if admitted.is_empty() {
-                    return Err((
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "every admitted endpoint was tried".to_owned(),
-                    ));
-                }
-            }
-            if admitted.is_empty() {
-                return Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "no healthy upstream: every endpoint of {}{} is ejected",
-                        dest_service.host,
-                        which()
-                    ),
-                ));
-            }
             let hash = match &policy.load_balancer {
                 LoadBalancer::ConsistentHash(on) => {
-                    crate::destination::hash_key(on, b.headers, b.query, b.state.config.address)
+                    crate::destination::hash_key(on, b.headers, b.query, config.address)
                 }
                 _ => None,
             };
-            let open: Vec<std::net::SocketAddr> = admitted.iter().map(|i| addrs[*i]).collect();
             let algorithm = crate::destination::algorithm(&policy.load_balancer);
-            let pick = b.state.balancer.pick(algorithm, &open, hash).unwrap_or(0);
-            admitted[pick]
+            let unfiltered =
+                b.avoid.is_empty() && destination.as_ref().is_none_or(|d| d.outlier.is_none());
+            let index = if unfiltered {
+                // Nothing to leave out (the common case): no more lists to build.
+                b.state.balancer.pick(algorithm, &addrs, hash).unwrap_or(0)
+            } else {
+                let mut admitted =
+                    crate::destination::admitted(destination.as_deref(), &addrs, Instant::now());
+                if !b.avoid.is_empty() {
+                    admitted.retain(|i| !b.avoid.contains(&addrs[*i]));
+                    if admitted.is_empty() {
+                        return Err((
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "every admitted endpoint was tried".to_owned(),
+                        ));
+                    }
+                }
+                if admitted.is_empty() {
+                    return Err((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "no healthy upstream: every endpoint of {}{} is ejected",
+                            dest_service.host,
+                            which()
+                        ),
+                    ));
+                }
+                let open: Vec<std::net::SocketAddr> = admitted.iter().map(|i| addrs[*i]).collect();
+                admitted[b.state.balancer.pick(algorithm, &open, hash).unwrap_or(0)]
+            };
+            (policy, destination, index)
         }
-        None => rand::rng().random_range(0..candidates.len()),
+        None => (
+            dest_service.policies.get(sp.port, subset),
+            None,
+            rand::rng().random_range(0..candidates.len()),
+        ),
     };
     let endpoint = candidates[index];
     let port = endpoint.target_port(sp).ok_or_else(|| {
