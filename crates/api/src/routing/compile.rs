@@ -62,7 +62,7 @@ pub fn compile(resources: &[Located<Resource>]) -> MeshRoutes {
     let attachments = attachments(resources, &ctx, &mut warnings);
     let mut tables = BTreeMap::new();
     for (host, service) in &ctx.services {
-        let vs = claims.get(host.as_str()).copied();
+        let vs = claims.get(host.as_str());
         let mut ports = Vec::new();
         for port in &service.ports {
             let here: Vec<&Attachment<'_>> = attachments
@@ -214,14 +214,58 @@ fn mesh_virtual_services(
     })
 }
 
-/// The VirtualService that routes each Service host: the first loaded that names it and
-/// applies to the mesh (no `gateways`, or `mesh` among them). Later ones are reported.
+/// A VirtualService with the resource it was loaded from.
+type Claim<'a> = (&'a Located<Resource>, &'a VirtualService);
+
+/// The VirtualServices that route one Service host.
+#[derive(Default)]
+struct Claims<'a> {
+    /// For every client: the first loaded one exported everywhere.
+    everyone: Option<Claim<'a>>,
+    /// For the clients of the namespaces their `exportTo` lists, in load order: the first
+    /// that lists a namespace routes its clients.
+    scoped: Vec<Claim<'a>>,
+}
+
+impl<'a> Claims<'a> {
+    fn all(&self) -> impl Iterator<Item = Claim<'a>> + '_ {
+        self.everyone.iter().chain(&self.scoped).copied()
+    }
+
+    /// The one already routing what `vs` would, if any (then `vs` is not used).
+    fn taken_by(&self, vs: &VirtualService) -> Option<&'a VirtualService> {
+        match exported_to(vs) {
+            None => self.everyone.map(|(_, first)| first),
+            Some(namespaces) => {
+                let covered = |ns: &String| {
+                    self.scoped
+                        .iter()
+                        .any(|(_, o)| exported_to(o).is_some_and(|n| n.contains(ns)))
+                };
+                if !namespaces.iter().all(covered) {
+                    return None;
+                }
+                self.scoped
+                    .iter()
+                    .find(|(_, o)| {
+                        exported_to(o).is_some_and(|n| n.iter().any(|x| namespaces.contains(x)))
+                    })
+                    .map(|(_, o)| *o)
+            }
+        }
+    }
+}
+
+/// The VirtualServices that route each Service host: of those that name it and apply to the
+/// mesh (no `gateways`, or `mesh` among them), the first loaded exported everywhere, and
+/// those exported to some namespaces only, for their clients. Ones left with nothing to
+/// route are reported.
 fn claim_hosts<'a>(
     resources: &'a [Located<Resource>],
     ctx: &Context<'_>,
     warnings: &mut Vec<Diagnostic>,
-) -> BTreeMap<String, (&'a Located<Resource>, &'a VirtualService)> {
-    let mut claims: BTreeMap<String, (&Located<Resource>, &VirtualService)> = BTreeMap::new();
+) -> BTreeMap<String, Claims<'a>> {
+    let mut claims: BTreeMap<String, Claims<'a>> = BTreeMap::new();
     for (located, vs) in mesh_virtual_services(resources) {
         let ns = vs.meta.namespace();
         for (i, host) in vs.spec.hosts.iter().enumerate() {
@@ -232,8 +276,9 @@ fn claim_hosts<'a>(
             if !ctx.services.contains_key(&host) {
                 continue;
             }
-            match claims.get(&host) {
-                Some((_, first)) => {
+            let entry = claims.entry(host.clone()).or_default();
+            match entry.taken_by(vs) {
+                Some(first) => {
                     let message = format!(
                         "{host} is already routed by VirtualService {}/{}; only one \
                          VirtualService routes a host in the mesh, so this one is not used \
@@ -243,9 +288,8 @@ fn claim_hosts<'a>(
                     );
                     warn(warnings, located, Some(format!("spec.hosts[{i}]")), message);
                 }
-                None => {
-                    claims.insert(host, (located, vs));
-                }
+                None if exported_to(vs).is_some() => entry.scoped.push((located, vs)),
+                None => entry.everyone = Some((located, vs)),
             }
         }
     }
@@ -270,7 +314,7 @@ fn claim_hosts<'a>(
         }
     }
     for host in ctx.services.keys() {
-        if claims.contains_key(host) {
+        if claims.get(host).is_some_and(|c| c.all().next().is_some()) {
             continue;
         }
         let best = wildcards
@@ -278,7 +322,7 @@ fn claim_hosts<'a>(
             .filter(|(suffix, _, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
             .max_by(|a, b| a.0.len().cmp(&b.0.len()).then(std::cmp::Ordering::Greater));
         if let Some((_, located, vs)) = best {
-            claims.insert(host.clone(), (*located, *vs));
+            claims.entry(host.clone()).or_default().everyone = Some((*located, *vs));
         }
     }
     claims
@@ -389,7 +433,7 @@ fn parent_ports(host: &str, parent: &ParentReference, ctx: &Context<'_>) -> Opti
 /// Gateway API routes attached to the port.
 fn port_routes(
     port: u16,
-    vs: Option<(&Located<Resource>, &VirtualService)>,
+    claims: Option<&Claims<'_>>,
     attached: &[&Attachment<'_>],
     ctx: &Context<'_>,
     warnings: &mut Vec<Diagnostic>,
@@ -399,29 +443,51 @@ fn port_routes(
         .copied()
         .filter(|a| a.consumer.is_none())
         .collect();
-    // A VirtualService whose `exportTo` leaves namespaces out routes only clients of the
-    // namespaces it lists: its rules go to those namespaces as consumer routes.
-    let scope = vs.and_then(|(_, vs)| exported_to(vs));
     let gateway_http = gateway::http_routes(&producer, ctx, warnings);
     let gateway_tcp = gateway::tcp_routes(&producer, ctx, warnings);
     // Gateway API routes attached to the port take it over (see `overridden`).
-    let vs_http = vs
-        .filter(|_| gateway_http.is_none())
-        .and_then(|(_, vs)| istio::http_routes(vs, port));
-    let vs_tcp = vs
-        .filter(|_| gateway_tcp.is_none())
-        .and_then(|(_, vs)| istio::tcp_routes(vs, port));
-    let (http, tcp) = match &scope {
-        None => (
-            gateway_http.or(vs_http.clone()),
-            gateway_tcp.or(vs_tcp.clone()),
-        ),
-        Some(_) => (gateway_http, gateway_tcp),
+    let vs_http = |vs: &VirtualService| {
+        if gateway_http.is_some() {
+            None
+        } else {
+            istio::http_routes(vs, port)
+        }
+    };
+    let vs_tcp = |vs: &VirtualService| {
+        if gateway_tcp.is_some() {
+            None
+        } else {
+            istio::tcp_routes(vs, port)
+        }
+    };
+    let everyone = claims.and_then(|c| c.everyone);
+    let http = gateway_http
+        .clone()
+        .or_else(|| everyone.and_then(|(_, vs)| vs_http(vs)));
+    let tcp = gateway_tcp
+        .clone()
+        .or_else(|| everyone.and_then(|(_, vs)| vs_tcp(vs)));
+    // A VirtualService whose `exportTo` leaves namespaces out routes only the clients of the
+    // namespaces it lists (the first loaded that lists one): its rules go to them as
+    // consumer routes.
+    let scoped: Vec<(Vec<String>, &VirtualService)> = claims
+        .map(|c| c.scoped.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, vs)| Some((exported_to(vs)?, *vs)))
+        .collect();
+    let scoped_for = |namespace: &str| {
+        scoped
+            .iter()
+            .find(|(namespaces, _)| namespaces.iter().any(|n| n == namespace))
+            .map(|(_, vs)| *vs)
     };
     let mut namespaces: BTreeSet<&str> = attached.iter().filter_map(|a| a.consumer).collect();
-    if vs_http.is_some() || vs_tcp.is_some() {
-        namespaces.extend(scope.iter().flatten().map(String::as_str));
-    }
+    namespaces.extend(
+        scoped
+            .iter()
+            .flat_map(|(n, _)| n.iter().map(String::as_str)),
+    );
     let mut consumers = Vec::new();
     for namespace in namespaces {
         let theirs: Vec<&Attachment<'_>> = attached
@@ -429,16 +495,15 @@ fn port_routes(
             .copied()
             .filter(|a| a.consumer == Some(namespace))
             .collect();
-        let exported = scope
-            .as_ref()
-            .is_some_and(|s| s.iter().any(|n| n == namespace));
-        consumers.push(ConsumerRoutes {
+        let vs = scoped_for(namespace);
+        let routes = ConsumerRoutes {
             namespace: namespace.to_owned(),
-            http: gateway::http_routes(&theirs, ctx, warnings)
-                .or_else(|| vs_http.clone().filter(|_| exported)),
-            tcp: gateway::tcp_routes(&theirs, ctx, warnings)
-                .or_else(|| vs_tcp.clone().filter(|_| exported)),
-        });
+            http: gateway::http_routes(&theirs, ctx, warnings).or_else(|| vs.and_then(vs_http)),
+            tcp: gateway::tcp_routes(&theirs, ctx, warnings).or_else(|| vs.and_then(vs_tcp)),
+        };
+        if routes.http.is_some() || routes.tcp.is_some() {
+            consumers.push(routes);
+        }
     }
     (http.is_some() || tcp.is_some() || !consumers.is_empty()).then_some(PortRoutes {
         port,
@@ -469,12 +534,15 @@ fn exported_to(vs: &VirtualService) -> Option<Vec<String>> {
 /// least one port where the VirtualService had routes of the same family, with the families
 /// replaced (`http`, `tcp`, `http and tcp`).
 fn overridden<'a>(
-    claims: &BTreeMap<String, (&'a Located<Resource>, &'a VirtualService)>,
+    claims: &BTreeMap<String, Claims<'a>>,
     attachments: &[Attachment<'_>],
     ctx: &Context<'_>,
 ) -> Vec<(String, &'a Located<Resource>, &'static str)> {
     let mut out = Vec::new();
-    for (host, (located, vs)) in claims {
+    let each = claims
+        .iter()
+        .flat_map(|(host, c)| c.all().map(move |claim| (host, claim)));
+    for (host, (located, vs)) in each {
         let Some(service) = ctx.services.get(host) else {
             continue;
         };
@@ -500,7 +568,7 @@ fn overridden<'a>(
             (false, true) => "tcp",
             (false, false) => continue,
         };
-        out.push((host.clone(), *located, kinds));
+        out.push((host.clone(), located, kinds));
     }
     out
 }

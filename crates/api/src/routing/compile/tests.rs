@@ -770,3 +770,32 @@ spec:
     let port = routes.tables[ECHO].port(80).expect("routes on port 80");
     assert!(port.http.is_some() && port.consumers.is_empty());
 }
+
+#[test]
+fn virtual_services_for_one_host_exported_to_different_namespaces_each_route_theirs() {
+    let vs = |name: &str, export: &str, to: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, \
+             namespace: ns}}\nspec:\n  hosts: [echo]\n  exportTo: [{export}]\n  http:\n  - route: \
+             [{{destination: {{host: {to}}}}}]\n---\n"
+        )
+    };
+    let routes = compiled(&format!(
+        "{}{}{}{}",
+        vs("for-a", "a", "other"),
+        vs("for-b", "b, a", "echo"),
+        vs("everyone", "\"*\"", "other"),
+        vs("again-a", "a", "echo"),
+    ));
+    let port = routes.tables[ECHO].port(80).expect("routes");
+    let name = |ns: &str| port.http_for(ns).map(|h| h.rules[0].name.name.clone());
+    // The first that lists a namespace routes its clients; the one exported everywhere
+    // routes the rest.
+    assert_eq!(name("a").as_deref(), Some("for-a"));
+    assert_eq!(name("b").as_deref(), Some("for-b"));
+    assert_eq!(name("web").as_deref(), Some("everyone"));
+    // `again-a` has nothing left to route: reported, like a second VirtualService for a host.
+    let w = warnings(&routes);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("again-a spec.hosts[0]:"), "{w:?}");
+}
