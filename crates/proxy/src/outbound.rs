@@ -73,8 +73,6 @@ pub async fn serve(
 /// A destination chosen for one request or connection.
 pub struct Target<'a> {
     pub service: &'a Service,
-    /// The route that chose the destination, if one did.
-    pub route: Option<&'a str>,
     pub endpoint: &'a Endpoint,
     /// The workload port on the endpoint.
     pub port: u16,
@@ -805,7 +803,6 @@ pub fn endpoint_of<'a>(
         )
     })?;
     Ok(Target {
-        route: None,
         service: dest_service,
         endpoint,
         port,

@@ -17,7 +17,7 @@ use base64::Engine;
 use crate::resources::{
     Destination, HeaderOperations, HeaderValueMatch, Headers, HttpDirectResponse,
     HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite,
-    HttpRoute as VsHttpRoute, RedirectPortSelection, StringMatch, VirtualService,
+    HttpRoute as VsHttpRoute, RedirectPortSelection, RouteDestination, StringMatch, VirtualService,
 };
 use crate::routing::header::{HeaderKey, HeaderText};
 use crate::routing::model::{
@@ -105,6 +105,17 @@ pub(super) fn http_routes(vs: &VirtualService, port: u16) -> Option<HttpRoutes> 
 pub(super) fn tcp_routes(vs: &VirtualService, port: u16) -> Option<TcpRoutes> {
     let ns = vs.meta.namespace();
     let mut rules = Vec::new();
+    // A rule with somewhere to send connections; one without is left out.
+    let mut push = |name, matches, route: &[RouteDestination]| {
+        let destinations = destinations(ns, route.iter().map(|d| (&d.destination, d.weight, None)));
+        if !destinations.is_empty() {
+            rules.push(TcpRule {
+                name,
+                matches,
+                destinations,
+            });
+        }
+    };
     for (index, route) in vs.spec.tls.iter().enumerate() {
         let matches: Vec<SourceMatch> = route
             .match_
@@ -122,18 +133,8 @@ pub(super) fn tcp_routes(vs: &VirtualService, port: u16) -> Option<TcpRoutes> {
         if matches.is_empty() || matches.iter().any(|m| m.sni_hosts.is_empty()) {
             continue;
         }
-        let destinations = destinations(
-            ns,
-            route.route.iter().map(|d| (&d.destination, d.weight, None)),
-        );
-        if destinations.is_empty() {
-            continue;
-        }
-        rules.push(TcpRule {
-            name: rule_name(vs, index, Some(&format!("tls-{index}"))),
-            matches,
-            destinations,
-        });
+        let name = rule_name(vs, index, Some(&format!("tls-{index}")));
+        push(name, matches, &route.route);
     }
     for (index, route) in vs.spec.tcp.iter().enumerate() {
         let matches: Vec<SourceMatch> = route
@@ -151,24 +152,14 @@ pub(super) fn tcp_routes(vs: &VirtualService, port: u16) -> Option<TcpRoutes> {
         if !route.match_.is_empty() && matches.is_empty() {
             continue;
         }
-        let destinations = destinations(
-            ns,
-            route.route.iter().map(|d| (&d.destination, d.weight, None)),
-        );
-        if destinations.is_empty() {
-            continue;
-        }
-        rules.push(TcpRule {
-            name: rule_name(vs, index, None),
-            // Any one of no conditions is none; a match without conditions is every
-            // connection, so a list of only such matches is left empty too.
-            matches: if matches.iter().any(|m| m == &SourceMatch::default()) {
-                Vec::new()
-            } else {
-                matches
-            },
-            destinations,
-        });
+        // Any one of no conditions is none; a match without conditions is every
+        // connection, so a list of only such matches is left empty too.
+        let matches = if matches.iter().any(|m| m == &SourceMatch::default()) {
+            Vec::new()
+        } else {
+            matches
+        };
+        push(rule_name(vs, index, None), matches, &route.route);
     }
     (!rules.is_empty()).then_some(TcpRoutes { rules })
 }
