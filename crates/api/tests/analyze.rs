@@ -11,8 +11,7 @@ use trellis_api::analyze::{analyze, documents, Finding};
 /// The conformance directory; the test fails loudly when it is missing rather than
 /// passing on nothing.
 fn dir() -> PathBuf {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/istio/analysis");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/istio/analysis");
     assert!(
         dir.is_dir(),
         "conformance inputs missing: {} does not exist",

@@ -1,6 +1,6 @@
 //! The Gateway API kinds (`HTTPRoute`, `GRPCRoute`, `TCPRoute`, `ReferenceGrant`): the mesh
 //! conformance manifests and Istio's Gateway API samples load (copied unchanged under
-//! `/work/shared/conformance`), the CRD schema defaults are applied, and each CRD rule
+//! `tests/conformance`), the CRD schema defaults are applied, and each CRD rule
 //! rejects a resource at the right field and line (`gateway_api/invalid.rs`). Round trips of
 //! generated routes are in `gateway_api/roundtrip.rs`.
 
@@ -21,7 +21,7 @@ use trellis_api::resources::Resource;
 /// than letting it pass vacuously.
 fn conformance_dir(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance")
+        .join("../../tests/conformance")
         .join(relative)
 }
 
@@ -29,7 +29,7 @@ fn conformance_dir(relative: &str) -> PathBuf {
 fn load_clean(path: &Path) -> (Vec<Located<Resource>>, Vec<Diagnostic>) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
-            "conformance data {} is missing ({e}); these tests need /work/shared/conformance",
+            "conformance data {} is missing ({e}); it ships in the repository under tests/conformance",
             path.display()
         )
     });

@@ -1,4 +1,4 @@
-//! Istio's own sample and validation YAML (copied unchanged under `/work/shared/conformance`)
+//! Istio's own sample and validation YAML (copied unchanged under `tests/conformance`)
 //! must load: users bring exactly these files. Warnings are allowed (the mesh does not act on
 //! every field yet), errors are not.
 
@@ -11,11 +11,11 @@ use trellis_api::resources::Resource;
 /// than letting it pass vacuously.
 fn conformance(relative: &str) -> (PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance")
+        .join("../../tests/conformance")
         .join(relative);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "conformance data {} is missing ({e}); these tests need /work/shared/conformance",
+            "conformance data {} is missing ({e}); it ships in the repository under tests/conformance",
             path.display()
         )
     });
@@ -53,7 +53,7 @@ fn warning_fields(diagnostics: &[Diagnostic]) -> Vec<&str> {
 #[test]
 fn every_bookinfo_networking_file_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/istio/samples/bookinfo/networking");
+        .join("../../tests/conformance/istio/samples/bookinfo/networking");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{} is missing: {e}", dir.display()))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -375,8 +375,7 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn every_sample_parses_and_every_document_is_accounted_for() {
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/istio/samples");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/istio/samples");
     let mut files = Vec::new();
     yaml_files(&root, &mut files);
     files.sort();

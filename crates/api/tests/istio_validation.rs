@@ -1,4 +1,4 @@
-//! Istio's own CRD validation cases (`shared/conformance/istio/validation`), run through the
+//! Istio's own CRD validation cases (`tests/conformance/istio/validation`), run through the
 //! loader: every document of a `KIND-valid.yaml` file must load without an error, and every
 //! document of a `KIND-invalid.yaml` file must be rejected with an error at the field its
 //! `_err:` key names. `_err` is test bookkeeping, not part of the resource, so this harness
@@ -128,7 +128,7 @@ impl Case {
 }
 
 fn validation_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/istio/validation")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/istio/validation")
 }
 
 /// Splits a validation file into its documents, dropping the ones that are only comments

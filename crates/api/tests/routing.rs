@@ -1,5 +1,5 @@
 //! The route model end to end, in memory: real configs (copied unchanged under
-//! `/work/shared/conformance`) go through the loader and [`trellis_api::routing::compile`],
+//! `tests/conformance`) go through the loader and [`trellis_api::routing::compile`],
 //! then requests go through [`select`] and the helpers the proxy will call, and the outcome
 //! is what the upstream test or documentation says.
 //!
@@ -29,7 +29,7 @@ use trellis_api::routing::{
 /// letting a test pass vacuously.
 fn conformance(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance")
+        .join("../../tests/conformance")
         .join(relative)
 }
 
@@ -39,7 +39,7 @@ fn load(paths: &[PathBuf]) -> Vec<Located<Resource>> {
     for path in paths {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
             panic!(
-                "conformance data {} is missing ({e}); these tests need /work/shared/conformance",
+                "conformance data {} is missing ({e}); it ships in the repository under tests/conformance",
                 path.display()
             )
         });

@@ -1,5 +1,5 @@
 //! End to end: Istio's Bookinfo traffic-management tasks, with the task's own YAML from
-//! `../shared/conformance/istio/samples/bookinfo/networking/`, on the quickstart mesh (its
+//! `tests/conformance/istio/samples/bookinfo/networking/`, on the quickstart mesh (its
 //! workloads are Bookinfo's: productpage, details, reviews v1–v3, ratings; a details-v2 is
 //! added for the details task). Each test asserts what Istio's documentation says the task
 //! does.
@@ -18,7 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 
 fn networking(file: &str) -> PathBuf {
     workspace_root()
-        .join("../shared/conformance/istio/samples/bookinfo/networking")
+        .join("tests/conformance/istio/samples/bookinfo/networking")
         .join(file)
 }
 

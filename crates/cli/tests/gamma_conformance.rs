@@ -20,7 +20,7 @@
 //! failure's reason, and the test fails unless all 23 passed.
 //!
 //! Needs root, `ip` and `nft` (`.ci/run` installs them), and the conformance data in
-//! `../shared/conformance` beside the repository; fails without. Subnet 198.18.50.0/24 is
+//! `tests/conformance` (copied into the repository); fails without. Subnet 198.18.50.0/24 is
 //! this file's own. `GAMMA_MESH_LOG=1` shows the mesh's output as it runs.
 
 #[path = "gamma_conformance/client.rs"]
@@ -47,13 +47,13 @@ fn require_root_and_tools() {
     trellis_testkit::lan_mesh::require_root_and(&["ip", "nft"]);
 }
 
-/// The conformance manifests, kept outside the repository, beside it.
+/// The conformance manifests, copied unchanged into the repository.
 fn conformance_dir() -> PathBuf {
-    let dir = workspace_root().join("../shared/conformance/gateway-api/mesh");
+    let dir = workspace_root().join("tests/conformance/gateway-api/mesh");
     assert!(
         dir.join("manifests.yaml").is_file(),
-        "the conformance data is missing: {} (it lives in ../shared/conformance beside the \
-         repository)",
+        "the conformance data is missing: {} (it ships in the repository under \
+         tests/conformance)",
         dir.display()
     );
     dir
