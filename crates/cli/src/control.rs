@@ -41,6 +41,12 @@ pub struct ControlArgs {
     /// SPIFFE trust domain.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
+    /// Another trust domain the mesh answers to (repeatable; Istio's `trustDomainAliases`):
+    /// an AuthorizationPolicy principal in the trust domain or any alias also matches the
+    /// same namespace and service account in the others, so policies written before a move
+    /// to a new trust domain keep working.
+    #[arg(long = "trust-domain-alias", value_name = "TRUST_DOMAIN")]
+    pub trust_domain_aliases: Vec<String>,
     /// Lifetime of issued workload certificates (e.g. 24h; minutes for tests).
     #[arg(long, default_value = "24h", value_parser = crate::duration::parse)]
     pub svid_ttl: Duration,
@@ -73,6 +79,7 @@ pub async fn run(a: ControlArgs) -> anyhow::Result<()> {
         },
         expiry_warning: Duration::from_secs(a.expiry_warning_days * 86_400),
         trust_domain: a.trust_domain,
+        trust_domain_aliases: a.trust_domain_aliases,
         svid_ttl: a.svid_ttl,
         poll_interval: Duration::from_millis(a.poll_ms),
         root_namespace: a.root_namespace,

@@ -60,6 +60,9 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrustState {
     pub trust_domain: String,
+    /// Other trust domains the mesh answers to (Istio's `trustDomainAliases`): policies'
+    /// principals in any of them match peers of the others.
+    pub trust_domain_aliases: Vec<String>,
     pub bundle_pem: String,
     pub signing_root_fingerprint: String,
 }
@@ -77,7 +80,12 @@ pub fn compile(
     trust: &TrustState,
     root_namespace: &str,
 ) -> Result<proto::SnapshotMessage, CompileError> {
-    let policies = crate::policies::compile(&config.resources)?;
+    let mut policies = crate::policies::compile(&config.resources)?;
+    policies.authorization = policies
+        .authorization
+        .into_iter()
+        .map(|p| p.with_trust_domain_aliases(&trust.trust_domain, &trust.trust_domain_aliases))
+        .collect();
     // Route warnings were reported when the config was validated (`store::parse_files`).
     let routes = trellis_api::routing::compile(&config.resources);
     let trust_domain = trust.trust_domain.as_str();
@@ -551,6 +559,32 @@ spec: {{mtls: {{mode: STRICT}}}}
         assert_eq!(wire.authorization_policies.len(), 1);
         assert_eq!(wire.authorization_policies[0].name, "web-only");
         assert_eq!(wire.peer_authentications[0].namespace, "mesh-root");
+
+        // With the old trust domain as an alias, the shipped policy lets the same workload
+        // in either trust domain through.
+        let moved = TrustState {
+            trust_domain: "new.example".into(),
+            trust_domain_aliases: vec!["cluster.local".into()],
+            ..TrustState::default()
+        };
+        let aliased = compile(&config(&policies), &[], &moved, "mesh-root").unwrap();
+        let wire = trellis_api::snapshot::Snapshot::try_from(aliased).unwrap();
+        let request = |principal| trellis_api::authz::Request {
+            source_principal: Some(principal),
+            source_ip: [10, 0, 0, 1].into(),
+            remote_ip: [10, 0, 0, 1].into(),
+            destination_ip: [10, 0, 0, 2].into(),
+            destination_port: 80,
+            sni: None,
+            http: None,
+        };
+        let allowed = |principal| {
+            trellis_api::authz::evaluate(&wire.authorization_policies, &request(principal)).allow()
+        };
+        assert!(allowed("spiffe://cluster.local/ns/default/sa/client"));
+        assert!(allowed("spiffe://new.example/ns/default/sa/client"));
+        assert!(!allowed("spiffe://other.example/ns/default/sa/client"));
+        assert!(!allowed("spiffe://new.example/ns/default/sa/intruder"));
     }
 
     #[test]

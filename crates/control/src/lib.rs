@@ -73,6 +73,9 @@ pub struct ControlConfig {
     /// Alarm when a root or the issuing certificate expires within this window.
     pub expiry_warning: Duration,
     pub trust_domain: String,
+    /// Other trust domains the mesh answers to in authorization policies (Istio's
+    /// `trustDomainAliases`).
+    pub trust_domain_aliases: Vec<String>,
     pub svid_ttl: Duration,
     /// How often the config directory is checked for changes.
     pub poll_interval: Duration,
@@ -130,7 +133,7 @@ pub async fn run(
     let rev_rx = config_store.subscribe();
     tokio::spawn(config_store.clone().watch_dir(config.poll_interval));
 
-    let trust = trust::Trust::new(ca.clone())?;
+    let trust = trust::Trust::new(ca.clone(), config.trust_domain_aliases.clone())?;
     let registry = registry::Registry::new();
     let snapshots = compile::publisher(
         rev_rx,

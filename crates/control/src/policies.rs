@@ -4,8 +4,8 @@
 //! [`crate::store`]) and shipped to every proxy in the snapshot ([`compile`], from
 //! [`crate::compile`]), which picks the ones that apply to its own workload.
 //!
-//! A policy the mesh cannot enforce as written (action CUSTOM, `trustDomains`, a target that
-//! is not a Service…) makes the whole change set invalid, like a syntax error: loading it
+//! A policy the mesh cannot enforce as written (action CUSTOM, a target that is not a
+//! Service, Envoy filter metadata…) makes the whole change set invalid, like a syntax error: loading it
 //! with the offending policy left out would enforce less than the author wrote (a DENY
 //! quietly gone), and loading the rest of the change without it would split one intended
 //! change in two.
@@ -163,10 +163,10 @@ spec:
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {{name: td, namespace: web}}
+metadata: {{name: envoy, namespace: web}}
 spec:
   rules:
-  - from: [{{source: {{trustDomains: [other.local]}}}}]
+  - when: [{{key: 'experimental.envoy.filters.a[b]', values: [x]}}]
 "
         );
         let res = resources(&yaml);
@@ -176,9 +176,8 @@ spec:
             [
                 "p.yaml:21:1: AuthorizationPolicy web/ext: spec.action: action CUSTOM (external \
                  authorization) is not supported by the mesh",
-                "p.yaml:29:1: AuthorizationPolicy web/td: \
-                 spec.rules[0].from[0].source.trustDomains: trustDomains is not supported by \
-                 the mesh",
+                "p.yaml:29:1: AuthorizationPolicy web/envoy: spec.rules[0].when[0].key: \
+                 condition key experimental.envoy.filters.a[b] is not supported by the mesh",
             ]
         );
         assert!(matches!(

@@ -57,6 +57,7 @@ pub struct RotationReport {
 /// The CA and everything that follows from its state.
 pub struct Trust {
     pub ca: Arc<CertificateAuthority>,
+    trust_domain_aliases: Vec<String>,
     state: watch::Sender<TrustState>,
     server_tls: Arc<ArcSwap<rustls::ServerConfig>>,
     /// One rotation at a time.
@@ -64,11 +65,15 @@ pub struct Trust {
 }
 
 impl Trust {
-    pub fn new(ca: Arc<CertificateAuthority>) -> Result<Arc<Self>, RotationError> {
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        trust_domain_aliases: Vec<String>,
+    ) -> Result<Arc<Self>, RotationError> {
         let server_tls = Arc::new(ArcSwap::new(own_server_config(&ca)?));
-        let state = watch::channel(trust_state(&ca)).0;
+        let state = watch::channel(trust_state(&ca, &trust_domain_aliases)).0;
         Ok(Arc::new(Self {
             ca,
+            trust_domain_aliases,
             state,
             server_tls,
             rotating: tokio::sync::Mutex::new(()),
@@ -88,7 +93,8 @@ impl Trust {
     /// Re-reads the CA after a change: new serving certificate, new trust state.
     fn refresh(&self) -> Result<(), RotationError> {
         self.server_tls.store(own_server_config(&self.ca)?);
-        self.state.send_replace(trust_state(&self.ca));
+        self.state
+            .send_replace(trust_state(&self.ca, &self.trust_domain_aliases));
         Ok(())
     }
 
@@ -146,9 +152,10 @@ impl Trust {
     }
 }
 
-fn trust_state(ca: &CertificateAuthority) -> TrustState {
+fn trust_state(ca: &CertificateAuthority, trust_domain_aliases: &[String]) -> TrustState {
     TrustState {
         trust_domain: ca.trust_domain().to_string(),
+        trust_domain_aliases: trust_domain_aliases.to_vec(),
         bundle_pem: ca.trust_bundle_pem(),
         signing_root_fingerprint: ca.signing_root_fingerprint(),
     }

@@ -34,9 +34,9 @@
 //!   TCP connection to port 8080, and without `ports` every TCP connection.
 //!
 //! **Attributes**, as Istio defines them: principals are the peer's SPIFFE ID without
-//! `spiffe://` (`cluster.local/ns/default/sa/sleep`), and namespaces and service accounts are
-//! read from it, so all three need mTLS (a plaintext peer has none: their values never match,
-//! their `not` values always do). Hosts are compared with the whole `Host`/`:authority`
+//! `spiffe://` (`cluster.local/ns/default/sa/sleep`), and trust domains, namespaces and
+//! service accounts are read from it, so all four need mTLS (a plaintext peer has none: their
+//! values never match, their `not` values always do). Hosts are compared with the whole `Host`/`:authority`
 //! ignoring case, port included as in Istio (`example.com` does not match
 //! `example.com:8080`; write `example.com:*` too). Paths are matched against the normalized
 //! path without its query ([`NormalizedPath`]). Header names ignore case and a repeated
@@ -244,6 +244,12 @@ impl Match {
             Match::SourceNamespace(values) => {
                 let namespace = spiffe.and_then(|id| spiffe_field(id, "ns"));
                 values.check(|pattern| namespace.is_some_and(|ns| pattern.matches(ns.as_bytes())))
+            }
+            Match::SourceTrustDomain(values) => {
+                let domain = spiffe
+                    .and_then(|id| id.split('/').next())
+                    .filter(|d| !d.is_empty());
+                values.check(|pattern| domain.is_some_and(|d| pattern.matches(d.as_bytes())))
             }
             Match::SourceServiceAccount(values) => {
                 let namespace = spiffe.and_then(|id| spiffe_field(id, "ns"));

@@ -11,8 +11,10 @@
 //! `from` and `to` (Istio copies them into every entry, which is equivalent).
 //!
 //! What the mesh does not implement is refused by name ([`PolicyProblem`]) rather than
-//! ignored: action CUSTOM, targets other than Services, `trustDomains`, and the
-//! `source.trustDomain` and `experimental.envoy.filters.*` conditions. JWT attributes
+//! ignored: action CUSTOM, targets other than Services, and the
+//! `experimental.envoy.filters.*` conditions. Trust-domain aliases (a mesh that moved to a
+//! new trust domain) widen `principals` as Istio's do ([`Policy::with_trust_domain_aliases`]).
+//! JWT attributes
 //! (`requestPrincipals`, `request.auth.*`) compile, but the mesh has no RequestAuthentication
 //! support, so they are evaluated as for a request that carries no token: a value never
 //! matches, a `not` value always does.
@@ -206,6 +208,9 @@ pub enum Match {
     SourcePrincipal(Values<StringPattern>),
     /// `namespaces`, `source.namespace`: the namespace in the peer's SPIFFE ID. Needs mTLS.
     SourceNamespace(Values<StringPattern>),
+    /// `trustDomains`, `source.trustDomain`: the trust domain of the peer's SPIFFE ID. Needs
+    /// mTLS.
+    SourceTrustDomain(Values<StringPattern>),
     /// `serviceAccounts`, `source.serviceAccount`: namespace and account in the peer's
     /// SPIFFE ID. Needs mTLS.
     SourceServiceAccount(Values<ServiceAccount>),
@@ -277,8 +282,8 @@ impl Policy {
     /// # Errors
     ///
     /// [`PolicyError`] for what the mesh does not support (action CUSTOM, targets other than
-    /// same-namespace Services, `trustDomains`, some condition keys), and for values that do
-    /// not parse, naming the field.
+    /// same-namespace Services, some condition keys), and for values that do not parse,
+    /// naming the field.
     pub fn compile(resource: &AuthorizationPolicy) -> Result<Policy, PolicyError> {
         let namespace = resource.meta.namespace().to_owned();
         let name = resource.meta.name.clone();
@@ -329,6 +334,74 @@ impl Policy {
             rules,
         })
     }
+}
+
+impl Policy {
+    /// This policy as it applies in a mesh whose trust domain is `trust_domain` and that
+    /// also answers to `aliases` (a mesh moved to a new trust domain, or one that accepts a
+    /// peer mesh's): every principal that names one of these trust domains also matches the
+    /// same namespace and service account in the others. `trustDomains` and
+    /// `source.trustDomain` stay literal, and principals that start with `*` or name another
+    /// trust domain are left alone, as Istio's trust-domain migration does
+    /// (`MigrateTrustDomain`, which rewrites only the source principal attribute).
+    pub fn with_trust_domain_aliases(mut self, trust_domain: &str, aliases: &[String]) -> Self {
+        let mut domains = vec![trust_domain];
+        for alias in aliases {
+            if !domains.contains(&alias.as_str()) {
+                domains.push(alias);
+            }
+        }
+        if domains.len() < 2 {
+            return self;
+        }
+        let widen = |patterns: &mut Vec<StringPattern>| {
+            let mut out = Vec::with_capacity(patterns.len() * domains.len());
+            for pattern in patterns.drain(..) {
+                let aliased = aliased_principals(&pattern, &domains);
+                out.push(pattern);
+                for alias in aliased {
+                    if !out.contains(&alias) {
+                        out.push(alias);
+                    }
+                }
+            }
+            *patterns = out;
+        };
+        let matches = self
+            .rules
+            .iter_mut()
+            .flat_map(|rule| rule.from.iter_mut().flatten().chain(rule.when.iter_mut()));
+        for m in matches {
+            if let Match::SourcePrincipal(values) = m {
+                widen(&mut values.values);
+                widen(&mut values.not_values);
+            }
+        }
+        self
+    }
+}
+
+/// `pattern` with its trust domain replaced by each of the others in `domains`, when it
+/// names one of them (`old-td/ns/foo/sa/bar` or `old-td/ns/foo/*`); nothing otherwise.
+fn aliased_principals(pattern: &StringPattern, domains: &[&str]) -> Vec<StringPattern> {
+    let (text, rebuild): (&str, fn(String) -> StringPattern) = match pattern {
+        StringPattern::Exact(s) => (s, StringPattern::Exact),
+        StringPattern::Prefix(s) => (s, StringPattern::Prefix),
+        // `*…` does not pin a trust domain; `*` alone is any peer.
+        StringPattern::Suffix(_) | StringPattern::Present => return Vec::new(),
+    };
+    let Some(at) = text.find("/ns/") else {
+        return Vec::new();
+    };
+    let (domain, rest) = text.split_at(at);
+    if !domains.contains(&domain) {
+        return Vec::new();
+    }
+    domains
+        .iter()
+        .filter(|d| **d != domain)
+        .map(|d| rebuild(format!("{d}{rest}")))
+        .collect()
 }
 
 /// A compile failure before the policy's name is attached.
@@ -473,21 +546,11 @@ const REQUEST_PRINCIPAL: &str = "request.auth.principal";
 
 /// A `from` source, at `at` (`spec.rules[i].from[j].source`).
 fn compile_source(source: &Source, namespace: &str, at: &FieldPath) -> Result<Vec<Match>, Failure> {
-    for (name, list) in [
-        ("trustDomains", &source.trust_domains),
-        ("notTrustDomains", &source.not_trust_domains),
-    ] {
-        if !list.is_empty() {
-            return Err((
-                at.field(name),
-                PolicyProblem::Unsupported {
-                    what: name.to_owned(),
-                },
-            ));
-        }
-    }
     let mut out = Vec::new();
     out.extend(strings(&source.principals, &source.not_principals).map(Match::SourcePrincipal));
+    out.extend(
+        strings(&source.trust_domains, &source.not_trust_domains).map(Match::SourceTrustDomain),
+    );
     out.extend(
         raw(&source.request_principals, &source.not_request_principals).map(|values| {
             Match::RequestAuth {
@@ -575,7 +638,7 @@ fn compile_condition(
         })?
         .map(Match::SourceServiceAccount),
         "connection.sni" => strings(list, not_list).map(Match::ConnectionSni),
-        "source.trustDomain" => return unsupported(format!("condition key {key}")),
+        "source.trustDomain" => strings(list, not_list).map(Match::SourceTrustDomain),
         _ if key.starts_with("experimental.envoy.filters.") => {
             return unsupported(format!("condition key {key}"));
         }

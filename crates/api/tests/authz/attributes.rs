@@ -49,6 +49,43 @@ fn principals_namespaces_and_service_accounts() {
             ],
         ),
         (
+            "{from: [{source: {trustDomains: [cluster.local, corp-*]}}]}",
+            &[
+                (get("/"), true),
+                (
+                    get("/").principal(Some("spiffe://corp-eu/ns/default/sa/sleep")),
+                    true,
+                ),
+                (
+                    get("/").principal(Some("spiffe://partner.example/ns/default/sa/sleep")),
+                    false,
+                ),
+                (get("/").principal(None), false),
+                (tcp(80).principal(None), false),
+            ],
+        ),
+        (
+            "{from: [{source: {notTrustDomains: [partner.example]}}]}",
+            &[
+                (get("/"), true),
+                (
+                    get("/").principal(Some("spiffe://partner.example/ns/default/sa/sleep")),
+                    false,
+                ),
+                (get("/").principal(None), true),
+            ],
+        ),
+        (
+            "{when: [{key: source.trustDomain, values: [partner.example]}]}",
+            &[
+                (get("/"), false),
+                (
+                    tcp(80).principal(Some("spiffe://partner.example/ns/a/sa/b")),
+                    true,
+                ),
+            ],
+        ),
+        (
             "{from: [{source: {namespaces: [prod-*, default]}}]}",
             &[
                 (get("/"), true),

@@ -222,16 +222,6 @@ fn sources_operations_and_conditions() {
 fn unsupported_and_malformed() {
     let rule = |r: serde_json::Value| failure(json!({"rules": [r]}));
     assert_eq!(
-        rule(
-            json!({"from": [{"source": {"principals": ["a"]}}, {"source": {"trustDomains": ["td"]}}]})
-        ),
-        "spec.rules[0].from[1].source.trustDomains: trustDomains is not supported by the mesh"
-    );
-    assert_eq!(
-        rule(json!({"when": [{"key": "source.trustDomain", "values": ["td"]}]})),
-        "spec.rules[0].when[0].key: condition key source.trustDomain is not supported by the mesh"
-    );
-    assert_eq!(
         rule(json!({"when": [{"key": "experimental.envoy.filters.a.b[c]", "values": ["x"]}]})),
         "spec.rules[0].when[0].key: condition key experimental.envoy.filters.a.b[c] is not \
          supported by the mesh"
@@ -308,4 +298,83 @@ fn serde_round_trip_and_checks() {
     let mut bad = json;
     bad["rules"][0]["from"][0][2]["surprise"] = json!(true);
     assert!(serde_json::from_value::<Policy>(bad).is_err());
+}
+
+/// `trustDomains` and `source.trustDomain` compile to one attribute.
+#[test]
+fn trust_domains_compile() {
+    let policy = compile(json!({"rules": [{
+        "from": [{"source": {"trustDomains": ["td", "corp-*"], "notTrustDomains": ["old"]}}],
+        "when": [{"key": "source.trustDomain", "values": ["td"]}],
+    }]}))
+    .unwrap();
+    let rule = &policy.rules[0];
+    assert_eq!(
+        rule.from[0],
+        [Match::SourceTrustDomain(Values {
+            values: vec![
+                StringPattern::Exact("td".into()),
+                StringPattern::Prefix("corp-".into())
+            ],
+            not_values: vec![StringPattern::Exact("old".into())],
+        })]
+    );
+    assert_eq!(
+        rule.when,
+        [Match::SourceTrustDomain(Values {
+            values: vec![StringPattern::Exact("td".into())],
+            not_values: vec![],
+        })]
+    );
+    assert!(!rule.uses_http_only());
+}
+
+/// Aliases widen the principals that name the mesh's trust domain or an alias, in `from`
+/// and in `source.principal` conditions, `not` values included; nothing else changes.
+#[test]
+fn trust_domain_aliases_widen_principals() {
+    let policy = compile(json!({"rules": [{
+        "from": [{"source": {
+            "principals": ["old-td/ns/a/sa/b", "new-td/ns/c/*", "other/ns/x/sa/y", "*/ns/d/sa/e", "*"],
+            "notPrincipals": ["old-td/ns/z/sa/z"],
+            "trustDomains": ["old-td"],
+        }}],
+        "when": [{"key": "source.principal", "values": ["new-td/ns/w/sa/w"]}],
+    }]}))
+    .unwrap();
+    let unchanged = policy.clone().with_trust_domain_aliases("new-td", &[]);
+    assert_eq!(unchanged, policy);
+    let widened = policy.with_trust_domain_aliases("new-td", &["old-td".to_owned()]);
+    let exact = |s: &str| StringPattern::Exact(s.into());
+    let rule = &widened.rules[0];
+    assert_eq!(
+        rule.from[0][0],
+        Match::SourcePrincipal(Values {
+            values: vec![
+                exact("old-td/ns/a/sa/b"),
+                exact("new-td/ns/a/sa/b"),
+                StringPattern::Prefix("new-td/ns/c/".into()),
+                StringPattern::Prefix("old-td/ns/c/".into()),
+                exact("other/ns/x/sa/y"),
+                StringPattern::Suffix("/ns/d/sa/e".into()),
+                StringPattern::Present,
+            ],
+            not_values: vec![exact("old-td/ns/z/sa/z"), exact("new-td/ns/z/sa/z")],
+        })
+    );
+    // Trust domains are compared as written, as in Istio.
+    assert_eq!(
+        rule.from[0][1],
+        Match::SourceTrustDomain(Values {
+            values: vec![exact("old-td")],
+            not_values: vec![],
+        })
+    );
+    assert_eq!(
+        rule.when[0],
+        Match::SourcePrincipal(Values {
+            values: vec![exact("new-td/ns/w/sa/w"), exact("old-td/ns/w/sa/w")],
+            not_values: vec![],
+        })
+    );
 }
