@@ -1,7 +1,5 @@
 //! `trellis ca`: operations on the mesh's certificate authority.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -11,22 +9,18 @@ pub enum CaCommand {
     /// Rotate the root: a new root cross-signed by the old one is distributed, every
     /// certificate is reissued under it, then the old root is retired. Traffic keeps flowing.
     Rotate {
-        /// The control plane's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:15014")]
-        api: SocketAddr,
-        /// The control plane's data directory, where its admin token is.
-        #[arg(long, default_value = "trellis-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        mesh: crate::local_mesh::MeshTarget,
     },
 }
 
 pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
     match cmd {
-        CaCommand::Rotate { api, data_dir } => {
-            let token = crate::api_client::admin_token(&data_dir)?;
+        CaCommand::Rotate { mesh } => {
+            let token = mesh.admin_token()?;
             eprintln!("rotating the root; this waits for every connected proxy...");
             let report = crate::api_client::call(
-                api,
+                mesh.api(),
                 http::Method::POST,
                 "/api/v1/ca/rotate",
                 Some(&token),

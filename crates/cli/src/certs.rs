@@ -1,16 +1,13 @@
 //! `trellis certs`: every workload certificate the CA issued, with its serial, expiry, time
 //! left, issuing root and last renewal result; the roots; and any alarms.
 
-use std::net::SocketAddr;
-
 use clap::Args;
 use serde_json::Value;
 
 #[derive(Args)]
 pub struct CertsArgs {
-    /// The control plane's HTTP API.
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    pub api: SocketAddr,
+    #[command(flatten)]
+    pub mesh: crate::local_mesh::MeshTarget,
     /// Print the API's JSON instead of a table.
     #[arg(short = 'o', long, value_parser = ["table", "json"], default_value = "table")]
     pub output: String,
@@ -35,7 +32,7 @@ fn short(v: &Value) -> String {
 }
 
 pub async fn run(a: CertsArgs) -> anyhow::Result<()> {
-    let v = crate::api_client::get(a.api, "/api/v1/certs").await?;
+    let v = crate::api_client::get(a.mesh.api(), "/api/v1/certs").await?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

@@ -7,16 +7,13 @@
 //! plaintext connection in the window (`--window`, 10 minutes by default); otherwise the
 //! check names the sources, and the meshed workload at that address when there is one.
 
-use std::net::SocketAddr;
-
 use anyhow::bail;
 use clap::Args;
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The control plane's HTTP API.
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    pub api: SocketAddr,
+    #[command(flatten)]
+    pub mesh: crate::local_mesh::MeshTarget,
     /// Report, per workload, the plaintext connections seen in the window instead, and
     /// whether it is ready for STRICT mutual TLS.
     #[arg(long)]
@@ -33,7 +30,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
     if a.strict_ready {
         return strict_ready(&a).await;
     }
-    let status = match crate::api_client::get(a.api, "/api/v1/status").await {
+    let status = match crate::api_client::get(a.mesh.api(), "/api/v1/status").await {
         Ok(s) => s,
         Err(e) => {
             println!("✘ control plane: {e:#}");
@@ -42,7 +39,8 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
     };
     println!(
         "✔ control plane at {} serving config revision {}",
-        a.api, status["revision"]
+        a.mesh.api(),
+        status["revision"]
     );
     let mut failed = 0;
     let alarms = status["alarms"].as_array().cloned().unwrap_or_default();
@@ -97,7 +95,7 @@ async fn strict_ready(a: &CheckArgs) -> anyhow::Result<()> {
     if let Some(ns) = &a.namespace {
         path.push_str(&format!("&namespace={ns}"));
     }
-    let report = crate::api_client::get(a.api, &path).await?;
+    let report = crate::api_client::get(a.mesh.api(), &path).await?;
     let workloads = report["workloads"].as_array().cloned().unwrap_or_default();
     let window = crate::duration::format(a.window);
     if workloads.is_empty() {

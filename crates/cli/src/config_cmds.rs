@@ -1,7 +1,6 @@
 //! The config lifecycle against a running control plane: `get revisions`, `diff`, `apply`,
 //! `rollback`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,9 +12,8 @@ use crate::api_client;
 
 #[derive(Args)]
 pub struct ApiArgs {
-    /// The control plane's HTTP API.
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    pub api: SocketAddr,
+    #[command(flatten)]
+    pub mesh: crate::local_mesh::MeshTarget,
     /// Print the API's JSON instead of text.
     #[arg(short = 'o', long, value_parser = ["text", "json"], default_value = "text")]
     pub output: String,
@@ -45,9 +43,6 @@ pub struct ApplyArgs {
     /// Validate and show what would change, without applying.
     #[arg(long)]
     pub dry_run: bool,
-    /// The control plane's data directory, where its admin token is.
-    #[arg(long, default_value = "trellis-data")]
-    pub data_dir: PathBuf,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -56,8 +51,6 @@ pub struct ApplyArgs {
 pub struct RollbackArgs {
     /// The revision whose content to serve again.
     pub revision: u64,
-    #[arg(long, default_value = "trellis-data")]
-    pub data_dir: PathBuf,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -70,7 +63,7 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
 pub async fn get(cmd: GetCommand) -> anyhow::Result<()> {
     match cmd {
         GetCommand::Revisions { api } => {
-            let v = api_client::get(api.api, "/api/v1/revisions").await?;
+            let v = api_client::get(api.mesh.api(), "/api/v1/revisions").await?;
             if api.output == "json" {
                 return print_json(&v);
             }
@@ -181,7 +174,7 @@ fn print_changes(v: &Value) {
 pub async fn diff(a: DiffArgs) -> anyhow::Result<()> {
     let body = serde_json::json!({ "files": files(&a.dir)? });
     let v = api_client::call(
-        a.api.api,
+        a.api.mesh.api(),
         http::Method::POST,
         "/api/v1/diff",
         None,
@@ -197,10 +190,10 @@ pub async fn diff(a: DiffArgs) -> anyhow::Result<()> {
 }
 
 pub async fn apply(a: ApplyArgs) -> anyhow::Result<()> {
-    let token = api_client::admin_token(&a.data_dir)?;
+    let token = a.api.mesh.admin_token()?;
     let body = serde_json::json!({ "files": files(&a.dir)?, "dry_run": a.dry_run });
     let v = api_client::call(
-        a.api.api,
+        a.api.mesh.api(),
         http::Method::POST,
         "/api/v1/apply",
         Some(&token),
@@ -221,10 +214,10 @@ pub async fn apply(a: ApplyArgs) -> anyhow::Result<()> {
 }
 
 pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
-    let token = api_client::admin_token(&a.data_dir)?;
+    let token = a.api.mesh.admin_token()?;
     let body = serde_json::json!({ "revision": a.revision });
     let v = api_client::call(
-        a.api.api,
+        a.api.mesh.api(),
         http::Method::POST,
         "/api/v1/rollback",
         Some(&token),

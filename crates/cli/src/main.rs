@@ -10,6 +10,7 @@ mod config_cmds;
 mod control;
 mod demo_app;
 mod duration;
+mod local_mesh;
 mod logging;
 mod proxy;
 mod signal;

@@ -27,9 +27,8 @@ pub struct StatArgs {
     /// Print the API's JSON instead of tables.
     #[arg(short = 'o', long, value_parser = ["table", "json"], default_value = "table")]
     pub output: String,
-    /// The control plane's HTTP API.
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    pub api: SocketAddr,
+    #[command(flatten)]
+    pub mesh: crate::local_mesh::MeshTarget,
 }
 
 /// What to ask the control plane.
@@ -45,7 +44,7 @@ pub async fn run(a: StatArgs) -> anyhow::Result<()> {
         service: a.service.as_deref(),
         window: a.window,
     };
-    let v = fetch(a.api, &q).await?;
+    let v = fetch(a.mesh.api(), &q).await?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

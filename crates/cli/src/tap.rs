@@ -2,8 +2,6 @@
 //! control plane's `GET /api/v1/tap` (which tells the workload's proxies what to report and
 //! streams their events back). Needs the admin token: request paths are not for everyone.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,19 +29,15 @@ pub struct TapArgs {
     /// One line per request for people, or the API's JSON lines.
     #[arg(short = 'o', long, value_parser = ["line", "json"], default_value = "line")]
     pub output: String,
-    /// The control plane's data directory, where its admin token is.
-    #[arg(long, default_value = "trellis-data")]
-    pub data_dir: PathBuf,
-    /// The control plane's HTTP API.
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    pub api: SocketAddr,
+    #[command(flatten)]
+    pub mesh: crate::local_mesh::MeshTarget,
 }
 
 pub async fn run(a: TapArgs) -> anyhow::Result<()> {
     if a.max == Some(0) {
         return Ok(());
     }
-    let token = api_client::admin_token(&a.data_dir)?;
+    let token = a.mesh.admin_token()?;
     let path = format!(
         "/api/v1/tap{}",
         api_client::query_string(&[
@@ -54,17 +48,23 @@ pub async fn run(a: TapArgs) -> anyhow::Result<()> {
         ])
     );
     let mut seen = 0;
-    api_client::stream_lines(a.api, &path, Some(&token), Duration::from_secs(10), |raw| {
-        if a.output == "json" {
-            println!("{raw}");
-        } else {
-            let v: Value = serde_json::from_str(raw)
-                .with_context(|| format!("unexpected line from the tap: {raw}"))?;
-            println!("{}", line(&v));
-        }
-        seen += 1;
-        Ok(a.max.is_none_or(|m| seen < m))
-    })
+    api_client::stream_lines(
+        a.mesh.api(),
+        &path,
+        Some(&token),
+        Duration::from_secs(10),
+        |raw| {
+            if a.output == "json" {
+                println!("{raw}");
+            } else {
+                let v: Value = serde_json::from_str(raw)
+                    .with_context(|| format!("unexpected line from the tap: {raw}"))?;
+                println!("{}", line(&v));
+            }
+            seen += 1;
+            Ok(a.max.is_none_or(|m| seen < m))
+        },
+    )
     .await?;
     if a.max.is_none_or(|m| seen < m) {
         anyhow::bail!("the control plane closed the tap");

@@ -1,7 +1,6 @@
 //! `trellis top`: `trellis stat`'s tables, busiest first, redrawn every interval until Ctrl-C
 //! (or printed once with `--once`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
@@ -22,9 +21,8 @@ pub struct TopArgs {
     /// Print one frame, without clearing the screen, and exit.
     #[arg(long)]
     pub once: bool,
-    /// The control plane's HTTP API.
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    pub api: SocketAddr,
+    #[command(flatten)]
+    pub mesh: crate::local_mesh::MeshTarget,
 }
 
 /// Clears the terminal and moves the cursor home (ANSI).
@@ -37,7 +35,7 @@ pub async fn run(a: TopArgs) -> anyhow::Result<()> {
         window: a.window,
     };
     if a.once {
-        let v = stat::fetch(a.api, &q).await?;
+        let v = stat::fetch(a.mesh.api(), &q).await?;
         print!("{}", frame(&a, &stat::render(&v, &q, Order::ByRps)));
         return Ok(());
     }
@@ -47,7 +45,7 @@ pub async fn run(a: TopArgs) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     loop {
         // A control plane that is away (restarting) is shown as such, and the view carries on.
-        let body = match stat::fetch(a.api, &q).await {
+        let body = match stat::fetch(a.mesh.api(), &q).await {
             Ok(v) => stat::render(&v, &q, Order::ByRps),
             Err(e) => format!("cannot read the control plane: {e:#}\n"),
         };
@@ -72,7 +70,7 @@ fn frame(a: &TopArgs, body: &str) -> String {
     let keys = if a.once { "" } else { " · Ctrl-C to quit" };
     format!(
         "trellis top · {} · window {}{ns} · {} UTC{keys}\n\n{body}",
-        a.api,
+        a.mesh.api(),
         crate::duration::format(a.window),
         crate::certs::utc(now),
     )

@@ -3,8 +3,11 @@
 //! Reads DIR like the control plane does, then starts, as separate processes: the control
 //! plane on DIR, and for every `WorkloadEntry` a demo app with a proxy beside it, plus a front
 //! proxy publishing the front service (if one is annotated) on `--listen`. Each proxy gets a
-//! join token for exactly its own identity. Ctrl-C or SIGTERM stops everything; children also
-//! die with `up` if it is killed, so no process is left behind.
+//! join token for exactly its own identity. Like the deployment it stands for, the mesh
+//! outlives any one of its processes: one that dies is started again with back-off while the
+//! rest keep serving ([`supervise`]). Ctrl-C or SIGTERM stops everything; children also die
+//! with `up` if it is killed, so no process is left behind. A record of the running mesh
+//! ([`crate::local_mesh`]) lets `trellis apply`, `ca rotate`, `tap`, … find it.
 //!
 //! Two ways to lay the workloads out:
 //!
@@ -26,19 +29,23 @@
 
 mod netns;
 mod network;
+mod supervise;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use trellis_api::load::{load_dir, LoadError};
 use trellis_api::resources::Resource;
 use trellis_identity::TokenStore;
+
+use crate::local_mesh::MeshRecord;
+use supervise::{Children, MakeCommand};
 
 /// Annotation on a WorkloadEntry: URLs its demo app calls.
 pub const CALLS_ANNOTATION: &str = "demo.trellis.dev/calls";
@@ -65,10 +72,38 @@ pub const GRPC_PORT_NAME: &str = "grpc";
 /// Annotation on a Service: publish it on `--listen`.
 pub const FRONT_ANNOTATION: &str = "demo.trellis.dev/front";
 
+/// The mesh `up` runs when given no directory.
+const DEFAULT_DIR: &str = "examples/quickstart";
+/// The quickstart's files, built in so that `trellis up` runs anywhere.
+const EMBEDDED_QUICKSTART: [(&str, &str); 3] = [
+    (
+        "services.yaml",
+        include_str!("../../../examples/quickstart/services.yaml"),
+    ),
+    (
+        "workloads.yaml",
+        include_str!("../../../examples/quickstart/workloads.yaml"),
+    ),
+    (
+        "reviews-routing.yaml",
+        include_str!("../../../examples/quickstart/reviews-routing.yaml"),
+    ),
+];
+
+fn write_embedded_quickstart(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, text) in EMBEDDED_QUICKSTART {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct UpArgs {
-    /// Directory of the mesh's YAML.
-    #[arg(default_value = "examples/quickstart")]
+    /// Directory of the mesh's YAML. When the default is not there (outside a checkout),
+    /// the quickstart built into the binary is written to the data directory and run.
+    #[arg(default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
     /// Where the front service is published.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -136,6 +171,7 @@ fn telemetry_flags(a: &UpArgs) -> Vec<String> {
 }
 
 /// One workload to start, read from a WorkloadEntry.
+#[derive(Clone)]
 struct Workload {
     name: String,
     namespace: String,
@@ -201,62 +237,6 @@ struct Ctx<'a> {
     data_dir: &'a Path,
     plan: &'a Plan,
     ready_deadline: Instant,
-}
-
-/// The processes of the mesh, stopped together.
-#[derive(Default)]
-struct Children {
-    procs: Vec<(String, Child)>,
-}
-
-impl Children {
-    fn spawn(&mut self, label: String, cmd: &mut Command) -> anyhow::Result<()> {
-        cmd.stdin(Stdio::null()).kill_on_drop(true);
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
-        // parent; it makes the kernel kill the child if `up` dies without cleaning up.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().with_context(|| format!("starting {label}"))?;
-        self.procs.push((label, child));
-        Ok(())
-    }
-
-    /// The first child that has exited, if any.
-    fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
-        self.procs
-            .iter_mut()
-            .find_map(|(label, c)| match c.try_wait() {
-                Ok(Some(status)) => Some((label.clone(), status)),
-                _ => None,
-            })
-    }
-
-    /// SIGTERM to all, then SIGKILL to whatever still runs after the grace period.
-    async fn stop(&mut self) {
-        for (_, c) in &self.procs {
-            if let Some(pid) = c.id() {
-                // SAFETY: kill(2) on a PID of our own child, which we have not reaped yet,
-                // so the PID cannot have been reused.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGTERM);
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (label, c) in &mut self.procs {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, c.wait()).await.is_err() {
-                eprintln!("trellis up: {label} did not stop in time; killing it");
-                let _ = c.kill().await;
-            }
-        }
-    }
 }
 
 /// Comma-separated URLs in annotation `key` of a WorkloadEntry.
@@ -356,8 +336,7 @@ fn read_plan(dir: &Path) -> anyhow::Result<Plan> {
     Ok(Plan { workloads, front })
 }
 
-pub async fn run(a: UpArgs) -> anyhow::Result<()> {
-    let plan = read_plan(&a.dir)?;
+pub async fn run(mut a: UpArgs) -> anyhow::Result<()> {
     if a.netns {
         network::check_prerequisites()?;
     }
@@ -370,7 +349,35 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&data_dir)?;
+    if a.dir == Path::new(DEFAULT_DIR) && !a.dir.exists() {
+        // Not in a checkout: the quickstart built into the binary, written where it can be
+        // edited while the mesh runs.
+        a.dir = data_dir.join("quickstart");
+        write_embedded_quickstart(&a.dir)?;
+        println!(
+            "No {DEFAULT_DIR} here: running the built-in quickstart from {}",
+            a.dir.display()
+        );
+    }
+    let plan = read_plan(&a.dir)?;
     let exe = std::env::current_exe().context("finding the trellis executable")?;
+    let (control, api) = if a.netns {
+        let gw = a.netns_subnet.gateway();
+        (
+            SocketAddr::new(gw.into(), 15012),
+            SocketAddr::new(gw.into(), 15014),
+        )
+    } else {
+        (a.control, a.api)
+    };
+    let record = MeshRecord {
+        pid: std::process::id(),
+        api,
+        control,
+        data_dir: std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone()),
+        config_dir: std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone()),
+        processes: Vec::new(),
+    };
     let ctx = Ctx {
         args: &a,
         exe: &exe,
@@ -393,10 +400,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         }
         r = async {
             if a.netns {
-                netns::run(&ctx, &mut children, &mut net).await
+                netns::run(&ctx, &mut children, &mut net, record).await
             } else {
                 start_loopback(&ctx, &mut children).await?;
-                serve(&mut children).await
+                announce(&ctx, &mut children, record)?;
+                children.supervise().await
             }
         } => r,
     };
@@ -415,37 +423,49 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
 async fn start_control(
     ctx: &Ctx<'_>,
     children: &mut Children,
-    mut cmd: Command,
+    mut program: impl FnMut() -> Command + Send + 'static,
     control: SocketAddr,
     api: SocketAddr,
 ) -> anyhow::Result<PathBuf> {
     let a = ctx.args;
     let control_log = std::env::var("TRELLIS_LOG").unwrap_or_else(|_| "info".into());
-    cmd.arg("control")
-        .arg("--config")
-        .arg(&a.dir)
-        .arg("--data-dir")
-        .arg(ctx.data_dir)
-        .arg("--listen")
-        .arg(control.to_string())
-        .args(["--api-listen", &api.to_string()])
-        .args(["--svid-ttl", &a.svid_ttl])
-        .env("TRELLIS_LOG", &control_log);
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "control".into(),
+        "--config".into(),
+        a.dir.clone().into(),
+        "--data-dir".into(),
+        ctx.data_dir.into(),
+        "--listen".into(),
+        control.to_string().into(),
+        "--api-listen".into(),
+        api.to_string().into(),
+        "--svid-ttl".into(),
+        a.svid_ttl.clone().into(),
+    ];
     // Proxies trust what the CA's leaves chain to: the self-signed root the control plane
     // writes on first start, or the user's roots.
     let root = match (&a.ca_roots, &a.ca_intermediate, &a.ca_intermediate_key) {
         (Some(roots), Some(int), Some(key)) => {
-            cmd.arg("--ca-roots")
-                .arg(roots)
-                .arg("--ca-intermediate")
-                .arg(int)
-                .arg("--ca-intermediate-key")
-                .arg(key);
+            args.extend([
+                "--ca-roots".into(),
+                roots.into(),
+                "--ca-intermediate".into(),
+                int.into(),
+                "--ca-intermediate-key".into(),
+                key.into(),
+            ]);
             roots.clone()
         }
         _ => ctx.data_dir.join("ca").join("root.pem"),
     };
-    children.spawn("control".into(), &mut cmd)?;
+    children.spawn(
+        "control".into(),
+        Box::new(move || {
+            let mut cmd = program();
+            cmd.args(&args).env("TRELLIS_LOG", &control_log);
+            Ok(cmd)
+        }),
+    )?;
     wait_until(ctx.ready_deadline, children, "the control plane", || {
         let root = root.clone();
         async move { root.exists() && tokio::net::TcpStream::connect(control).await.is_ok() }
@@ -457,7 +477,7 @@ async fn start_control(
 /// A proxy for `w` at `address`, with a join token for exactly its identity.
 fn proxy_command(
     mut cmd: Command,
-    a: &UpArgs,
+    telemetry: &[String],
     tokens: &TokenStore,
     control: SocketAddr,
     root: &Path,
@@ -479,7 +499,7 @@ fn proxy_command(
         .args(["--service-account", &w.service_account])
         .args(["--workload-name", &w.name])
         .args(["--address", &address.to_string()])
-        .args(telemetry_flags(a))
+        .args(telemetry)
         .env("TRELLIS_JOIN_TOKEN", token);
     for (k, v) in &w.labels {
         cmd.args(["--label", &format!("{k}={v}")]);
@@ -546,7 +566,7 @@ fn app_command(
 fn spawn_front(
     ctx: &Ctx<'_>,
     children: &mut Children,
-    tokens: &TokenStore,
+    tokens: &Arc<TokenStore>,
     control: SocketAddr,
     root: &Path,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -555,31 +575,50 @@ fn spawn_front(
         return Ok(None);
     };
     let front_sa = "trellis-front";
-    let (_, token) = tokens
-        .create(
-            &front.namespace,
-            &[front_sa.to_string()],
-            Some(Duration::from_secs(3600)),
-        )
-        .context("creating a join token")?;
     let front_admin = SocketAddr::new(a.listen.ip(), free_port(a.listen.ip())?);
+    let (exe, tokens, root) = (ctx.exe.to_path_buf(), tokens.clone(), root.to_path_buf());
+    let namespace = front.namespace.clone();
+    let mut args: Vec<String> = [
+        "proxy",
+        "--control",
+        &control.to_string(),
+        "--namespace",
+        &front.namespace,
+        "--service-account",
+        front_sa,
+        "--workload-name",
+        "front",
+        "--address",
+        &a.listen.ip().to_string(),
+        "--outbound",
+        &a.listen.to_string(),
+        "--inbound",
+        &SocketAddr::new(a.listen.ip(), 0).to_string(),
+        "--admin",
+        &front_admin.to_string(),
+        "--front",
+        &format!("{}:{}", front.service, front.port),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(telemetry_flags(a));
     children.spawn(
         "front proxy".into(),
-        Command::new(ctx.exe)
-            .arg("proxy")
-            .args(["--control", &control.to_string()])
-            .arg("--ca-bundle")
-            .arg(root)
-            .args(["--namespace", &front.namespace])
-            .args(["--service-account", front_sa])
-            .args(["--workload-name", "front"])
-            .args(["--address", &a.listen.ip().to_string()])
-            .args(["--outbound", &a.listen.to_string()])
-            .args(["--inbound", &SocketAddr::new(a.listen.ip(), 0).to_string()])
-            .args(["--admin", &front_admin.to_string()])
-            .args(["--front", &format!("{}:{}", front.service, front.port)])
-            .args(telemetry_flags(a))
-            .env("TRELLIS_JOIN_TOKEN", token),
+        Box::new(move || {
+            let (_, token) = tokens
+                .create(
+                    &namespace,
+                    &[front_sa.to_string()],
+                    Some(Duration::from_secs(3600)),
+                )
+                .context("creating a join token")?;
+            let mut cmd = Command::new(&exe);
+            cmd.args(&args)
+                .arg("--ca-bundle")
+                .arg(&root)
+                .env("TRELLIS_JOIN_TOKEN", token);
+            Ok(cmd)
+        }),
     )?;
     Ok(Some(front_admin))
 }
@@ -587,24 +626,39 @@ fn spawn_front(
 /// The default layout: everything on loopback, explicit-mode proxies, no root.
 async fn start_loopback(ctx: &Ctx<'_>, children: &mut Children) -> anyhow::Result<()> {
     let a = ctx.args;
-    let root = start_control(ctx, children, Command::new(ctx.exe), a.control, a.api).await?;
-    let tokens = TokenStore::open(ctx.data_dir).context("opening the token store")?;
+    let exe = ctx.exe.to_path_buf();
+    let root = start_control(ctx, children, move || Command::new(&exe), a.control, a.api).await?;
+    let tokens = Arc::new(TokenStore::open(ctx.data_dir).context("opening the token store")?);
+    let telemetry = telemetry_flags(a);
     let mut admins = Vec::new();
     for w in &ctx.plan.workloads {
-        let mut proxy = proxy_command(
-            Command::new(ctx.exe),
-            a,
-            &tokens,
-            a.control,
-            &root,
-            w,
-            w.address,
-        )?;
-        children.spawn(format!("proxy {}", w.name), &mut proxy)?;
+        let (exe, tokens, root, telemetry, workload) = (
+            ctx.exe.to_path_buf(),
+            tokens.clone(),
+            root.clone(),
+            telemetry.clone(),
+            w.clone(),
+        );
+        let control = a.control;
+        let proxy: MakeCommand = Box::new(move || {
+            proxy_command(
+                Command::new(&exe),
+                &telemetry,
+                &tokens,
+                control,
+                &root,
+                &workload,
+                workload.address,
+            )
+        });
+        children.spawn(format!("proxy {}", w.name), proxy)?;
         admins.push((w.name.clone(), SocketAddr::new(w.address, 15020)));
         let proxy = SocketAddr::new(w.address, 15001);
-        let mut app = app_command(Command::new(ctx.exe), w, w.address, Some(proxy))?;
-        children.spawn(format!("app {}", w.name), &mut app)?;
+        let (exe, workload) = (ctx.exe.to_path_buf(), w.clone());
+        let app: MakeCommand = Box::new(move || {
+            app_command(Command::new(&exe), &workload, workload.address, Some(proxy))
+        });
+        children.spawn(format!("app {}", w.name), app)?;
     }
     if let Some(front_admin) = spawn_front(ctx, children, &tokens, a.control, &root)? {
         admins.push(("front".into(), front_admin));
@@ -664,25 +718,38 @@ fn print_tries(ctx: &Ctx<'_>, api: SocketAddr, more: Option<&str>) {
     );
     println!("  trellis certs --api {api}        # every workload certificate");
     println!("  trellis check --api {api}        # mesh health");
-    println!("Ctrl-C stops the mesh.");
 }
 
-/// Runs until a child exits (the error says which).
-async fn serve(children: &mut Children) -> anyhow::Result<()> {
-    let (label, status) = watch_children(children).await;
-    Err(anyhow!(
-        "{label} exited unexpectedly ({status}); stopping the mesh"
-    ))
-}
-
-/// Resolves when any child exits.
-async fn watch_children(children: &mut Children) -> (String, std::process::ExitStatus) {
-    loop {
-        if let Some(e) = children.exited() {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// Once the mesh is up: publishes its record for the admin commands and says where its
+/// data and admin token are.
+fn announce(ctx: &Ctx<'_>, children: &mut Children, record: MeshRecord) -> anyhow::Result<()> {
+    let token = record.data_dir.join("admin-token");
+    let data_dir = record.data_dir.clone();
+    let published = children.publish_record(record)?;
+    println!();
+    println!("Data directory (CA, join tokens): {}", data_dir.display());
+    println!("Admin token:                      {}", token.display());
+    if published {
+        println!(
+            "`trellis apply`, `rollback`, `ca rotate`, `tap`, `stat`, … find this mesh by \
+             itself (record in {}).",
+            crate::local_mesh::runtime_dir().display()
+        );
+    } else {
+        println!(
+            "Another `trellis up` is running: give the admin commands `--api` and `--data-dir` \
+             to reach this one."
+        );
     }
+    println!(
+        "A process that dies is restarted; Ctrl-C stops the mesh{}.",
+        if ctx.args.data_dir.is_none() {
+            " and removes the data directory"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 /// Polls `check` until it holds, a child dies, or the deadline passes.
@@ -746,4 +813,36 @@ async fn ready(admin: SocketAddr) -> bool {
 fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind((ip, 0)).context("finding a free port")?;
     Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in quickstart is a whole mesh: the workloads and the front door of the
+    /// checkout's `examples/quickstart`.
+    #[test]
+    fn the_built_in_quickstart_runs_like_the_checkouts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_embedded_quickstart(dir.path()).expect("write");
+        let built_in = read_plan(dir.path()).expect("the built-in quickstart is valid");
+        let checkout = read_plan(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(DEFAULT_DIR),
+        )
+        .expect("checkout");
+        let names = |p: &Plan| {
+            p.workloads
+                .iter()
+                .map(|w| w.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(!built_in.workloads.is_empty());
+        assert_eq!(names(&built_in), names(&checkout));
+        assert_eq!(
+            built_in.front.as_ref().map(|f| f.service.clone()),
+            checkout.front.as_ref().map(|f| f.service.clone())
+        );
+    }
 }

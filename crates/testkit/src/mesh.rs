@@ -15,6 +15,9 @@ pub struct Mesh {
     /// The copy of the example config the mesh runs on; tests edit files here.
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// `TRELLIS_RUNTIME_DIR` of the mesh: where `up` publishes its record for the admin
+    /// commands (one per mesh, so that parallel tests never find each other's).
+    pub runtime_dir: PathBuf,
     /// Where the front service is published.
     pub front: SocketAddr,
     pub control: SocketAddr,
@@ -38,6 +41,7 @@ impl Mesh {
         let tmp = tempfile::Builder::new().prefix("trellis-test-").tempdir()?;
         let config_dir = tmp.path().join("config");
         let data_dir = tmp.path().join("data");
+        let runtime_dir = tmp.path().join("run");
         std::fs::create_dir_all(&config_dir)?;
         for entry in std::fs::read_dir(example)
             .with_context(|| format!("reading example {}", example.display()))?
@@ -59,6 +63,7 @@ impl Mesh {
             .args(extra)
             .arg("--data-dir")
             .arg(&data_dir)
+            .env("TRELLIS_RUNTIME_DIR", &runtime_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -91,6 +96,7 @@ impl Mesh {
             child: Some(child),
             config_dir,
             data_dir,
+            runtime_dir,
             front,
             control,
             api,
@@ -132,6 +138,29 @@ impl Mesh {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The record `up` publishes (`up.json` in [`Mesh::runtime_dir`]): API, data directory,
+    /// and every supervised process with its PID and restart count.
+    pub fn record(&self) -> anyhow::Result<serde_json::Value> {
+        let path = self.runtime_dir.join("up.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The PID and restart count of the supervised process `label` (`control`,
+    /// `proxy NAME`, `app NAME`, `front proxy`), from the record.
+    pub fn process(&self, label: &str) -> anyhow::Result<(u32, u64)> {
+        let record = self.record()?;
+        let p = record["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["label"] == label)
+            .with_context(|| format!("no process {label:?} in the record: {record}"))?;
+        let pid = p["pid"].as_u64().context("pid")?;
+        Ok((u32::try_from(pid)?, p["restarts"].as_u64().unwrap_or(0)))
     }
 
     /// A path inside the mesh's temporary directory; every process of the mesh names it on

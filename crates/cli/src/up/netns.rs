@@ -21,6 +21,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -28,10 +29,12 @@ use serde_json::Value;
 use trellis_identity::TokenStore;
 
 use super::network::{command_in, Network, Subnet};
+use super::supervise::{Children, MakeCommand, POLL};
 use super::{
-    app_command, print_tries, proxy_command, ready, spawn_front, start_control, wait_for,
-    wait_until, watch_children, Children, Ctx, Workload,
+    announce, app_command, print_tries, proxy_command, ready, spawn_front, start_control,
+    telemetry_flags, wait_for, wait_until, Ctx, Workload,
 };
+use crate::local_mesh::MeshRecord;
 
 /// How often the hosts files are checked against the control plane's services.
 const HOSTS_REFRESH: Duration = Duration::from_secs(2);
@@ -53,12 +56,14 @@ struct Placed<'a> {
     address: Ipv4Addr,
 }
 
-/// Starts the mesh in namespaces and runs it until a child exits. `net` receives the
-/// [`Network`] as soon as it exists, for the caller to remove after stopping the children.
+/// Starts the mesh in namespaces and runs it, restarting what dies, until cancelled. `net`
+/// receives the [`Network`] as soon as it exists, for the caller to remove after stopping
+/// the children.
 pub(super) async fn run(
     ctx: &Ctx<'_>,
     children: &mut Children,
     net: &mut Option<Network>,
+    record: MeshRecord,
 ) -> anyhow::Result<()> {
     let subnet = ctx.args.netns_subnet;
     let addresses = assign_addresses(&ctx.plan.workloads, subnet)?;
@@ -75,25 +80,39 @@ pub(super) async fn run(
 
     let control = SocketAddr::new(subnet.gateway().into(), 15012);
     let api = SocketAddr::new(subnet.gateway().into(), 15014);
-    let in_bridge = command_in(network.bridge_ns(), ctx.exe);
+    let (bridge_ns, exe) = (network.bridge_ns().to_owned(), ctx.exe.to_path_buf());
+    let in_bridge = move || command_in(&bridge_ns, &exe);
     let root = start_control(ctx, children, in_bridge, control, api).await?;
 
     let mut services = services_when_ready(ctx, children, api).await?;
     write_all_hosts(network, &placed, &services)?;
 
-    let tokens = TokenStore::open(ctx.data_dir).context("opening the token store")?;
+    let tokens = Arc::new(TokenStore::open(ctx.data_dir).context("opening the token store")?);
+    let telemetry = telemetry_flags(ctx.args);
     for p in &placed {
-        let mut cmd = proxy_command(
-            command_in(&p.netns, ctx.exe),
-            ctx.args,
-            &tokens,
-            control,
-            &root,
-            p.workload,
-            p.address.into(),
-        )?;
-        cmd.args(["--mode", "transparent", "--capture"]);
-        children.spawn(format!("proxy {}", p.workload.name), &mut cmd)?;
+        let (netns, exe, tokens, root, telemetry, workload, address) = (
+            p.netns.clone(),
+            ctx.exe.to_path_buf(),
+            tokens.clone(),
+            root.clone(),
+            telemetry.clone(),
+            p.workload.clone(),
+            p.address,
+        );
+        let proxy: MakeCommand = Box::new(move || {
+            let mut cmd = proxy_command(
+                command_in(&netns, &exe),
+                &telemetry,
+                &tokens,
+                control,
+                &root,
+                &workload,
+                address.into(),
+            )?;
+            cmd.args(["--mode", "transparent", "--capture"]);
+            Ok(cmd)
+        });
+        children.spawn(format!("proxy {}", p.workload.name), proxy)?;
     }
     // Proxies start together; each app waits for its own.
     for p in &placed {
@@ -107,13 +126,16 @@ pub(super) async fn run(
         )
         .await?;
         eprintln!("trellis up: proxy {name} is ready; starting its app");
-        let mut app = app_command(
-            command_in(&p.netns, ctx.exe),
-            p.workload,
-            p.address.into(),
-            None,
-        )?;
-        children.spawn(format!("app {name}"), &mut app)?;
+        let (netns, exe, workload, address) = (
+            p.netns.clone(),
+            ctx.exe.to_path_buf(),
+            p.workload.clone(),
+            p.address,
+        );
+        let app: MakeCommand = Box::new(move || {
+            app_command(command_in(&netns, &exe), &workload, address.into(), None)
+        });
+        children.spawn(format!("app {name}"), app)?;
     }
 
     let front_admin = spawn_front(ctx, children, &tokens, control, &root)?;
@@ -134,16 +156,16 @@ pub(super) async fn run(
     )
     .await?;
     print_summary(ctx, network, &placed, &services, control, api);
+    announce(ctx, children, record)?;
 
+    let mut next_refresh = tokio::time::Instant::now() + HOSTS_REFRESH;
     loop {
-        tokio::select! {
-            (label, status) = watch_children(children) => {
-                bail!("{label} exited unexpectedly ({status}); stopping the mesh");
-            }
-            _ = tokio::time::sleep(HOSTS_REFRESH) => {
-                refresh_hosts(network, &placed, &mut services, api).await;
-            }
+        children.tick();
+        if tokio::time::Instant::now() >= next_refresh {
+            refresh_hosts(network, &placed, &mut services, api).await;
+            next_refresh = tokio::time::Instant::now() + HOSTS_REFRESH;
         }
+        tokio::time::sleep(POLL).await;
     }
 }
 
