@@ -541,8 +541,10 @@ fn app_command(
 
 /// The front door: a proxy of its own identity, in the namespace `up` runs in, whose
 /// outbound listener is the published address and sends everything to the front service. It
-/// serves no app, so its other listeners take ephemeral ports. Returns its health address,
-/// or nothing when no service is to be published.
+/// serves no app, so its other listeners take ephemeral ports. Only the published address
+/// follows `--listen`: the health and local admin ports stay on loopback
+/// ([`front_admin_ip`]). Returns its health address, or nothing when no service is to be
+/// published.
 fn spawn_front(
     ctx: &Ctx<'_>,
     children: &mut Children,
@@ -562,7 +564,8 @@ fn spawn_front(
             Some(Duration::from_secs(3600)),
         )
         .context("creating a join token")?;
-    let front_admin = SocketAddr::new(a.listen.ip(), free_port(a.listen.ip())?);
+    let admin_ip = front_admin_ip(a.listen.ip());
+    let front_admin = SocketAddr::new(admin_ip, free_port(admin_ip)?);
     children.spawn(
         "front proxy".into(),
         Command::new(ctx.exe)
@@ -577,11 +580,28 @@ fn spawn_front(
             .args(["--outbound", &a.listen.to_string()])
             .args(["--inbound", &SocketAddr::new(a.listen.ip(), 0).to_string()])
             .args(["--admin", &front_admin.to_string()])
+            .args([
+                "--admin-local",
+                &SocketAddr::new(admin_ip, 15000).to_string(),
+            ])
             .args(["--front", &format!("{}:{}", front.service, front.port)])
             .args(telemetry_flags(a))
             .env("TRELLIS_JOIN_TOKEN", token),
     )?;
     Ok(Some(front_admin))
+}
+
+/// Where the front proxy's admin ports listen: `--listen` publishes the front service, not
+/// the proxy's configuration, log level and telemetry switch, so they stay on loopback (the
+/// published address itself when it is a loopback one).
+fn front_admin_ip(listen: IpAddr) -> IpAddr {
+    if listen.is_loopback() {
+        listen
+    } else if listen.is_ipv6() {
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    }
 }
 
 /// The default layout: everything on loopback, explicit-mode proxies, no root.
