@@ -204,9 +204,8 @@ pub fn classify(prefix: &[u8]) -> Option<Kind> {
     if !line[..method_len].iter().all(|b| is_tchar(*b)) {
         return Some(Kind::Opaque);
     }
-    if end.is_none() {
-        return None;
-    }
+    // Only a whole line can be judged a request line.
+    end?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let words: Vec<&[u8]> = line.split(is_space).filter(|w| !w.is_empty()).collect();
     let version = words.last().copied().unwrap_or_default();

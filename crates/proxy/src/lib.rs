@@ -25,7 +25,11 @@
 //!   control plane and live taps, recorded as each request's response ends;
 //! * [`trace`]: distributed tracing: W3C `traceparent` and B3 propagation, a span for each
 //!   hop, export to an OpenTelemetry collector (OTLP/gRPC);
-//! * [`admin`]: health endpoints and metrics.
+//! * [`admin`]: health endpoints and metrics;
+//! * [`listener`]: how every listener accepts: a connection cap, back-off on accept errors,
+//!   idle and header-read timeouts;
+//! * [`app_stream`]: plaintext and tunnelled streams headed for the app, served as HTTP when
+//!   they are HTTP so that the app's `x-forwarded-client-cert` is always the proxy's.
 //!
 //! Shared state lives in [`ProxyState`]: the current snapshot and credentials, each swapped
 //! atomically so requests in flight keep the version they started with.
