@@ -62,8 +62,12 @@ pub enum Kind {
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A first line still unfinished past this is treated as HTTP: hyper refuses it (its limit
-/// on a request head is far below), and the app never sees it.
+/// A first line still unfinished past this (every byte so far fitting a request line) is
+/// treated as HTTP: hyper refuses it (its limit on a request head is far below) and the app
+/// never sees it. Taking it for opaque instead would let a client hide a forged header
+/// behind a long method, which lenient parsers (Go's takes a 1 MB head) accept. No real
+/// opaque protocol opens with 64 KiB of token characters and no space. It also bounds what
+/// one connection can make the proxy buffer before deciding.
 const MAX_FIRST_LINE: usize = 64 * 1024;
 
 /// Where the stream goes and what the app is told about the caller.
