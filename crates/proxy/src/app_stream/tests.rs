@@ -178,3 +178,61 @@ async fn a_server_that_speaks_first_is_spliced_untouched() {
     assert_eq!(app_task.await.unwrap(), b"HELO x\r\n");
     assert_eq!(totals.get(), (8, 12));
 }
+
+#[tokio::test]
+async fn an_upgrade_the_app_accepts_is_spliced_after_its_101() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // An app that switches to an echo protocol, after checking the XFCC it got.
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+            assert_eq!(req.headers().get(XFCC).unwrap(), "By=a;URI=b");
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(on.await.unwrap());
+                let mut buf = [0u8; 4];
+                io.read_exact(&mut buf).await.unwrap();
+                io.write_all(&buf).await.unwrap();
+            });
+            let mut resp = Response::new(crate::body::full(""));
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert(UPGRADE, HeaderValue::from_static("echo"));
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            Ok::<_, Infallible>(resp)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), svc)
+            .with_upgrades()
+            .await;
+    });
+    let app = TcpStream::connect(addr).await.unwrap();
+    let (mut client, proxy_side) = tokio::io::duplex(4096);
+    tokio::spawn(serve(
+        proxy_side,
+        app,
+        target(addr, Some("By=a;URI=b")),
+        Arc::new(Totals::default()),
+    ));
+    client
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\nX-Forwarded-Client-Cert: forged\r\n\r\n")
+        .await
+        .unwrap();
+    // The 101's head, then the switched protocol.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        client.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    client.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    client.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+}
