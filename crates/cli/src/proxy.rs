@@ -71,8 +71,10 @@ pub struct ProxyArgs {
     /// Destinations outside the mesh: `allow-any` (connect directly) or `registry-only`.
     #[arg(long, value_parser = ["allow-any", "registry-only"], default_value = "allow-any")]
     pub outbound_policy: String,
-    /// Local admin endpoint (config dump, log level); default ADDRESS:15000 in explicit
-    /// mode, 127.0.0.1:15000 in transparent mode (the namespace's own loopback).
+    /// Local admin endpoint (config dump, log level, telemetry switch): anyone who reaches
+    /// it can read the proxy's configuration and change its logging, so it stays on
+    /// loopback unless given here: default ADDRESS:15000 when ADDRESS is a loopback address,
+    /// 127.0.0.1:15000 otherwise (in transparent mode the namespace's own loopback).
     #[arg(long)]
     pub admin_local: Option<SocketAddr>,
     /// Keep the last good certificate and snapshot here, to serve after a restart while the
@@ -85,6 +87,17 @@ pub struct ProxyArgs {
     /// Close a pooled connection to another proxy once it has gone this long unused.
     #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
     pub pool_idle_timeout: Duration,
+    /// Connections each listener holds open at once; past it, new ones wait in the kernel's
+    /// backlog until one closes.
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// How long an HTTP/1 client may take to send a request's headers, and a keep-alive
+    /// connection may wait for its next request.
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+    pub header_read_timeout: Duration,
+    /// Close a connection that has moved no byte either way for this long.
+    #[arg(long, default_value = "1h", value_parser = crate::duration::parse)]
+    pub idle_timeout: Duration,
     /// Threads serving traffic. One suits a sidecar; a proxy shared by many workloads may
     /// want one per core.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -129,6 +142,18 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Where the local admin endpoint listens unless `--admin-local` says: port 15000 on
+/// loopback, the workload's own address when that is a loopback address (so that several
+/// explicit-mode proxies on one host each have theirs), else 127.0.0.1. Transparent mode
+/// runs in the workload's namespace, whose loopback is its own.
+fn default_admin_local(address: IpAddr, transparent: bool) -> SocketAddr {
+    if address.is_loopback() && !transparent {
+        SocketAddr::new(address, 15000)
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 15000))
     }
 }
 
@@ -204,12 +229,18 @@ pub async fn run(a: ProxyArgs, reload: crate::logging::Reload) -> anyhow::Result
             otlp_endpoint: a.otlp_endpoint,
             trace_sampling: a.trace_sampling,
         },
-        admin_local_addr: a.admin_local.unwrap_or(if transparent {
-            SocketAddr::from(([127, 0, 0, 1], 15000))
-        } else {
-            SocketAddr::new(a.address, 15000)
-        }),
+        admin_local_addr: a
+            .admin_local
+            .unwrap_or_else(|| default_admin_local(a.address, transparent)),
+        limits: trellis_proxy::listener::Limits {
+            max_connections: usize::try_from(a.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: a.header_read_timeout,
+            idle_timeout: a.idle_timeout,
+        },
     };
+    if a.header_read_timeout.is_zero() || a.idle_timeout.is_zero() {
+        bail!("--header-read-timeout and --idle-timeout must be longer than 0");
+    }
     let excludes = !(config.capture_exclusions.inbound_ports.is_empty()
         && config.capture_exclusions.outbound_ports.is_empty()
         && config.capture_exclusions.outbound_cidrs.is_empty());
@@ -222,4 +253,29 @@ pub async fn run(a: ProxyArgs, reload: crate::logging::Reload) -> anyhow::Result
     trellis_proxy::run(config, Some(reload), crate::signal::shutdown())
         .await
         .context("proxy")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_admin_port_stays_on_loopback_unless_asked() {
+        for (address, transparent, expected) in [
+            ("127.0.1.3", false, "127.0.1.3:15000"),
+            ("127.0.1.3", true, "127.0.0.1:15000"),
+            ("198.18.100.3", true, "127.0.0.1:15000"),
+            ("192.0.2.10", false, "127.0.0.1:15000"),
+            ("0.0.0.0", false, "127.0.0.1:15000"),
+            ("::1", false, "[::1]:15000"),
+        ] {
+            let got = default_admin_local(address.parse().unwrap(), transparent);
+            assert_eq!(
+                got.to_string(),
+                expected,
+                "{address} transparent={transparent}"
+            );
+            assert!(got.ip().is_loopback());
+        }
+    }
 }

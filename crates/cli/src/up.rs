@@ -561,8 +561,10 @@ fn app_command(
 
 /// The front door: a proxy of its own identity, in the namespace `up` runs in, whose
 /// outbound listener is the published address and sends everything to the front service. It
-/// serves no app, so its other listeners take ephemeral ports. Returns its health address,
-/// or nothing when no service is to be published.
+/// serves no app, so its other listeners take ephemeral ports. Only the published address
+/// follows `--listen`: the health and local admin ports stay on loopback
+/// ([`front_admin_ip`]). Returns its health address, or nothing when no service is to be
+/// published.
 fn spawn_front(
     ctx: &Ctx<'_>,
     children: &mut Children,
@@ -575,7 +577,8 @@ fn spawn_front(
         return Ok(None);
     };
     let front_sa = "trellis-front";
-    let front_admin = SocketAddr::new(a.listen.ip(), free_port(a.listen.ip())?);
+    let admin_ip = front_admin_ip(a.listen.ip());
+    let front_admin = SocketAddr::new(admin_ip, free_port(admin_ip)?);
     let (exe, tokens, root) = (ctx.exe.to_path_buf(), tokens.clone(), root.to_path_buf());
     let namespace = front.namespace.clone();
     let mut args: Vec<String> = [
@@ -596,6 +599,8 @@ fn spawn_front(
         &SocketAddr::new(a.listen.ip(), 0).to_string(),
         "--admin",
         &front_admin.to_string(),
+        "--admin-local",
+        &SocketAddr::new(admin_ip, 15000).to_string(),
         "--front",
         &format!("{}:{}", front.service, front.port),
     ]
@@ -621,6 +626,19 @@ fn spawn_front(
         }),
     )?;
     Ok(Some(front_admin))
+}
+
+/// Where the front proxy's admin ports listen: `--listen` publishes the front service, not
+/// the proxy's configuration, log level and telemetry switch, so they stay on loopback (the
+/// published address itself when it is a loopback one).
+fn front_admin_ip(listen: IpAddr) -> IpAddr {
+    if listen.is_loopback() {
+        listen
+    } else if listen.is_ipv6() {
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    }
 }
 
 /// The default layout: everything on loopback, explicit-mode proxies, no root.

@@ -11,32 +11,31 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{error_response, full, Body};
+use crate::listener::Listener;
 use crate::state::ProxyState;
 
 /// Serves health endpoints until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    mut listener: Listener,
+    state: Arc<ProxyState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let server = crate::listener::http1(&listener.limits());
     loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "admin accept failed"); continue; }
-            },
+        let tcp = tokio::select! {
+            c = listener.accept() => c,
             _ = stop.changed() => return,
         };
-        let state = state.clone();
+        let (state, server) = (state.clone(), server.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(req, &state)) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await
-            {
+            if let Err(e) = server.serve_connection(TokioIo::new(tcp), svc).await {
                 tracing::debug!(error = %e, "admin connection ended");
             }
         });
@@ -85,27 +84,23 @@ fn handle(req: Request<Incoming>, state: &ProxyState) -> Response<Body> {
 
 /// Serves the local admin endpoints until `stop` turns true.
 pub async fn serve_local(
-    listener: TcpListener,
+    mut listener: Listener,
     state: Arc<ProxyState>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let server = crate::listener::http1(&listener.limits());
     loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "admin accept failed"); continue; }
-            },
+        let tcp = tokio::select! {
+            c = listener.accept() => c,
             _ = stop.changed() => return,
         };
-        let state = state.clone();
+        let (state, server) = (state.clone(), server.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle_local(req, &state)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            let _ = server.serve_connection(TokioIo::new(tcp), svc).await;
         });
     }
 }
@@ -206,6 +201,10 @@ fn config_dump(state: &ProxyState) -> serde_json::Value {
             "labels": c.labels,
             "ports": c.ports,
             "drain_timeout_ms": c.drain_timeout.as_millis() as u64,
+            "admin_local": c.admin_local_addr.to_string(),
+            "max_connections": c.limits.max_connections,
+            "header_read_timeout_ms": c.limits.header_read_timeout.as_millis() as u64,
+            "idle_timeout_ms": c.limits.idle_timeout.as_millis() as u64,
         },
         "certificate": creds.as_ref().map(|cr| serde_json::json!({
             "identity": cr.svid.id.to_string(),

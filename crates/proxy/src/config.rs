@@ -75,6 +75,8 @@ pub struct ProxyConfig {
     /// Local admin endpoint: config dump, log level (port 15000, loopback).
     pub admin_local_addr: SocketAddr,
     pub telemetry: TelemetryConfig,
+    /// Connection cap, header-read and idle timeouts of every listener.
+    pub limits: crate::listener::Limits,
 }
 
 /// What the proxy records about traffic, and where it sends it.
@@ -121,6 +123,24 @@ impl ProxyConfig {
     pub fn namespace(&self) -> &str {
         &self.identity.namespace
     }
+
+    /// Whether a connection to `addr` would reach one of this proxy's own listeners (a
+    /// listener on `0.0.0.0` or `::` takes every local address: loopback and the workload's).
+    /// A captured connection with such an original destination must not be passed on: the
+    /// proxy would connect to itself, and that connection again, without end.
+    pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip();
+        let local = ip.is_loopback() || ip.is_unspecified() || ip == self.address;
+        [
+            self.outbound_addr,
+            self.inbound_addr,
+            self.inbound_plain_addr,
+            self.admin_addr,
+            self.admin_local_addr,
+        ]
+        .iter()
+        .any(|l| l.port() == addr.port() && (l.ip() == ip || (l.ip().is_unspecified() && local)))
+    }
 }
 
 #[cfg(test)]
@@ -159,6 +179,43 @@ impl ProxyConfig {
             state_dir: None,
             admin_local_addr: any,
             telemetry: TelemetryConfig::default(),
+            limits: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_listeners_include_those_on_every_address() {
+        let mut c = ProxyConfig::for_tests(true);
+        c.address = "198.18.100.3".parse().unwrap();
+        c.outbound_addr = "127.0.0.1:15001".parse().unwrap();
+        c.inbound_addr = "198.18.100.3:15008".parse().unwrap();
+        c.inbound_plain_addr = "0.0.0.0:15006".parse().unwrap();
+        c.admin_addr = "198.18.100.3:15020".parse().unwrap();
+        c.admin_local_addr = "127.0.0.1:15000".parse().unwrap();
+        for own in [
+            "198.18.100.3:15006",
+            "127.0.0.1:15006",
+            "127.0.0.2:15006",
+            "198.18.100.3:15008",
+            "198.18.100.3:15020",
+            "127.0.0.1:15001",
+            "127.0.0.1:15000",
+        ] {
+            assert!(c.is_own_listener(own.parse().unwrap()), "{own}");
+        }
+        for other in [
+            "198.18.100.3:9080",
+            "198.18.100.4:15006",
+            "198.18.100.4:15008",
+            "198.18.100.3:15001",
+            "127.0.0.1:15008",
+        ] {
+            assert!(!c.is_own_listener(other.parse().unwrap()), "{other}");
         }
     }
 }

@@ -6,7 +6,9 @@
 //! normalized, the workload's AuthorizationPolicies evaluated, `403 RBAC: access denied` when
 //! denied) and forwarded to the local app over HTTP/1.1 with the normalized path and
 //! `x-forwarded-client-cert` set to `By=<own ID>;URI=<caller ID>` after any XFCC that came
-//! from elsewhere has been removed. `CONNECT` tunnels are authorized as TCP connections.
+//! from elsewhere has been removed. `CONNECT` tunnels are authorized as TCP connections; a
+//! tunnel whose payload is HTTP is served as HTTP, so its requests reach the app with the
+//! same XFCC and never with one the caller wrote ([`crate::app_stream`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,16 +19,18 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Vers
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use trellis_identity::tls;
 
+use crate::app_stream::{AppTarget, Totals};
 use crate::authz::{Peer, Refusal};
 use crate::body::{boxed, error_response, Body};
 use crate::headers::{
     strip_hop_by_hop, strip_trellis_headers, xfcc_value, DESTINATION_SERVICE, SOURCE_WORKLOAD,
     TARGET_PORT, XFCC,
 };
+use crate::listener::{Listener, TcpConnection};
 use crate::state::ProxyState;
 use crate::telemetry::{count_request_body, flag_response, Edge, Exchange, Flag, Recorded};
 
@@ -46,7 +50,11 @@ struct AppClient {
 }
 
 /// Accepts peer proxies until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    mut listener: Listener,
+    state: Arc<ProxyState>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     // Connections are tracked so that a drain lets requests in flight finish (HTTP/2 GOAWAY:
@@ -62,17 +70,13 @@ pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut stop: watc
             .build(connector),
     };
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "inbound accept failed"); continue; }
-            },
+        let tcp = tokio::select! {
+            c = listener.accept() => c,
             _ = stop.changed() => break,
         };
-        let _ = tcp.set_nodelay(true);
+        let _ = tcp.get_ref().set_nodelay(true);
         tokio::spawn(serve_connection(
             tcp,
-            peer,
             state.clone(),
             app.clone(),
             graceful.watcher(),
@@ -83,12 +87,12 @@ pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut stop: watc
 }
 
 async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
+    tcp: TcpConnection,
     state: Arc<ProxyState>,
     app: AppClient,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let peer = tcp.peer();
     let Some(creds) = state.creds.load_full() else {
         tracing::warn!(%peer, "inbound connection refused: no certificate yet");
         return;
@@ -391,7 +395,15 @@ async fn tunnel(
         }
         return crate::authz::denied();
     }
-    let mut app = match TcpStream::connect(target).await {
+    // Should the tunnel carry HTTP, the app is told who called, as for any request.
+    let xfcc = match HeaderValue::from_str(&xfcc_value(
+        &state.config.identity.to_string(),
+        &caller.principal,
+    )) {
+        Ok(v) => v,
+        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let app = match TcpStream::connect(target).await {
         Ok(s) => s,
         Err(e) => {
             if let Some(ex) = exchange {
@@ -408,18 +420,26 @@ async fn tunnel(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let caller = caller.principal.clone();
     let open = state.metrics.connection_open("inbound");
+    let to_app = AppTarget {
+        addr: target,
+        mark: None,
+        xfcc: Some(xfcc),
+        limits: state.config.limits,
+    };
     tokio::spawn(async move {
         let _open = open;
         let (sent, received, flag) = match on_upgrade.await {
             Ok(up) => {
-                let mut up = TokioIo::new(up);
-                let mut counted = crate::tunnel::Counted::new(&mut up);
-                let r = crate::tunnel::splice(&mut counted, &mut app).await;
+                // Spliced, unless the payload is HTTP: then served as HTTP, so that the
+                // XFCC the app sees is this proxy's (`crate::app_stream`).
+                let totals = Arc::new(Totals::default());
+                let r =
+                    crate::app_stream::serve(TokioIo::new(up), app, to_app, totals.clone()).await;
                 // Read from the caller: the request direction; written to it: the response.
-                let (received, sent) = counted.totals();
+                let (received, sent) = totals.get();
                 match r {
-                    Ok(_) => {
-                        tracing::debug!(%target, %caller, received, sent, "tunnel closed");
+                    Ok(kind) => {
+                        tracing::debug!(%target, %caller, ?kind, received, sent, "tunnel closed");
                         (sent, received, None)
                     }
                     Err(e) => {

@@ -25,13 +25,18 @@
 //!   control plane and live taps, recorded as each request's response ends;
 //! * [`trace`]: distributed tracing: W3C `traceparent` and B3 propagation, a span for each
 //!   hop, export to an OpenTelemetry collector (OTLP/gRPC);
-//! * [`admin`]: health endpoints and metrics.
+//! * [`admin`]: health endpoints and metrics;
+//! * [`listener`]: how every listener accepts: a connection cap, back-off on accept errors,
+//!   idle and header-read timeouts;
+//! * [`app_stream`]: plaintext and tunnelled streams headed for the app, served as HTTP when
+//!   they are HTTP so that the app's `x-forwarded-client-cert` is always the proxy's.
 //!
 //! Shared state lives in [`ProxyState`]: the current snapshot and credentials, each swapped
 //! atomically so requests in flight keep the version they started with.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod app_stream;
 pub mod authz;
 pub mod backoff;
 pub mod balance;
@@ -45,6 +50,7 @@ pub mod detect;
 pub mod drain;
 pub mod headers;
 pub mod inbound;
+pub mod listener;
 pub mod metrics;
 pub mod outbound;
 pub mod persist;
@@ -94,12 +100,17 @@ pub async fn run(
 ) -> Result<(), ProxyError> {
     // Bind everything first: a port given as 0 gets its real number before the workload is
     // registered, and peers' connections queue in the backlog until the certificate is in.
-    let admin = bind(&mut config.admin_addr).await?;
-    let admin_local = bind(&mut config.admin_local_addr).await?;
-    let outbound = bind(&mut config.outbound_addr).await?;
-    let inbound = bind(&mut config.inbound_addr).await?;
+    let limits = config.limits;
+    let listener = |l, name| listener::Listener::new(l, name, limits);
+    let admin = listener(bind(&mut config.admin_addr).await?, "admin");
+    let admin_local = listener(bind(&mut config.admin_local_addr).await?, "admin-local");
+    let outbound = listener(bind(&mut config.outbound_addr).await?, "outbound");
+    let inbound = listener(bind(&mut config.inbound_addr).await?, "inbound");
     let inbound_plain = match config.mode {
-        config::Mode::Transparent => Some(bind(&mut config.inbound_plain_addr).await?),
+        config::Mode::Transparent => Some(listener(
+            bind(&mut config.inbound_plain_addr).await?,
+            "inbound-plain",
+        )),
         config::Mode::Explicit => None,
     };
     let access_log = match &config.telemetry.access_log {

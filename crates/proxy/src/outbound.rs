@@ -16,7 +16,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use trellis_api::destination::{LoadBalancer, Policy as DestinationPolicy};
 use trellis_api::snapshot::{authority_port, Endpoint, Service, Snapshot};
@@ -35,28 +34,26 @@ use crate::telemetry::{count_request_body, flag_response, Exchange, Flag, Record
 
 /// Accepts app connections until `stop` turns true.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: crate::listener::Listener,
     state: Arc<ProxyState>,
     pool: Arc<Pool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let server = crate::listener::http1(&listener.limits());
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "outbound accept failed"); continue; }
-            },
+        let tcp = tokio::select! {
+            c = listener.accept() => c,
             _ = stop.changed() => break,
         };
-        let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer();
+        let _ = tcp.get_ref().set_nodelay(true);
         let (state2, pool) = (state.clone(), pool.clone());
         let svc = hyper::service::service_fn(move |req| {
             let (state, pool) = (state2.clone(), pool.clone());
             async move { Ok::<_, Infallible>(handle(req, &state, &pool).await) }
         });
-        let conn =
-            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
+        let conn = server.serve_connection(TokioIo::new(tcp), svc);
         let conn = graceful.watch(conn);
         let open = state.metrics.connection_open("outbound");
         tokio::spawn(async move {

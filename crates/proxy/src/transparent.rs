@@ -10,7 +10,10 @@
 //! * Inbound plaintext (15006): connections from outside the mesh to the workload's ports.
 //!   Under a STRICT PeerAuthentication for the port they are closed; under PERMISSIVE (the
 //!   default) or DISABLE they are authorized as TCP connections without a principal
-//!   ([`crate::authz`]) and passed to the app.
+//!   ([`crate::authz`]) and passed to the app: HTTP as HTTP, without any
+//!   `x-forwarded-client-cert` (the client proved no identity), anything else spliced
+//!   ([`crate::app_stream`]). A connection whose original destination is one of the proxy's
+//!   own listeners (it was not captured: someone dialled 15006 itself) is closed.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use trellis_api::authz::PeerMode;
 
@@ -26,6 +28,7 @@ use http::StatusCode;
 
 use crate::config::OutboundPolicy;
 use crate::detect::{detect, Protocol};
+use crate::listener::{Listener, TcpConnection};
 use crate::outbound::UNKNOWN;
 use crate::pool::Pool;
 use crate::state::ProxyState;
@@ -69,20 +72,18 @@ fn classify(state: &ProxyState, orig: SocketAddr) -> Destination {
 
 /// Accepts captured outbound connections until `stop` turns true.
 pub async fn serve_outbound(
-    listener: TcpListener,
+    mut listener: Listener,
     state: Arc<ProxyState>,
     pool: Arc<Pool>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "outbound accept failed"); continue; }
-            },
+        let tcp = tokio::select! {
+            c = listener.accept() => c,
             _ = stop.changed() => return,
         };
-        let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer();
+        let _ = tcp.get_ref().set_nodelay(true);
         let (state, pool) = (state.clone(), pool.clone());
         tokio::spawn(async move {
             let _open = state.metrics.connection_open("outbound");
@@ -103,14 +104,18 @@ fn declared_opaque(protocol: &str) -> bool {
 }
 
 async fn outbound(
-    tcp: TcpStream,
+    tcp: TcpConnection,
     state: &Arc<ProxyState>,
     pool: &Arc<Pool>,
 ) -> std::io::Result<()> {
-    let orig = crate::capture::original_dst(&tcp)?;
+    let orig = crate::capture::original_dst(tcp.get_ref())?;
     let own = state.config.outbound_addr;
-    if orig.port() == own.port() && (orig.ip().is_loopback() || orig.ip() == state.config.address) {
-        // Something connected to the outbound port itself: routing it would loop.
+    if state.config.is_own_listener(orig)
+        || (orig.port() == own.port()
+            && (orig.ip().is_loopback() || orig.ip() == state.config.address))
+    {
+        // Something connected to one of the proxy's own ports: routing it would loop.
+        tracing::debug!(destination = %orig, "outbound connection to the proxy itself dropped");
         return Ok(());
     }
     match classify(state, orig) {
@@ -157,7 +162,7 @@ async fn outbound(
             let protocol = if declared_opaque(declared) {
                 Protocol::Opaque
             } else {
-                detect(&tcp, DETECT_TIMEOUT).await?
+                detect(tcp.get_ref(), DETECT_TIMEOUT).await?
             };
             match protocol {
                 Protocol::Http1 | Protocol::Http2 => {
@@ -173,7 +178,7 @@ async fn outbound(
                         Some(orig.port()),
                         state.config.namespace(),
                     ) {
-                        crate::detect::sni(&tcp, DETECT_TIMEOUT).await
+                        crate::detect::sni(tcp.get_ref(), DETECT_TIMEOUT).await
                     } else {
                         None
                     };
@@ -229,7 +234,7 @@ async fn outbound(
 /// Carries an app's connection to `target` through the proxy at `peer`, recorded as the
 /// source side of `edge`.
 async fn tunnel(
-    mut tcp: TcpStream,
+    mut tcp: TcpConnection,
     state: &ProxyState,
     pool: &Pool,
     edge: Edge,
@@ -268,7 +273,11 @@ async fn tunnel(
     result.map(|_| ())
 }
 
-async fn external(mut tcp: TcpStream, orig: SocketAddr, state: &ProxyState) -> std::io::Result<()> {
+async fn external(
+    mut tcp: TcpConnection,
+    orig: SocketAddr,
+    state: &ProxyState,
+) -> std::io::Result<()> {
     match state.config.outbound_policy {
         OutboundPolicy::RegistryOnly => {
             tracing::info!(destination = %orig, "refused: not in the mesh registry (REGISTRY_ONLY)");
@@ -311,7 +320,7 @@ async fn external(mut tcp: TcpStream, orig: SocketAddr, state: &ProxyState) -> s
 }
 
 async fn serve_http(
-    tcp: TcpStream,
+    tcp: TcpConnection,
     protocol: Protocol,
     state: Arc<ProxyState>,
     pool: Arc<Pool>,
@@ -319,6 +328,7 @@ async fn serve_http(
     orig: SocketAddr,
 ) {
     let h2 = protocol == Protocol::Http2;
+    let limits = state.config.limits;
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let (state, pool, host) = (state.clone(), pool.clone(), host.clone());
         async move {
@@ -371,7 +381,7 @@ async fn serve_http(
             .serve_connection(io, svc)
             .await
     } else {
-        hyper::server::conn::http1::Builder::new()
+        crate::listener::http1(&limits)
             .serve_connection(io, svc)
             .with_upgrades()
             .await
@@ -382,23 +392,23 @@ async fn serve_http(
 }
 
 /// Accepts plaintext inbound connections (captured to 15006) and passes them to the app at
-/// the port they were for.
+/// the port they were for: HTTP as HTTP, with any `x-forwarded-client-cert` removed (a
+/// plaintext client has no verified identity), anything else spliced
+/// ([`crate::app_stream`]).
 pub async fn serve_inbound_plain(
-    listener: TcpListener,
+    mut listener: Listener,
     state: Arc<ProxyState>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (mut tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "inbound accept failed"); continue; }
-            },
+        let tcp = tokio::select! {
+            c = listener.accept() => c,
             _ = stop.changed() => return,
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let orig = match crate::capture::original_dst(&tcp) {
+            let peer = tcp.peer();
+            let orig = match crate::capture::original_dst(tcp.get_ref()) {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "inbound: no original destination");
@@ -409,10 +419,18 @@ pub async fn serve_inbound_plain(
                 tracing::warn!(%peer, destination = %orig, "inbound connection for another address dropped");
                 return;
             }
+            let target = SocketAddr::new(state.config.address, orig.port());
+            if state.config.is_own_listener(orig) || state.config.is_own_listener(target) {
+                // Not captured (the proxy's ports are left alone), so the original
+                // destination is this listener or another of the proxy's own: passing it on
+                // would connect the proxy to itself, again and again, until it runs out of
+                // descriptors.
+                tracing::info!(%peer, destination = %orig, "plaintext connection to the proxy's own port closed");
+                return;
+            }
             state.metrics.count_inbound(false, peer.ip());
             let _open = state.metrics.connection_open("inbound");
             state.note_plaintext(peer.ip());
-            let target = SocketAddr::new(state.config.address, orig.port());
             // A plaintext client has no identity: its edge is `unknown`, and the service is
             // the workload's own (what it was addressed as is not known below HTTP).
             let own = state.telemetry.own_workload.clone();
@@ -430,10 +448,19 @@ pub async fn serve_inbound_plain(
                 return;
             }
             match crate::capture::connect_marked(target, Some(state.config.mark)).await {
-                Ok(mut app) => {
-                    let mut client = crate::tunnel::Counted::new(&mut tcp);
-                    let result = tokio::io::copy_bidirectional(&mut client, &mut app).await;
-                    let (received, sent) = client.totals();
+                Ok(app) => {
+                    let totals = Arc::new(crate::app_stream::Totals::default());
+                    let to_app = crate::app_stream::AppTarget {
+                        addr: target,
+                        mark: Some(state.config.mark),
+                        xfcc: None,
+                        limits: state.config.limits,
+                    };
+                    let result = crate::app_stream::serve(tcp, app, to_app, totals.clone()).await;
+                    if let Err(e) = &result {
+                        tracing::debug!(%peer, %target, error = %e, "plaintext connection ended");
+                    }
+                    let (received, sent) = totals.get();
                     if let Some(ex) = exchange {
                         ex.finish(sent, received, result.err().map(|_| Flag::UpstreamReset));
                     }
