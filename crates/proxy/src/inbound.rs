@@ -268,7 +268,7 @@ async fn forward_to_app(
                     }
                     Flag::Denied
                 }
-                Refusal::Path(_) => Flag::DownstreamProtocolError,
+                Refusal::Path(_) | Refusal::Method(_) => Flag::DownstreamProtocolError,
                 Refusal::NoPolicy => Flag::NoRoute,
             };
             return flag_response(refusal.into_response(), flag);
