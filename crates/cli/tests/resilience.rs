@@ -187,7 +187,7 @@ async fn mirrored_copies_reach_the_mirror_and_change_nothing() {
             .lines()
             .filter(|l| {
                 l.starts_with("trellis_requests_total{reporter=\"destination\"")
-                    && l.contains("destination_service=\"b-shadow\"")
+                    && l.contains("destination_service=\"b.default.svc.cluster.local-shadow\"")
             })
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum();
