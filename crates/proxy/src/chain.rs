@@ -6,22 +6,38 @@
 //! left the client proxy; [`RETRY_LAYER`] says a proxy above retries this call.
 //!
 //! The app in the middle does not have to forward them. The server proxy remembers them for
-//! the request's trace (its `traceparent` trace id) while the app works on it ([`Chains`]);
-//! when the app calls onward with the same trace context — which apps must forward for
-//! tracing anyway — the client proxy (the same process, beside the same app) finds them
-//! there, so:
+//! the request while the app works on it ([`Chains`]); when the app calls onward with the
+//! trace context it was given — which apps must forward for tracing anyway — the client
+//! proxy (the same process, beside the same app) finds them there, so:
 //!
 //! * it does not start work the original caller has already given up on, and tells the next
 //!   hop the time that is left;
 //! * only the first proxy with retries in a chain retries: every attempt it sends is marked,
 //!   and no proxy below retries a marked call. Three layers of three attempts would otherwise
 //!   turn one failing request into 27 at the leaf.
+//!
+//! **What the state is keyed by, and why it cannot be forged.** Both pieces of state are
+//! harmful in the wrong hands: a deadline that has passed makes every call that finds it
+//! fail with 504 without being sent, and a retry mark switches retries off. Trace ids are no
+//! secret — the front door accepts a client's `traceparent`, and any peer proxy sends what it
+//! likes — so state keyed by the trace id alone let anyone who knew or picked a trace id
+//! fail other clients' requests of that trace for seconds. The key is therefore a
+//! [`ChainKey`]: the trace id *and the span id this proxy handed the app* with the request
+//! — the server span's, or one minted for the purpose when telemetry is off ([`bind`]).
+//! That span id is drawn at random (a CSPRNG) by this proxy and overwrites whatever the
+//! caller sent, so no caller can choose it or know it in advance; it reaches only the app
+//! serving that one request, and comes back only on the calls that app makes for it. A
+//! caller's deadline and mark thus reach only its own request's onward calls. The price:
+//! an app that starts spans of its own sends its calls with its own span id as the parent,
+//! and they inherit nothing (the chain fails open: no deadline, retries allowed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::trace::TraceContext;
 
 /// Milliseconds the caller still waits, as the request left the client proxy.
 pub const DEADLINE: HeaderName = HeaderName::from_static("x-trellis-deadline-ms");
@@ -85,7 +101,57 @@ impl Inherited {
     }
 }
 
-/// The chains the app is working on, by trace id.
+/// Which request a chain's state belongs to: the trace id and the span id the server proxy
+/// handed the app with the request (see the module's doc for why it cannot be forged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChainKey {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl ChainKey {
+    /// The key a trace context names: on the server side, the context handed to the app; on
+    /// the client side, the one the app sent with its call (its parent is the span it was
+    /// handed).
+    pub fn of(ctx: &TraceContext) -> Self {
+        ChainKey {
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+        }
+    }
+}
+
+/// The key of a request's chain, once the trace context the app will receive is this
+/// proxy's own. `span_minted`: telemetry has just written the server span's context into
+/// `headers` (its span id was drawn here). Otherwise the caller's span id is replaced with
+/// one drawn here — the caller's own could be anyone's choice — and a trace is started
+/// when the caller sent none, so that the app has a context to forward.
+pub fn bind(headers: &mut HeaderMap, span_minted: bool) -> Option<ChainKey> {
+    if span_minted {
+        return crate::trace::extract(headers).map(|ctx| ChainKey::of(&ctx));
+    }
+    let mut ctx = crate::trace::extract(headers).unwrap_or_else(|| TraceContext {
+        trace_id: random_id(),
+        span_id: random_id(),
+        sampled: false,
+        tracestate: None,
+    });
+    ctx.span_id = random_id();
+    crate::trace::inject(headers, &ctx);
+    Some(ChainKey::of(&ctx))
+}
+
+/// A random id, never all zeros (W3C's "invalid"), from the thread's CSPRNG.
+fn random_id<const N: usize>() -> [u8; N] {
+    loop {
+        let id: [u8; N] = rand::random();
+        if id.iter().any(|b| *b != 0) {
+            return id;
+        }
+    }
+}
+
+/// The chains the app is working on, by [`ChainKey`].
 #[derive(Debug, Default)]
 pub struct Chains {
     open: Mutex<OpenChains>,
@@ -93,7 +159,7 @@ pub struct Chains {
 
 #[derive(Debug, Default)]
 struct OpenChains {
-    map: HashMap<[u8; 16], Open>,
+    map: HashMap<ChainKey, Open>,
     /// The size at which the next sweep of forgotten chains runs.
     sweep_at: usize,
 }
@@ -101,25 +167,27 @@ struct OpenChains {
 #[derive(Debug)]
 struct Open {
     inherited: Inherited,
-    /// Requests of this trace being served at once (a trace may call a service twice).
+    /// Requests of this chain being served at once.
     count: usize,
+    /// Once its requests have ended: when it is forgotten.
+    forget_at: Option<Instant>,
 }
 
 /// Keeps a request's chain known until dropped (when the app has answered it).
 #[derive(Debug)]
 pub struct Entered {
     chains: Arc<Chains>,
-    trace_id: [u8; 16],
+    key: ChainKey,
 }
 
 impl Chains {
-    /// Remembers `inherited` for `trace_id` until the guard is dropped. Two requests of one
-    /// trace at once keep the stricter of each: the earlier deadline, the retry mark if
-    /// either has it.
-    pub fn enter(self: &Arc<Self>, trace_id: [u8; 16], inherited: Inherited) -> Entered {
+    /// Remembers `inherited` for `key` until the guard is dropped. Two requests under one key
+    /// at once keep the stricter of each: the earlier deadline, the retry mark if either has
+    /// it.
+    pub fn enter(self: &Arc<Self>, key: ChainKey, inherited: Inherited) -> Entered {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.map
-            .entry(trace_id)
+            .entry(key)
             .and_modify(|o| {
                 o.count += 1;
                 o.inherited.retried_above |= inherited.retried_above;
@@ -131,30 +199,28 @@ impl Chains {
             .or_insert(Open {
                 inherited,
                 count: 1,
+                forget_at: None,
             });
         Entered {
             chains: self.clone(),
-            trace_id,
+            key,
         }
     }
 
-    /// What a call in `trace_id` inherits; nothing when the trace is not being served here
-    /// (the app started it, or did not forward the trace context).
-    pub fn lookup(&self, trace_id: &[u8; 16]) -> Inherited {
+    /// What a call under `key` inherits; nothing when no request served here was handed that
+    /// context (the app started the trace, did not forward the context, or made it up).
+    pub fn lookup(&self, key: &ChainKey) -> Inherited {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.map
-            .get(trace_id)
-            .map(|o| o.inherited)
-            .unwrap_or_default()
+        open.map.get(key).map(|o| o.inherited).unwrap_or_default()
     }
 
     /// Whether a chain is still remembered (served, or ended before its deadline).
-    pub fn knows(&self, trace_id: &[u8; 16]) -> bool {
+    pub fn knows(&self, key: &ChainKey) -> bool {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map
-            .contains_key(trace_id)
+            .contains_key(key)
     }
 
     pub fn len(&self) -> usize {
@@ -178,25 +244,32 @@ impl Drop for Entered {
     /// A request that ends (or is abandoned) while it has a deadline leaves its chain known
     /// until [`RETAIN_AFTER_DEADLINE`] past that deadline: when the caller gives up, the app
     /// may not notice and go on to call onward, and those calls must find that the deadline
-    /// has passed. A chain without a deadline is forgotten with its last request.
+    /// has passed. A deadline is the caller's number, though: one far away keeps the chain
+    /// no longer than if it passed [`RETAIN_AFTER_DEADLINE`] from now, so every request's
+    /// chain is forgotten at most twice that after it ends. A chain without a deadline is
+    /// forgotten with its last request.
     fn drop(&mut self) {
         let now = Instant::now();
         let mut guard = self.chains.open.lock().unwrap_or_else(|p| p.into_inner());
         let open = &mut *guard;
-        if let Some(o) = open.map.get_mut(&self.trace_id) {
+        if let Some(o) = open.map.get_mut(&self.key) {
             o.count = o.count.saturating_sub(1);
-            if o.count == 0 && o.inherited.deadline.is_none() {
-                open.map.remove(&self.trace_id);
+            if o.count == 0 {
+                match o.inherited.deadline {
+                    None => {
+                        open.map.remove(&self.key);
+                    }
+                    Some(d) => {
+                        let until = d.min(now + RETAIN_AFTER_DEADLINE) + RETAIN_AFTER_DEADLINE;
+                        o.forget_at = Some(until);
+                    }
+                }
             }
         }
         // Swept when the map has doubled since the last sweep: amortized constant time.
         if open.map.len() >= open.sweep_at {
-            open.map.retain(|_, o| {
-                o.count > 0
-                    || o.inherited
-                        .deadline
-                        .is_some_and(|d| d + RETAIN_AFTER_DEADLINE > now)
-            });
+            open.map
+                .retain(|_, o| o.count > 0 || o.forget_at.is_some_and(|t| t > now));
             open.sweep_at = (open.map.len() * 2).max(256);
         }
     }
@@ -248,7 +321,7 @@ mod tests {
     fn chains_are_known_while_served() {
         let chains = Arc::new(Chains::default());
         let now = Instant::now();
-        let t = [7u8; 16];
+        let t = key(7);
         assert_eq!(chains.lookup(&t), Inherited::default());
         let a = chains.enter(
             t,
@@ -273,7 +346,7 @@ mod tests {
         // Ended with a deadline: still known, so a call the app makes after its caller left
         // finds that the deadline has passed.
         assert!(chains.knows(&t));
-        let u = [8u8; 16];
+        let u = key(8);
         drop(chains.enter(u, Inherited::default()));
         assert!(!chains.knows(&u), "without a deadline, forgotten at once");
     }
@@ -283,8 +356,8 @@ mod tests {
         let chains = Arc::new(Chains::default());
         let long_ago = Instant::now() - RETAIN_AFTER_DEADLINE - Duration::from_secs(1);
         for i in 0..300u16 {
-            let mut id = [0u8; 16];
-            id[..2].copy_from_slice(&i.to_be_bytes());
+            let mut id = key(0);
+            id.trace_id[..2].copy_from_slice(&i.to_be_bytes());
             drop(chains.enter(
                 id,
                 Inherited {
@@ -294,5 +367,116 @@ mod tests {
             ));
         }
         assert!(chains.len() < 256, "{} chains kept", chains.len());
+    }
+
+    /// A chain whose requests ended keeps no longer than twice the retention, whatever
+    /// deadline the caller sent.
+    #[test]
+    fn a_far_deadline_is_not_kept_for_long() {
+        let chains = Arc::new(Chains::default());
+        let now = Instant::now();
+        let far = Inherited {
+            deadline: Some(now + Duration::from_secs(3600)),
+            retried_above: false,
+        };
+        drop(chains.enter(key(9), far));
+        let open = chains.open.lock().unwrap();
+        let forget_at = open.map.get(&key(9)).and_then(|o| o.forget_at).unwrap();
+        assert!(forget_at <= Instant::now() + 2 * RETAIN_AFTER_DEADLINE);
+    }
+
+    /// Headers of a request as a peer proxy sends it: a `traceparent` the caller chose, and
+    /// maybe a deadline.
+    fn from_peer(traceparent: &str, deadline_ms: Option<u64>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_str(traceparent).unwrap());
+        if let Some(ms) = deadline_ms {
+            h.insert(DEADLINE, HeaderValue::from(ms));
+        }
+        h
+    }
+
+    /// What the server proxy does with an inbound request: binds the chain to the context
+    /// the app receives and remembers what the caller asked for.
+    fn serve(chains: &Arc<Chains>, headers: &mut HeaderMap, now: Instant) -> Option<Entered> {
+        let inherited = Inherited::from_headers(headers, now);
+        let key = bind(headers, false)?;
+        (inherited != Inherited::default()).then(|| chains.enter(key, inherited))
+    }
+
+    /// What the client proxy looks up for a call the app makes with the context it was
+    /// handed (forwarded as is, as apps forward `traceparent`).
+    fn call(chains: &Chains, forwarded: &HeaderMap) -> Inherited {
+        let ctx = crate::trace::extract(forwarded).unwrap();
+        chains.lookup(&ChainKey::of(&ctx))
+    }
+
+    /// An attacker who picks a trace id (or learns another client's) and sends it with a
+    /// deadline that has passed and a retry mark cannot make another request of that trace
+    /// fail or lose its retries: its state is bound to the span id the proxy handed the
+    /// attacker's own request, which the other request never carries.
+    #[test]
+    fn a_chosen_trace_id_reaches_no_other_request() {
+        let chains = Arc::new(Chains::default());
+        let now = Instant::now();
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut attacker = from_peer(tp, Some(0));
+        attacker.insert(RETRY_LAYER, HeaderValue::from_static("1"));
+        let attack = serve(&chains, &mut attacker, now).expect("attacker's chain entered");
+        // The attacker's own app calls find the passed deadline and the mark.
+        let own = call(&chains, &attacker);
+        assert_eq!(own.remaining(now), Some(Duration::ZERO));
+        assert!(own.retried_above);
+        // The span id handed to the app is this proxy's, not the one the attacker sent.
+        let handed = crate::trace::extract(&attacker).unwrap();
+        assert_eq!(handed.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_ne!(handed.span_id_hex(), "b7ad6b7169203331");
+        // Another client's request of the same trace (same traceparent, even) inherits
+        // nothing from it, while the attacker's request is served and after it ended.
+        let mut victim = from_peer(tp, None);
+        let _victim = serve(&chains, &mut victim, now);
+        assert_eq!(call(&chains, &victim), Inherited::default());
+        drop(attack);
+        assert_eq!(call(&chains, &victim), Inherited::default());
+        // Nor does a call carrying the traceparent the attacker sent.
+        assert_eq!(call(&chains, &from_peer(tp, None)), Inherited::default());
+        // The victim's own deadline still reaches its own calls.
+        let mut timed = from_peer(tp, Some(5_000));
+        let _timed = serve(&chains, &mut timed, now);
+        let got = call(&chains, &timed);
+        assert_eq!(got.remaining(now), Some(Duration::from_secs(5)));
+        assert!(!got.retried_above);
+    }
+
+    /// A request without a trace context gets one to forward; with telemetry on, the server
+    /// span's context (already written by the proxy) is the key.
+    #[test]
+    fn binding_starts_a_trace_or_keeps_the_proxys_span() {
+        let mut none = HeaderMap::new();
+        let key = bind(&mut none, false).unwrap();
+        assert_eq!(
+            ChainKey::of(&crate::trace::extract(&none).unwrap()),
+            key,
+            "the app receives the key's context"
+        );
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01";
+        let mut minted = from_peer(tp, None);
+        let key = bind(&mut minted, true).unwrap();
+        assert_eq!(
+            hex(&key.span_id),
+            "00f067aa0ba902b7",
+            "left as telemetry wrote it"
+        );
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn key(n: u8) -> ChainKey {
+        ChainKey {
+            trace_id: [n; 16],
+            span_id: [n; 8],
+        }
     }
 }

@@ -207,14 +207,15 @@ async fn handle(
         grpc,
         &mut parts.headers,
     );
-    // The caller's deadline and retry mark, kept for the trace while the app works on the
-    // request, for the calls it makes onward (see `crate::chain`).
+    // The caller's deadline and retry mark, kept while the app works on the request, for the
+    // calls it makes onward: bound to the trace context this proxy hands the app with this
+    // request, never to a trace id alone (see `crate::chain`).
     let inherited =
         crate::chain::Inherited::from_headers(&parts.headers, std::time::Instant::now());
     let _chain = (inherited != Default::default())
-        .then(|| crate::trace::extract(&parts.headers))
+        .then(|| crate::chain::bind(&mut parts.headers, exchange.is_some()))
         .flatten()
-        .map(|ctx| state.chains.enter(ctx.trace_id, inherited));
+        .map(|key| state.chains.enter(key, inherited));
     let req = Request::from_parts(parts, body);
     let resp = forward_to_app(req, state, app, caller, exchange.as_mut(), authority).await;
     Recorded::wrap(resp, exchange)

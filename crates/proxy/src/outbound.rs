@@ -139,6 +139,13 @@ pub async fn forward(
 ) -> Response<Body> {
     let telemetry = &state.telemetry;
     let (mut parts, body) = req.into_parts();
+    // The chain this call is part of, if the app serves one here (`crate::chain`): named by
+    // the context the app sent, read before the client span below replaces it. Most proxies
+    // serve no chain with a deadline or a retry mark: no header to parse then.
+    let chain_key = (!state.chains.is_empty())
+        .then(|| crate::trace::extract(&parts.headers))
+        .flatten()
+        .map(|ctx| crate::chain::ChainKey::of(&ctx));
     let grpc = is_grpc(&parts.headers);
     let routed = {
         let view = route::view(
@@ -222,16 +229,11 @@ pub async fn forward(
         ex.route = rule.map(|r| r.name.to_string());
     }
     // The chain this call is part of: the caller's deadline and whether a proxy above
-    // retries it, remembered by the server side for the trace the app forwarded.
+    // retries it, remembered by the server side for the request the app serves.
     let now = Instant::now();
-    // Most proxies serve no chain with a deadline or a retry mark: no header to parse then.
-    let inherited = if state.chains.is_empty() {
-        Default::default()
-    } else {
-        crate::trace::extract(&parts.headers)
-            .map(|ctx| state.chains.lookup(&ctx.trace_id))
-            .unwrap_or_default()
-    };
+    let inherited = chain_key
+        .map(|key| state.chains.lookup(&key))
+        .unwrap_or_default();
     let timeout = rule.and_then(|r| r.filters.timeout);
     let chain = inherited.with_timeout(timeout, now);
     if chain.remaining(now) == Some(Duration::ZERO) {
