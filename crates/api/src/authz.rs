@@ -4,6 +4,8 @@
 //!
 //! - [`mod@normalize`]: the request path as policies see it (`/a/../admin` is `/admin`), and the
 //!   targets to refuse with 400.
+//! - [`method`]: the methods to refuse with 400 before policies see them (`delete` for
+//!   `DELETE`).
 //! - [`policy`]: an AuthorizationPolicy compiled into typed matchers, serializable so that
 //!   snapshots can carry it.
 //! - [`evaluate()`]: the decision for one request or connection from the policies that apply
@@ -15,11 +17,13 @@
 //! Where the mesh departs from Istio, the module that does it says so and why.
 
 pub mod evaluate;
+pub mod method;
 pub mod normalize;
 pub mod peer_auth;
 pub mod policy;
 
 pub use evaluate::{applies_to, evaluate, Decision, HttpAttrs, PolicyMatch, Request, Verdict};
+pub use method::{check_method, MethodError};
 pub use normalize::{normalize, normalize_with, NormalizedPath, PathError, PathNormalization};
 pub use peer_auth::{
     effective_mtls, EffectiveMtls, MtlsLevel, PeerAuthError, PeerAuthPolicy, PeerMode,

@@ -151,9 +151,58 @@ async fn a_callers_timeout_stops_downstream_work() {
     );
 }
 
+/// A caller's deadline reaches only the calls made for its own request. An attacker picks a
+/// trace id (the front door accepts a client's `traceparent`) and sends a request that
+/// outlives `a`'s 1 s timeout (`?delay=2s`: `a`'s app waits before calling `b`), so that
+/// `a`'s proxy remembers a deadline that has passed. Other requests with the very same
+/// `traceparent` are served all the same; the attacker's own late call is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_trace_id_cannot_fail_other_requests() {
+    let dir = chain("http://b:9080/", "http://c:9080/", "    timeout: 1s\n");
+    let mesh = Mesh::up(BIN.as_ref(), dir.path(), 173).expect("mesh starts");
+    let client = HttpClient::new();
+    let traceparent = [(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )];
+    let attack = client
+        .get(mesh.front, "a", "/?delay=2s", &traceparent)
+        .await
+        .expect("request");
+    assert_eq!(attack.status, 504, "{}", attack.text());
+    // While `a`'s proxy still knows the attacker's passed deadline (10 s past it).
+    for i in 0..3 {
+        let resp = client
+            .get(mesh.front, "a", "/", &traceparent)
+            .await
+            .expect("request");
+        assert_eq!(
+            resp.status,
+            200,
+            "request {i} of the same trace: {}",
+            resp.text()
+        );
+    }
+    // The attacker's request's app wakes and calls `b`: refused at the deadline.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let refused = trellis_testkit::metric_sum(
+        mesh.addr(1, 15020),
+        "trellis_requests_total",
+        &[
+            "reporter=\"source\"",
+            "destination_service=\"b.default.svc.cluster.local\"",
+            "response_flags=\"UT\"",
+        ],
+    )
+    .await
+    .expect("metrics");
+    assert_eq!(refused, 1, "the attacker's own late call to b");
+    assert_eq!(served(mesh.addr(2, 15020)).await, 3, "b served the others");
+}
+
 /// Mirroring: every request `a` sends to `b` is also sent to `c`, as a copy whose authority
-/// says it is one (`b-shadow`); the copies' answers are dropped, and the caller's answers are
-/// `b`'s.
+/// says it is one (`b-shadow`, labelled by the service's full host); the copies' answers are
+/// dropped, and the caller's answers are `b`'s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrored_copies_reach_the_mirror_and_change_nothing() {
     let dir = chain("http://b:9080/", "", "");
@@ -187,7 +236,7 @@ async fn mirrored_copies_reach_the_mirror_and_change_nothing() {
             .lines()
             .filter(|l| {
                 l.starts_with("trellis_requests_total{reporter=\"destination\"")
-                    && l.contains("destination_service=\"b-shadow\"")
+                    && l.contains("destination_service=\"b.default.svc.cluster.local-shadow\"")
             })
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum();

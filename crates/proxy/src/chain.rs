@@ -6,22 +6,38 @@
 //! left the client proxy; [`RETRY_LAYER`] says a proxy above retries this call.
 //!
 //! The app in the middle does not have to forward them. The server proxy remembers them for
-//! the request's trace (its `traceparent` trace id) while the app works on it ([`Chains`]);
-//! when the app calls onward with the same trace context — which apps must forward for
-//! tracing anyway — the client proxy (the same process, beside the same app) finds them
-//! there, so:
+//! the request while the app works on it ([`Chains`]); when the app calls onward with the
+//! trace context it was given — which apps must forward for tracing anyway — the client
+//! proxy (the same process, beside the same app) finds them there, so:
 //!
 //! * it does not start work the original caller has already given up on, and tells the next
 //!   hop the time that is left;
 //! * only the first proxy with retries in a chain retries: every attempt it sends is marked,
 //!   and no proxy below retries a marked call. Three layers of three attempts would otherwise
 //!   turn one failing request into 27 at the leaf.
+//!
+//! **What the state is keyed by, and why it cannot be forged.** Both pieces of state are
+//! harmful in the wrong hands: a deadline that has passed makes every call that finds it
+//! fail with 504 without being sent, and a retry mark switches retries off. Trace ids are no
+//! secret — the front door accepts a client's `traceparent`, and any peer proxy sends what it
+//! likes — so state keyed by the trace id alone let anyone who knew or picked a trace id
+//! fail other clients' requests of that trace for seconds. The key is therefore a
+//! [`ChainKey`]: the trace id *and the span id this proxy handed the app* with the request
+//! — the server span's, or one minted for the purpose when telemetry is off ([`bind`]).
+//! That span id is drawn at random (a CSPRNG) by this proxy and overwrites whatever the
+//! caller sent, so no caller can choose it or know it in advance; it reaches only the app
+//! serving that one request, and comes back only on the calls that app makes for it. A
+//! caller's deadline and mark thus reach only its own request's onward calls. The price:
+//! an app that starts spans of its own sends its calls with its own span id as the parent,
+//! and they inherit nothing (the chain fails open: no deadline, retries allowed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::trace::TraceContext;
 
 /// Milliseconds the caller still waits, as the request left the client proxy.
 pub const DEADLINE: HeaderName = HeaderName::from_static("x-trellis-deadline-ms");
@@ -85,7 +101,57 @@ impl Inherited {
     }
 }
 
-/// The chains the app is working on, by trace id.
+/// Which request a chain's state belongs to: the trace id and the span id the server proxy
+/// handed the app with the request (see the module's doc for why it cannot be forged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChainKey {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl ChainKey {
+    /// The key a trace context names: on the server side, the context handed to the app; on
+    /// the client side, the one the app sent with its call (its parent is the span it was
+    /// handed).
+    pub fn of(ctx: &TraceContext) -> Self {
+        ChainKey {
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+        }
+    }
+}
+
+/// The key of a request's chain, once the trace context the app will receive is this
+/// proxy's own. `span_minted`: telemetry has just written the server span's context into
+/// `headers` (its span id was drawn here). Otherwise the caller's span id is replaced with
+/// one drawn here — the caller's own could be anyone's choice — and a trace is started
+/// when the caller sent none, so that the app has a context to forward.
+pub fn bind(headers: &mut HeaderMap, span_minted: bool) -> Option<ChainKey> {
+    if span_minted {
+        return crate::trace::extract(headers).map(|ctx| ChainKey::of(&ctx));
+    }
+    let mut ctx = crate::trace::extract(headers).unwrap_or_else(|| TraceContext {
+        trace_id: random_id(),
+        span_id: random_id(),
+        sampled: false,
+        tracestate: None,
+    });
+    ctx.span_id = random_id();
+    crate::trace::inject(headers, &ctx);
+    Some(ChainKey::of(&ctx))
+}
+
+/// A random id, never all zeros (W3C's "invalid"), from the thread's CSPRNG.
+fn random_id<const N: usize>() -> [u8; N] {
+    loop {
+        let id: [u8; N] = rand::random();
+        if id.iter().any(|b| *b != 0) {
+            return id;
+        }
+    }
+}
+
+/// The chains the app is working on, by [`ChainKey`].
 #[derive(Debug, Default)]
 pub struct Chains {
     open: Mutex<OpenChains>,
@@ -93,7 +159,7 @@ pub struct Chains {
 
 #[derive(Debug, Default)]
 struct OpenChains {
-    map: HashMap<[u8; 16], Open>,
+    map: HashMap<ChainKey, Open>,
     /// The size at which the next sweep of forgotten chains runs.
     sweep_at: usize,
 }
@@ -101,25 +167,27 @@ struct OpenChains {
 #[derive(Debug)]
 struct Open {
     inherited: Inherited,
-    /// Requests of this trace being served at once (a trace may call a service twice).
+    /// Requests of this chain being served at once.
     count: usize,
+    /// Once its requests have ended: when it is forgotten.
+    forget_at: Option<Instant>,
 }
 
 /// Keeps a request's chain known until dropped (when the app has answered it).
 #[derive(Debug)]
 pub struct Entered {
     chains: Arc<Chains>,
-    trace_id: [u8; 16],
+    key: ChainKey,
 }
 
 impl Chains {
-    /// Remembers `inherited` for `trace_id` until the guard is dropped. Two requests of one
-    /// trace at once keep the stricter of each: the earlier deadline, the retry mark if
-    /// either has it.
-    pub fn enter(self: &Arc<Self>, trace_id: [u8; 16], inherited: Inherited) -> Entered {
+    /// Remembers `inherited` for `key` until the guard is dropped. Two requests under one key
+    /// at once keep the stricter of each: the earlier deadline, the retry mark if either has
+    /// it.
+    pub fn enter(self: &Arc<Self>, key: ChainKey, inherited: Inherited) -> Entered {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.map
-            .entry(trace_id)
+            .entry(key)
             .and_modify(|o| {
                 o.count += 1;
                 o.inherited.retried_above |= inherited.retried_above;
@@ -131,30 +199,28 @@ impl Chains {
             .or_insert(Open {
                 inherited,
                 count: 1,
+                forget_at: None,
             });
         Entered {
             chains: self.clone(),
-            trace_id,
+            key,
         }
     }
 
-    /// What a call in `trace_id` inherits; nothing when the trace is not being served here
-    /// (the app started it, or did not forward the trace context).
-    pub fn lookup(&self, trace_id: &[u8; 16]) -> Inherited {
+    /// What a call under `key` inherits; nothing when no request served here was handed that
+    /// context (the app started the trace, did not forward the context, or made it up).
+    pub fn lookup(&self, key: &ChainKey) -> Inherited {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.map
-            .get(trace_id)
-            .map(|o| o.inherited)
-            .unwrap_or_default()
+        open.map.get(key).map(|o| o.inherited).unwrap_or_default()
     }
 
     /// Whether a chain is still remembered (served, or ended before its deadline).
-    pub fn knows(&self, trace_id: &[u8; 16]) -> bool {
+    pub fn knows(&self, key: &ChainKey) -> bool {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map
-            .contains_key(trace_id)
+            .contains_key(key)
     }
 
     pub fn len(&self) -> usize {
@@ -178,121 +244,36 @@ impl Drop for Entered {
     /// A request that ends (or is abandoned) while it has a deadline leaves its chain known
     /// until [`RETAIN_AFTER_DEADLINE`] past that deadline: when the caller gives up, the app
     /// may not notice and go on to call onward, and those calls must find that the deadline
-    /// has passed. A chain without a deadline is forgotten with its last request.
+    /// has passed. A deadline is the caller's number, though: one far away keeps the chain
+    /// no longer than if it passed [`RETAIN_AFTER_DEADLINE`] from now, so every request's
+    /// chain is forgotten at most twice that after it ends. A chain without a deadline is
+    /// forgotten with its last request.
     fn drop(&mut self) {
         let now = Instant::now();
         let mut guard = self.chains.open.lock().unwrap_or_else(|p| p.into_inner());
         let open = &mut *guard;
-        if let Some(o) = open.map.get_mut(&self.trace_id) {
+        if let Some(o) = open.map.get_mut(&self.key) {
             o.count = o.count.saturating_sub(1);
-            if o.count == 0 && o.inherited.deadline.is_none() {
-                open.map.remove(&self.trace_id);
+            if o.count == 0 {
+                match o.inherited.deadline {
+                    None => {
+                        open.map.remove(&self.key);
+                    }
+                    Some(d) => {
+                        let until = d.min(now + RETAIN_AFTER_DEADLINE) + RETAIN_AFTER_DEADLINE;
+                        o.forget_at = Some(until);
+                    }
+                }
             }
         }
         // Swept when the map has doubled since the last sweep: amortized constant time.
         if open.map.len() >= open.sweep_at {
-            open.map.retain(|_, o| {
-                o.count > 0
-                    || o.inherited
-                        .deadline
-                        .is_some_and(|d| d + RETAIN_AFTER_DEADLINE > now)
-            });
+            open.map
+                .retain(|_, o| o.count > 0 || o.forget_at.is_some_and(|t| t > now));
             open.sweep_at = (open.map.len() * 2).max(256);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_and_mark_travel_in_headers() {
-        let now = Instant::now();
-        let mut h = HeaderMap::new();
-        Inherited::default()
-            .with_timeout(Some(Duration::from_millis(1500)), now)
-            .to_headers(&mut h, true, now + Duration::from_millis(500));
-        assert_eq!(h.get(DEADLINE).unwrap(), "1000");
-        assert_eq!(h.get(RETRY_LAYER).unwrap(), "1");
-        let got = Inherited::from_headers(&h, now);
-        assert_eq!(got.remaining(now), Some(Duration::from_millis(1000)));
-        assert!(got.retried_above);
-        // Without a timeout or a mark, nothing is sent, and stale values go.
-        Inherited::default().to_headers(&mut h, false, now);
-        assert!(h.is_empty(), "{h:?}");
-        // Garbage is ignored.
-        h.insert(DEADLINE, HeaderValue::from_static("soon"));
-        assert_eq!(Inherited::from_headers(&h, now).deadline, None);
-    }
-
-    #[test]
-    fn the_earlier_deadline_wins() {
-        let now = Instant::now();
-        let caller = Inherited {
-            deadline: Some(now + Duration::from_millis(300)),
-            retried_above: false,
-        };
-        let d = caller.with_timeout(Some(Duration::from_secs(1)), now);
-        assert_eq!(d.remaining(now), Some(Duration::from_millis(300)));
-        let d = caller.with_timeout(Some(Duration::from_millis(100)), now);
-        assert_eq!(d.remaining(now), Some(Duration::from_millis(100)));
-        assert_eq!(
-            caller.remaining(now + Duration::from_secs(2)),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(Inherited::default().with_timeout(None, now).deadline, None);
-    }
-
-    #[test]
-    fn chains_are_known_while_served() {
-        let chains = Arc::new(Chains::default());
-        let now = Instant::now();
-        let t = [7u8; 16];
-        assert_eq!(chains.lookup(&t), Inherited::default());
-        let a = chains.enter(
-            t,
-            Inherited {
-                deadline: Some(now + Duration::from_secs(5)),
-                retried_above: false,
-            },
-        );
-        let b = chains.enter(
-            t,
-            Inherited {
-                deadline: Some(now + Duration::from_secs(1)),
-                retried_above: true,
-            },
-        );
-        let got = chains.lookup(&t);
-        assert_eq!(got.remaining(now), Some(Duration::from_secs(1)));
-        assert!(got.retried_above);
-        drop(a);
-        assert!(chains.lookup(&t).retried_above, "still served once");
-        drop(b);
-        // Ended with a deadline: still known, so a call the app makes after its caller left
-        // finds that the deadline has passed.
-        assert!(chains.knows(&t));
-        let u = [8u8; 16];
-        drop(chains.enter(u, Inherited::default()));
-        assert!(!chains.knows(&u), "without a deadline, forgotten at once");
-    }
-
-    #[test]
-    fn ended_chains_are_swept_after_their_retention() {
-        let chains = Arc::new(Chains::default());
-        let long_ago = Instant::now() - RETAIN_AFTER_DEADLINE - Duration::from_secs(1);
-        for i in 0..300u16 {
-            let mut id = [0u8; 16];
-            id[..2].copy_from_slice(&i.to_be_bytes());
-            drop(chains.enter(
-                id,
-                Inherited {
-                    deadline: Some(long_ago),
-                    retried_above: false,
-                },
-            ));
-        }
-        assert!(chains.len() < 256, "{} chains kept", chains.len());
-    }
-}
+mod tests;

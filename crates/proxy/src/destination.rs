@@ -186,14 +186,17 @@ fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 
 /// How an attempt's outcome counts for outlier detection: a status by its class (one of
 /// `error_codes`, the rule's extra error statuses, as a 5xx), and no answer (no connection,
-/// a reset, a timeout) as a local-origin failure.
-pub fn answer_of(outcome: &crate::route::Attempt, error_codes: &[u16]) -> Answer {
+/// a reset, a timeout) as a local-origin failure. `None`: the client's fault, which says
+/// nothing about the endpoint and is not counted at all (only upstream faults may eject).
+pub fn answer_of(outcome: &crate::route::Attempt, error_codes: &[u16]) -> Option<Answer> {
+    use crate::route::Attempt;
     match outcome {
-        crate::route::Attempt::Answered { status, .. } => match Answer::of_status(*status) {
+        Attempt::Answered { status, .. } => Some(match Answer::of_status(*status) {
             Answer::Success if error_codes.contains(status) => Answer::ServerError,
             answer => answer,
-        },
-        _ => Answer::LocalOrigin,
+        }),
+        Attempt::ConnectFailure | Attempt::Reset | Attempt::Timeout => Some(Answer::LocalOrigin),
+        Attempt::ClientFault => None,
     }
 }
 
@@ -287,17 +290,17 @@ mod tests {
     fn answers_count_by_class_and_by_the_rules_extra_codes() {
         use crate::route::Attempt;
         let answered = |status| Attempt::Answered { status, grpc: None };
-        assert_eq!(answer_of(&answered(200), &[]), Answer::Success);
-        assert_eq!(answer_of(&answered(429), &[]), Answer::Success);
-        assert_eq!(answer_of(&answered(429), &[429]), Answer::ServerError);
-        assert_eq!(answer_of(&answered(500), &[]), Answer::ServerError);
-        assert_eq!(answer_of(&answered(503), &[429]), Answer::GatewayError);
-        assert_eq!(answer_of(&Attempt::Reset, &[]), Answer::LocalOrigin);
-        assert_eq!(answer_of(&Attempt::Timeout, &[]), Answer::LocalOrigin);
-        assert_eq!(
-            answer_of(&Attempt::ConnectFailure, &[]),
-            Answer::LocalOrigin
-        );
+        let of = |outcome: &Attempt, codes: &[u16]| answer_of(outcome, codes);
+        assert_eq!(of(&answered(200), &[]), Some(Answer::Success));
+        assert_eq!(of(&answered(429), &[]), Some(Answer::Success));
+        assert_eq!(of(&answered(429), &[429]), Some(Answer::ServerError));
+        assert_eq!(of(&answered(500), &[]), Some(Answer::ServerError));
+        assert_eq!(of(&answered(503), &[429]), Some(Answer::GatewayError));
+        assert_eq!(of(&Attempt::Reset, &[]), Some(Answer::LocalOrigin));
+        assert_eq!(of(&Attempt::Timeout, &[]), Some(Answer::LocalOrigin));
+        assert_eq!(of(&Attempt::ConnectFailure, &[]), Some(Answer::LocalOrigin));
+        // The client's fault is not the endpoint's: not counted at all.
+        assert_eq!(of(&Attempt::ClientFault, &[]), None);
     }
 
     #[test]

@@ -124,7 +124,7 @@ async fn serve_connection(
     state.metrics.count_inbound(true, peer.ip());
     let _open = state.metrics.connection_open("inbound");
     tracing::debug!(%peer, caller = %caller.principal, "inbound mTLS connection");
-    let labels = Arc::new(CallerLabels::new(&caller));
+    let labels = Arc::new(CallerLabels::new(&state, &caller));
     let svc = hyper::service::service_fn(move |req| {
         let (state, app, caller, labels) =
             (state.clone(), app.clone(), caller.clone(), labels.clone());
@@ -143,21 +143,24 @@ async fn serve_connection(
 /// The caller's part of every edge on one connection, made once per connection: its
 /// principal and namespace come from the TLS session and do not change.
 struct CallerLabels {
+    /// The principal, or `other` past the telemetry's cap of distinct callers.
     principal: Arc<str>,
     namespace: Arc<str>,
 }
 
 impl CallerLabels {
-    fn new(caller: &Peer) -> Self {
+    fn new(state: &ProxyState, caller: &Peer) -> Self {
         CallerLabels {
-            principal: caller.principal.as_str().into(),
+            principal: state.telemetry.source_principal(&caller.principal).into(),
             namespace: caller.id.namespace.as_str().into(),
         }
     }
 
     /// The edge of one request or tunnel: the caller's workload and the service it addressed
     /// come from the client proxy's headers (read before they are stripped), else `unknown`
-    /// and the authority's host.
+    /// and the service the authority names. Neither is trusted: the workload name is capped
+    /// ([`crate::telemetry::MAX_SOURCE_WORKLOADS`]), and the service must be the snapshot's
+    /// ([`crate::telemetry::destination_service`]).
     fn edge(&self, state: &ProxyState, headers: &http::HeaderMap, authority: &str) -> Edge {
         let header = |name| {
             headers
@@ -166,11 +169,16 @@ impl CallerLabels {
                 .filter(|v| !v.is_empty())
         };
         let workload = header(SOURCE_WORKLOAD).unwrap_or(crate::outbound::UNKNOWN);
-        let service = header(DESTINATION_SERVICE)
-            .unwrap_or_else(|| authority.rsplit_once(':').map_or(authority, |(h, _)| h));
+        let snapshot = state.snapshot.load();
+        let service = crate::telemetry::destination_service(
+            snapshot.as_deref(),
+            header(DESTINATION_SERVICE),
+            authority,
+            &self.namespace,
+        );
         state
             .telemetry
-            .inbound_edge(workload, &self.namespace, &self.principal, service, true)
+            .inbound_edge(workload, &self.namespace, &self.principal, &service, true)
     }
 }
 
@@ -203,14 +211,15 @@ async fn handle(
         grpc,
         &mut parts.headers,
     );
-    // The caller's deadline and retry mark, kept for the trace while the app works on the
-    // request, for the calls it makes onward (see `crate::chain`).
+    // The caller's deadline and retry mark, kept while the app works on the request, for the
+    // calls it makes onward: bound to the trace context this proxy hands the app with this
+    // request, never to a trace id alone (see `crate::chain`).
     let inherited =
         crate::chain::Inherited::from_headers(&parts.headers, std::time::Instant::now());
     let _chain = (inherited != Default::default())
-        .then(|| crate::trace::extract(&parts.headers))
+        .then(|| crate::chain::bind(&mut parts.headers, exchange.is_some()))
         .flatten()
-        .map(|ctx| state.chains.enter(ctx.trace_id, inherited));
+        .map(|key| state.chains.enter(key, inherited));
     let req = Request::from_parts(parts, body);
     let resp = forward_to_app(req, state, app, caller, exchange.as_mut(), authority).await;
     Recorded::wrap(resp, exchange)
@@ -272,7 +281,7 @@ async fn forward_to_app(
                     }
                     Flag::Denied
                 }
-                Refusal::Path(_) => Flag::DownstreamProtocolError,
+                Refusal::Path(_) | Refusal::Method(_) => Flag::DownstreamProtocolError,
                 Refusal::NoPolicy => Flag::NoRoute,
             };
             return flag_response(refusal.into_response(), flag);

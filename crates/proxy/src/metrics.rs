@@ -13,6 +13,13 @@
 //! so the number of series depends on the mesh, not on its traffic. Beside them,
 //! `trellis_authz_decisions_total` and `trellis_inbound_connections_total`.
 //!
+//! What a peer or an app can choose is bounded where it enters
+//! ([`crate::telemetry`]'s edges): a service a caller names must be one of the snapshot's,
+//! else it reads `unknown`; a caller's workload name and principal get labels of their own
+//! up to a cap, then read `other`; a response code HTTP does not define reads `other`
+//! ([`CodeLabel`]), a gRPC status past 16 too, and one edge keeps at most
+//! [`MAX_OUTCOMES_PER_EDGE`] code and status pairs before the rest are counted together.
+//!
 //! The proxy's health series are `trellis_proxy_*`: readiness, certificate expiry and
 //! renewals, snapshots, open connections, resident memory.
 
@@ -20,13 +27,15 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::encoding::{
+    text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::{flag_label, EdgeData, Flag, Outcome};
+use crate::telemetry::{flag_label, EdgeData, Flag};
 
 /// Request duration buckets, in seconds: Istio's (0.5 ms to an hour), so dashboards and
 /// alerts written for Istio's histogram read this one the same way.
@@ -39,6 +48,52 @@ const DURATION_BUCKETS: [f64; 19] = [
 const GRPC_CODES: [&str; 17] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
 ];
+
+/// Distinct (response code, gRPC status) pairs one edge labels per protocol and flag; past
+/// it, further pairs are counted under `other`. An app or a peer picks the codes it answers
+/// with, and every pair is a histogram of 22 series.
+pub const MAX_OUTCOMES_PER_EDGE: usize = 32;
+
+/// A response code as a label value: the code when HTTP defines it (or `0`, no response);
+/// any other number an app or a peer answered with (`599`, `987`) reads `other`, so that
+/// cycling through 100–999 cannot multiply the series.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CodeLabel {
+    Code(u16),
+    Other,
+}
+
+impl CodeLabel {
+    pub fn of(status: u16) -> Self {
+        let defined = status == 0
+            || http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .is_some();
+        if defined {
+            CodeLabel::Code(status)
+        } else {
+            CodeLabel::Other
+        }
+    }
+}
+
+impl EncodeLabelValue for CodeLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            CodeLabel::Code(c) => EncodeLabelValue::encode(c, encoder),
+            CodeLabel::Other => EncodeLabelValue::encode(&"other", encoder),
+        }
+    }
+}
+
+/// A gRPC status as a label value: the code (0–16), `other` beyond, empty for plain HTTP.
+pub fn grpc_label(status: Option<u8>) -> &'static str {
+    match status {
+        Some(c) => GRPC_CODES.get(usize::from(c)).copied().unwrap_or("other"),
+        None => "",
+    }
+}
 
 /// Who called whom, as Istio labels it: the part of every traffic series' labels that one
 /// edge fixes ([`crate::telemetry::EdgeData`] holds one, made once).
@@ -65,23 +120,26 @@ pub struct RequestLabels {
     pub edge: EdgeLabels,
     /// `http` or `grpc`.
     pub request_protocol: &'static str,
-    pub response_code: u16,
+    pub response_code: CodeLabel,
     /// The gRPC status code, or empty for plain HTTP.
     pub grpc_response_status: &'static str,
     pub response_flags: &'static str,
 }
 
 impl RequestLabels {
-    pub fn new(edge: &EdgeData, protocol: &'static str, outcome: &Outcome) -> Self {
+    pub fn new(
+        edge: &EdgeData,
+        protocol: &'static str,
+        code: CodeLabel,
+        grpc: &'static str,
+        flag: Option<Flag>,
+    ) -> Self {
         RequestLabels {
             edge: edge.labels.clone(),
             request_protocol: protocol,
-            response_code: outcome.status,
-            grpc_response_status: match outcome.grpc_status {
-                Some(c) => GRPC_CODES.get(usize::from(c)).copied().unwrap_or("other"),
-                None => "",
-            },
-            response_flags: flag_label(outcome.flag),
+            response_code: code,
+            grpc_response_status: grpc,
+            response_flags: flag_label(flag),
         }
     }
 }

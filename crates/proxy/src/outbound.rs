@@ -136,6 +136,13 @@ pub async fn forward(
 ) -> Response<Body> {
     let telemetry = &state.telemetry;
     let (mut parts, body) = req.into_parts();
+    // The chain this call is part of, if the app serves one here (`crate::chain`): named by
+    // the context the app sent, read before the client span below replaces it. Most proxies
+    // serve no chain with a deadline or a retry mark: no header to parse then.
+    let chain_key = (!state.chains.is_empty())
+        .then(|| crate::trace::extract(&parts.headers))
+        .flatten()
+        .map(|ctx| crate::chain::ChainKey::of(&ctx));
     let grpc = is_grpc(&parts.headers);
     let routed = {
         let view = route::view(
@@ -219,16 +226,11 @@ pub async fn forward(
         ex.route = rule.map(|r| r.name.to_string());
     }
     // The chain this call is part of: the caller's deadline and whether a proxy above
-    // retries it, remembered by the server side for the trace the app forwarded.
+    // retries it, remembered by the server side for the request the app serves.
     let now = Instant::now();
-    // Most proxies serve no chain with a deadline or a retry mark: no header to parse then.
-    let inherited = if state.chains.is_empty() {
-        Default::default()
-    } else {
-        crate::trace::extract(&parts.headers)
-            .map(|ctx| state.chains.lookup(&ctx.trace_id))
-            .unwrap_or_default()
-    };
+    let inherited = chain_key
+        .map(|key| state.chains.lookup(&key))
+        .unwrap_or_default();
     let timeout = rule.and_then(|r| r.filters.timeout);
     let chain = inherited.with_timeout(timeout, now);
     if chain.remaining(now) == Some(Duration::ZERO) {
@@ -337,8 +339,14 @@ pub async fn forward(
         // In flight at the endpoint until the response head: the balancer's cost and
         // latency.
         let in_flight = state.balancer.start(peer_addr);
-        let (resp, last) = send_with_retries(pool, &upstream, req, retry, per_try).await;
-        in_flight.observe();
+        let Sent {
+            response: resp,
+            moved: last,
+            client_fault,
+        } = send_with_retries(pool, &upstream, req, retry, per_try).await;
+        if !client_fault {
+            in_flight.observe();
+        }
         let resp = match slot {
             Some(slot) => resp.map(|body| guarded(body, slot)),
             None => resp,
@@ -481,16 +489,25 @@ struct Retry<'a> {
     body: Bytes,
 }
 
+/// What [`send_with_retries`] ends with.
+struct Sent<'s> {
+    response: Response<Body>,
+    /// The endpoint that gave the answer, if a retry went elsewhere than the first.
+    moved: Option<Hop<'s>>,
+    /// The last attempt failed by the client's doing ([`route::Attempt::ClientFault`]): the
+    /// time it took says nothing about the endpoint.
+    client_fault: bool,
+}
+
 /// Sends `req`, and again (with the kept body) while the policy, the attempts left and the
-/// budget allow. Returns the answer, and the endpoint that gave it if a retry went elsewhere
-/// than the first.
+/// budget allow.
 async fn send_with_retries<'s>(
     pool: &Pool,
     upstream: &Upstream<'_, 's>,
     req: Request<Body>,
     retry: Option<Retry<'_>>,
     per_try: Option<Duration>,
-) -> (Response<Body>, Option<Hop<'s>>) {
+) -> Sent<'s> {
     let policy = retry.as_ref().map(|r| r.policy);
     // Set once a retry goes to another endpoint than the first.
     let mut moved: Option<Hop<'s>> = None;
@@ -516,18 +533,31 @@ async fn send_with_retries<'s>(
                 }
                 None => {
                     let resp = error_response(StatusCode::BAD_GATEWAY, "nothing to send");
-                    return (resp, moved);
+                    return Sent {
+                        response: resp,
+                        moved,
+                        client_fault: false,
+                    };
                 }
             },
         };
         let peer = hop.endpoint.proxy_addr();
+        // Watched, so that a failure can be blamed on the right side (`route::blame`).
+        let (this, progress) = {
+            let (head, body) = this.into_parts();
+            let (body, progress) = crate::body::watched(body);
+            (Request::from_parts(head, body), progress)
+        };
         let sent = pool.send_limited(peer, &hop.endpoint.identity, this, upstream.connections);
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, sent).await.ok(),
             None => Some(sent.await),
         };
         let (outcome, resp) = match result {
-            None => (route::Attempt::Timeout, route::timed_out(per_try)),
+            None => (
+                route::blame(route::NoAnswer::Timeout, progress.state()),
+                route::timed_out(per_try),
+            ),
             Some(Ok(resp)) => {
                 let grpc = resp
                     .headers()
@@ -543,35 +573,63 @@ async fn send_with_retries<'s>(
                 )
             }
             Some(Err(e)) => {
-                tracing::warn!(endpoint = %peer, error = %e, "upstream request failed");
                 let connect = matches!(
                     e,
                     PoolError::Connect { .. } | PoolError::Timeout { .. } | PoolError::Tls { .. }
                 );
-                (
-                    if connect {
-                        route::Attempt::ConnectFailure
-                    } else {
-                        route::Attempt::Reset
-                    },
-                    flag_response(
-                        error_response(StatusCode::BAD_GATEWAY, e),
-                        Flag::UpstreamConnectFailure,
-                    ),
-                )
+                let failure = if connect {
+                    route::NoAnswer::ConnectFailure
+                } else {
+                    route::NoAnswer::Reset
+                };
+                match route::blame(failure, progress.state()) {
+                    route::Attempt::ClientFault => {
+                        tracing::debug!(endpoint = %peer, error = %e, "request body from the client failed");
+                        let resp = error_response(
+                            StatusCode::BAD_REQUEST,
+                            "the request body could not be read",
+                        );
+                        (
+                            route::Attempt::ClientFault,
+                            flag_response(resp, Flag::DownstreamProtocolError),
+                        )
+                    }
+                    attempt => {
+                        tracing::warn!(endpoint = %peer, error = %e, "upstream request failed");
+                        let resp = error_response(StatusCode::BAD_GATEWAY, e);
+                        (attempt, flag_response(resp, Flag::UpstreamConnectFailure))
+                    }
+                }
             }
         };
+        // Only the endpoint's own answers count against it.
         if let Some((detector, endpoints, codes)) = upstream.outlier {
-            let answer = crate::destination::answer_of(&outcome, codes);
-            if detector.record(peer, answer, endpoints, Instant::now()) {
-                tracing::info!(endpoint = %peer, "endpoint ejected by outlier detection");
+            if let Some(answer) = crate::destination::answer_of(&outcome, codes) {
+                if detector.record(peer, answer, endpoints, Instant::now()) {
+                    tracing::info!(endpoint = %peer, "endpoint ejected by outlier detection");
+                }
             }
         }
+        if matches!(outcome, route::Attempt::ClientFault) {
+            return Sent {
+                response: resp,
+                moved,
+                client_fault: true,
+            };
+        }
         let Some(policy) = policy else {
-            return (resp, moved);
+            return Sent {
+                response: resp,
+                moved,
+                client_fault: false,
+            };
         };
         if !route::retryable(policy, &outcome) {
-            return (resp, moved);
+            return Sent {
+                response: resp,
+                moved,
+                client_fault: false,
+            };
         }
         // Attempts first: a retry the policy would not make takes nothing from the budget.
         if attempt > policy.attempts
@@ -581,7 +639,11 @@ async fn send_with_retries<'s>(
         {
             let (mut head, body) = resp.into_parts();
             head.extensions.insert(Flag::RetriesExhausted);
-            return (Response::from_parts(head, body), moved);
+            return Sent {
+                response: Response::from_parts(head, body),
+                moved,
+                client_fault: false,
+            };
         }
         if policy.ignore_previous_hosts {
             if let Some(others) = upstream.others {

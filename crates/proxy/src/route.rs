@@ -26,7 +26,7 @@ use trellis_api::routing::{
 };
 use trellis_api::snapshot::{Service, Snapshot};
 
-use crate::body::{error_response, full, Body};
+use crate::body::{error_response, full, Body, BodyState};
 use crate::resilience::{RetryBudget, RetryBudgetConfig};
 use crate::telemetry::Flag;
 
@@ -264,6 +264,42 @@ pub enum Attempt {
     Reset,
     /// The per-try timeout passed.
     Timeout,
+    /// No answer, by the client's doing: its request body failed (malformed chunked
+    /// framing, the client went away mid-body), or the per-try timeout passed while the
+    /// proxy was still waiting for the client's body. Never retried, and never held against
+    /// the endpoint: not by outlier detection, not by the balancer's latency.
+    ClientFault,
+}
+
+/// Why an attempt got no response head, as the pool and the per-try timer saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// No connection to the endpoint's proxy (connect, TLS or connect timeout).
+    ConnectFailure,
+    /// The stream or connection ended without a response.
+    Reset,
+    /// The per-try timeout passed.
+    Timeout,
+}
+
+/// Whose fault an attempt without an answer was, given how far its request body got.
+///
+/// A failing client body makes the HTTP/2 client reset the stream itself, and the attempt
+/// then fails exactly as if the upstream had reset it: only the body's own state tells the
+/// two apart. Counted against the endpoint, three malformed chunked requests would eject a
+/// healthy endpoint under `consecutiveGatewayErrors: 3`, and every client would get 503.
+/// Likewise a per-try timeout that passes while the proxy waits for the client's next bytes
+/// (a client trickling its upload) says nothing about the endpoint; one that passes while
+/// the upstream holds the body back (flow control) or owes the response does.
+pub fn blame(failure: NoAnswer, body: BodyState) -> Attempt {
+    match (failure, body) {
+        (_, BodyState::Failed) | (NoAnswer::Timeout, BodyState::WaitingOnClient) => {
+            Attempt::ClientFault
+        }
+        (NoAnswer::ConnectFailure, _) => Attempt::ConnectFailure,
+        (NoAnswer::Reset, _) => Attempt::Reset,
+        (NoAnswer::Timeout, _) => Attempt::Timeout,
+    }
 }
 
 /// Whether `policy` retries an attempt that ended so.
@@ -394,6 +430,42 @@ mod tests {
         let p = policy(&[RetryOn::ConnectFailure], &[]);
         assert!(retryable(&p, &Attempt::ConnectFailure));
         assert!(!retryable(&p, &Attempt::Timeout));
+    }
+
+    #[test]
+    fn a_failed_client_body_is_the_clients_fault() {
+        use BodyState::*;
+        // The client's body failed: whatever the pool reported, the client is to blame.
+        for failure in [NoAnswer::Reset, NoAnswer::Timeout, NoAnswer::ConnectFailure] {
+            assert!(matches!(blame(failure, Failed), Attempt::ClientFault));
+        }
+        // A timeout while waiting for the client's bytes is the client's; one while the
+        // upstream holds the body back, or owes the answer, is the upstream's.
+        assert!(matches!(
+            blame(NoAnswer::Timeout, WaitingOnClient),
+            Attempt::ClientFault
+        ));
+        for body in [Sending, Ended] {
+            assert!(matches!(blame(NoAnswer::Timeout, body), Attempt::Timeout));
+        }
+        // A reset with the body sent, or still streaming, is the upstream's.
+        for body in [Sending, WaitingOnClient, Ended] {
+            assert!(matches!(blame(NoAnswer::Reset, body), Attempt::Reset));
+            assert!(matches!(
+                blame(NoAnswer::ConnectFailure, body),
+                Attempt::ConnectFailure
+            ));
+        }
+        // Never retried, whatever the policy retries on.
+        let all = [
+            RetryOn::FiveXx,
+            RetryOn::GatewayError,
+            RetryOn::Reset,
+            RetryOn::ResetBeforeRequest,
+            RetryOn::ConnectFailure,
+            RetryOn::RefusedStream,
+        ];
+        assert!(!retryable(&policy(&all, &[]), &Attempt::ClientFault));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 use trellis_api::proto;
 
 pub use access_log::{AccessLog, AccessLogError, AccessLogTarget};
-pub use edges::{Edge, EdgeData, MAX_SOURCE_WORKLOADS};
+pub use edges::{destination_service, Edge, EdgeData, MAX_SOURCE_PRINCIPALS, MAX_SOURCE_WORKLOADS};
 pub use recorded::{count_request_body, Recorded};
 
 use crate::metrics::ProxyMetrics;
@@ -218,7 +218,10 @@ impl Telemetry {
     }
 
     /// An edge to this workload (destination reporter). The caller's workload name is its
-    /// proxy's word: past [`MAX_SOURCE_WORKLOADS`] distinct names it reads `other`.
+    /// proxy's word: past [`MAX_SOURCE_WORKLOADS`] distinct names it reads `other`. The
+    /// principal must already be bounded ([`Telemetry::source_principal`], once per
+    /// connection), and `destination_service` too: one of the snapshot's services, or
+    /// `unknown` ([`crate::inbound`] checks both).
     pub fn inbound_edge(
         &self,
         source_workload: &str,
@@ -238,6 +241,12 @@ impl Telemetry {
             destination_principal: &self.own_principal,
             mutual_tls,
         })
+    }
+
+    /// A caller's principal as edges label it: its own past the TLS handshake for the first
+    /// [`MAX_SOURCE_PRINCIPALS`] distinct ones, `other` after.
+    pub fn source_principal<'a>(&self, principal: &'a str) -> &'a str {
+        self.edges.source_principal(principal)
     }
 
     /// Starts recording an HTTP request; `None` when telemetry is off. Its span joins the

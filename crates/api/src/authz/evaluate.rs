@@ -84,7 +84,8 @@ pub struct Request<'a> {
 pub struct HttpAttrs<'a> {
     /// `:authority` or `Host`, as received (port included when the client sent one).
     pub host: &'a str,
-    /// The method, as received (Istio matches it case-sensitively).
+    /// The method, as received (Istio matches it case-sensitively); a proxy refuses the
+    /// wrong-case spellings of registered methods first ([`super::check_method`]).
     pub method: &'a str,
     /// The normalized target; its path is what `paths` match.
     pub path: &'a NormalizedPath,

@@ -333,6 +333,38 @@ async fn allow_by_principal() {
     assert!(authorize_connection(&state, Some(CLIENT_ID), source, target, None).allow);
 }
 
+/// A DENY on `DELETE` and `PUT` is not walked around by spelling them in lowercase: such a
+/// method is refused with 400 before any policy, as Envoy refuses it; extension methods and
+/// the exact spellings are decided by the policy.
+#[tokio::test]
+async fn methods_in_the_wrong_case_are_refused_before_policies() {
+    let state = state(&policy(
+        "deny-writes",
+        "default",
+        "{action: DENY, rules: [{to: [{operation: {methods: [DELETE, PUT]}}]}]}",
+    ));
+    let client = peer(CLIENT_ID);
+    let uri: Uri = "http://web:8080/items/1".parse().unwrap();
+    let decide = |method: &str| {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        authorize_request(&state, &client, 8080, &method, &uri, &HeaderMap::new())
+    };
+    for m in ["delete", "put", "Delete", "pUt"] {
+        match decide(m) {
+            Err(refusal @ Refusal::Method(_)) => {
+                assert_eq!(refusal.into_response().status(), StatusCode::BAD_REQUEST)
+            }
+            other => panic!("{m}: {other:?}"),
+        }
+    }
+    for m in ["DELETE", "PUT"] {
+        assert!(matches!(decide(m), Err(Refusal::Denied { .. })), "{m}");
+    }
+    for m in ["GET", "PURGE", "purge"] {
+        assert!(decide(m).is_ok(), "{m}");
+    }
+}
+
 #[test]
 fn tcp_connections_are_denied_by_port_and_dry_run_is_not_enforced() {
     let state = state(

@@ -8,20 +8,31 @@
 //! linear scan), and increments them. Without this, recording cost a proxy about a sixth more
 //! CPU per request; the per-request figures are in `bench/RESULTS.md`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
+use trellis_api::snapshot::{strip_port, Snapshot};
 use trellis_api::telemetry::LatencyHistogram;
 
 use super::{Flag, Outcome, Reporter};
-use crate::metrics::{security_policy, EdgeLabels, ProxyMetrics, RequestLabels, TcpLabels};
+use crate::metrics::{
+    grpc_label, security_policy, CodeLabel, EdgeLabels, ProxyMetrics, RequestLabels, TcpLabels,
+    MAX_OUTCOMES_PER_EDGE,
+};
+use crate::outbound::UNKNOWN;
 
 /// Distinct caller workload names a proxy labels its inbound traffic with; past it, a name
 /// reads `other`. The name comes from the caller's proxy (its identity is the TLS session's),
 /// so a peer sending a new name per request must not grow the series without bound.
 pub const MAX_SOURCE_WORKLOADS: usize = 256;
+
+/// Distinct caller principals a proxy labels its inbound traffic with; past it, a principal
+/// reads `other`. Principals are proven by the TLS session, but a join token for every
+/// service account of a namespace lets its holder have a certificate issued for any name.
+pub const MAX_SOURCE_PRINCIPALS: usize = 256;
 
 /// Who called whom. Every field is bounded by the mesh's config (workloads, services,
 /// identities), never by traffic; `unknown` stands for what the reporter cannot know.
@@ -61,8 +72,8 @@ pub type Edge = Arc<EdgeData>;
 
 struct RequestHandles {
     protocol: &'static str,
-    status: u16,
-    grpc_status: Option<u8>,
+    code: CodeLabel,
+    grpc: &'static str,
     flag: Option<Flag>,
     requests: Counter,
     duration: Histogram,
@@ -96,21 +107,34 @@ impl EdgeData {
         seconds: f64,
     ) {
         let mut handles = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let found = handles.iter().position(|h| {
-            h.status == outcome.status
-                && h.grpc_status == outcome.grpc_status
-                && h.flag == outcome.flag
-                && h.protocol == protocol
-        });
+        let (mut code, mut grpc, flag) = (
+            CodeLabel::of(outcome.status),
+            grpc_label(outcome.grpc_status),
+            outcome.flag,
+        );
+        let find = |handles: &[RequestHandles], code: CodeLabel, grpc: &str| {
+            handles.iter().position(|h| {
+                h.code == code && h.grpc == grpc && h.flag == flag && h.protocol == protocol
+            })
+        };
+        let mut found = find(&handles, code, grpc);
+        if found.is_none() && handles.len() >= MAX_OUTCOMES_PER_EDGE {
+            // The edge has seen enough distinct answers: the rest count together, by flag.
+            code = CodeLabel::Other;
+            if !grpc.is_empty() {
+                grpc = "other";
+            }
+            found = find(&handles, code, grpc);
+        }
         let h = match found {
             Some(i) => &handles[i],
             None => {
-                let labels = RequestLabels::new(self, protocol, outcome);
+                let labels = RequestLabels::new(self, protocol, code, grpc, flag);
                 handles.push(RequestHandles {
                     protocol,
-                    status: outcome.status,
-                    grpc_status: outcome.grpc_status,
-                    flag: outcome.flag,
+                    code,
+                    grpc,
+                    flag,
                     requests: metrics.requests.get_or_create(&labels).clone(),
                     duration: metrics.request_duration.get_or_create(&labels).clone(),
                 });
@@ -253,6 +277,8 @@ pub struct EdgeTable {
     edges: Mutex<HashMap<u64, Vec<Edge>>>,
     /// Caller workload names given labels of their own (see [`MAX_SOURCE_WORKLOADS`]).
     source_workloads: Mutex<Vec<Arc<str>>>,
+    /// Caller principals given labels of their own (see [`MAX_SOURCE_PRINCIPALS`]).
+    source_principals: Mutex<Vec<Arc<str>>>,
 }
 
 impl EdgeTable {
@@ -289,18 +315,12 @@ impl EdgeTable {
 
     /// `name` if it has (or may get) a label of its own, else `other`.
     pub fn source_workload<'a>(&self, name: &'a str) -> &'a str {
-        let mut seen = self
-            .source_workloads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if seen.iter().any(|s| **s == *name) {
-            return name;
-        }
-        if seen.len() < MAX_SOURCE_WORKLOADS {
-            seen.push(name.into());
-            return name;
-        }
-        "other"
+        capped(&self.source_workloads, MAX_SOURCE_WORKLOADS, name)
+    }
+
+    /// `principal` if it has (or may get) a label of its own, else `other`.
+    pub fn source_principal<'a>(&self, principal: &'a str) -> &'a str {
+        capped(&self.source_principals, MAX_SOURCE_PRINCIPALS, principal)
     }
 
     /// Every edge, for the period's report.
@@ -308,4 +328,60 @@ impl EdgeTable {
         let edges = self.edges.lock().unwrap_or_else(|p| p.into_inner());
         edges.values().flatten().cloned().collect()
     }
+}
+
+/// The `destination_service` label of a request a peer sent: the service the caller's proxy
+/// named (`x-trellis-destination-service`), else the one the authority names for a client in
+/// `client_ns`, always as the snapshot spells its host. Both come from the network — any
+/// peer proxy writes the header, and any app the authority — so what the snapshot does not
+/// know reads `unknown`: the label can take no more values than the config has services.
+/// A mirrored copy, whose authority is the original's with `-shadow` appended (Envoy's
+/// convention), reads `HOST-shadow` for a known service `HOST`.
+pub fn destination_service<'s>(
+    snapshot: Option<&'s Snapshot>,
+    named: Option<&str>,
+    authority: &str,
+    client_ns: &str,
+) -> Cow<'s, str> {
+    let Some(snapshot) = snapshot else {
+        return Cow::Borrowed(UNKNOWN);
+    };
+    if let Some((host, _)) = named.and_then(|n| snapshot.services.get_key_value(n)) {
+        return Cow::Borrowed(host);
+    }
+    if let Some(svc) = snapshot.resolve(authority, client_ns) {
+        return Cow::Borrowed(&svc.host);
+    }
+    // A tunnel's authority is the workload's own address; a request may name a virtual IP.
+    if let Ok(ip) = strip_port(authority).parse::<std::net::IpAddr>() {
+        let host = snapshot
+            .by_endpoint
+            .get(&ip)
+            .map(|(host, _)| host)
+            .or_else(|| snapshot.by_vip.get(&ip));
+        if let Some((host, _)) = host.and_then(|h| snapshot.services.get_key_value(h)) {
+            return Cow::Borrowed(host);
+        }
+    }
+    let shadowed = strip_port(authority)
+        .strip_suffix("-shadow")
+        .and_then(|base| snapshot.resolve(base, client_ns));
+    match shadowed {
+        Some(svc) => Cow::Owned(format!("{}-shadow", svc.host)),
+        None => Cow::Borrowed(UNKNOWN),
+    }
+}
+
+/// `value` if it is one of the first `max` distinct values seen (for the life of the process,
+/// so a series never changes meaning), else `other`.
+fn capped<'a>(seen: &Mutex<Vec<Arc<str>>>, max: usize, value: &'a str) -> &'a str {
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.iter().any(|s| **s == *value) {
+        return value;
+    }
+    if seen.len() < max {
+        seen.push(value.into());
+        return value;
+    }
+    "other"
 }

@@ -398,3 +398,193 @@ async fn caller_workload_names_are_capped_and_edges_shared() {
         &t.inbound_edge("w-1", "default", "p", "svc", false)
     ));
 }
+
+/// A snapshot with one service, `reviews` in `default`, whose endpoint is at 10.0.0.7.
+fn reviews_snapshot() -> trellis_api::snapshot::Snapshot {
+    use trellis_api::snapshot::{Endpoint, Service, Snapshot};
+    let host = "reviews.default.svc.cluster.local".to_owned();
+    let service = Service {
+        host: host.clone(),
+        name: "reviews".into(),
+        namespace: "default".into(),
+        ports: vec![],
+        subsets: Default::default(),
+        endpoints: vec![Endpoint {
+            workload_name: "reviews-v1".into(),
+            address: [10, 0, 0, 7].into(),
+            labels: Default::default(),
+            identity: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+            inbound_port: 15008,
+            ports: Default::default(),
+        }],
+        vips: vec![],
+        routes: Default::default(),
+        policies: Default::default(),
+    };
+    Snapshot {
+        services: [(host.clone(), Arc::new(service))].into(),
+        by_endpoint: [([10, 0, 0, 7].into(), (host, 0))].into(),
+        ..Snapshot::default()
+    }
+}
+
+/// The service a peer names, or the authority an app chose, becomes a label only if the
+/// snapshot knows it, spelled as the snapshot spells it.
+#[test]
+fn destination_services_come_from_the_snapshot() {
+    let snap = reviews_snapshot();
+    let label = |named: Option<&str>, authority: &str| {
+        destination_service(Some(&snap), named, authority, "default").into_owned()
+    };
+    let host = "reviews.default.svc.cluster.local";
+    assert_eq!(label(Some(host), "whatever:1"), host);
+    for authority in [
+        "reviews:9080",
+        "REVIEWS.default",
+        "reviews.default.svc.",
+        "10.0.0.7:9080",
+    ] {
+        assert_eq!(label(None, authority), host, "{authority}");
+    }
+    // A name the snapshot does not know falls back to the authority, then to `unknown`.
+    assert_eq!(label(Some("made-up-1"), "reviews"), host);
+    assert_eq!(label(Some("made-up-1"), "made-up-2:80"), "unknown");
+    assert_eq!(label(None, "10.9.9.9:80"), "unknown");
+    // Mirrored copies keep their mark.
+    assert_eq!(label(None, "reviews-shadow:9080"), format!("{host}-shadow"));
+    assert_eq!(label(None, "made-up-shadow"), "unknown");
+    assert_eq!(
+        destination_service(None, Some(host), "reviews", "default"),
+        "unknown"
+    );
+}
+
+/// What one peer chooses — a service name per request in the peer header, a new spelling of
+/// the authority per request, a new principal per connection — adds a bounded number of
+/// series, however many distinct values it sends.
+#[tokio::test]
+async fn labels_a_peer_chooses_stay_bounded() {
+    let (t, metrics) = telemetry(None);
+    let snap = reviews_snapshot();
+    let caller = "spiffe://cluster.local/ns/default/sa/productpage";
+    for i in 0..2_000u32 {
+        let named = format!("svc-{i}.default.svc.cluster.local");
+        // Odd requests spell the known service in a new mix of cases; even ones name
+        // services that do not exist.
+        let authority: String = if i % 2 == 0 {
+            format!("made-up-{i}:9080")
+        } else {
+            "reviews.default:9080"
+                .chars()
+                .enumerate()
+                .map(|(j, c)| {
+                    if (i >> (j % 11)) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        };
+        let named = (i % 3 != 0).then_some(named.as_str());
+        let service = destination_service(Some(&snap), named, &authority, "default");
+        let edge = t.inbound_edge("productpage-v1", "default", caller, &service, true);
+        let ex = t.start(
+            edge,
+            &http::Method::GET,
+            &authority,
+            "/",
+            false,
+            &mut http::HeaderMap::new(),
+        );
+        respond(ex, "x").await;
+    }
+    let text = metrics.encode();
+    let requests = series(&text, "trellis_requests_total{");
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert!(requests
+        .iter()
+        .any(|l| l.contains("destination_service=\"reviews.default.svc.cluster.local\"")));
+    assert!(requests
+        .iter()
+        .any(|l| l.contains("destination_service=\"unknown\"")));
+
+    // A caller with a certificate per request (a token for every service account of its
+    // namespace): its principals get the cap's labels, then `other`.
+    for i in 0..MAX_SOURCE_PRINCIPALS + 100 {
+        let principal = format!("spiffe://cluster.local/ns/default/sa/p-{i}");
+        let edge = t.inbound_edge(
+            "productpage-v1",
+            "default",
+            t.source_principal(&principal),
+            "reviews.default.svc.cluster.local",
+            true,
+        );
+        let ex = t.start(
+            edge,
+            &http::Method::GET,
+            "reviews",
+            "/",
+            false,
+            &mut http::HeaderMap::new(),
+        );
+        respond(ex, "x").await;
+    }
+    let text = metrics.encode();
+    let principals: std::collections::BTreeSet<String> = series(&text, "trellis_requests_total{")
+        .iter()
+        .filter_map(|l| l.split("source_principal=\"").nth(1)?.split('"').next())
+        .filter(|p| !p.ends_with("/sa/productpage"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        principals.len(),
+        MAX_SOURCE_PRINCIPALS + 1,
+        "{principals:?}"
+    );
+    assert!(principals.contains("other"));
+}
+
+/// A response code HTTP does not define reads `other`; one edge labels at most
+/// MAX_OUTCOMES_PER_EDGE distinct answers, then counts the rest together.
+#[tokio::test]
+async fn response_codes_are_bounded_per_edge() {
+    let (t, metrics) = telemetry(None);
+    for status in 100..1000u16 {
+        let ex = t.start(
+            inbound(&t),
+            &http::Method::GET,
+            "reviews",
+            "/",
+            false,
+            &mut http::HeaderMap::new(),
+        );
+        let mut resp = http::Response::new(full("x"));
+        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        respond_with(resp, ex).await;
+    }
+    let text = metrics.encode();
+    let requests = series(&text, "trellis_requests_total{");
+    // `other` may have taken one of the places before the cap (HTTP defines no 104).
+    assert!(
+        requests.len() <= crate::metrics::MAX_OUTCOMES_PER_EDGE + 1,
+        "{text}"
+    );
+    let other = requests
+        .iter()
+        .find(|l| l.contains("response_code=\"other\""))
+        .expect("an `other` series");
+    let counted: u64 = requests
+        .iter()
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, 900, "every request counted once: {other}");
+}
+
+async fn respond_with(resp: http::Response<Body>, ex: Option<Exchange>) {
+    Recorded::wrap(resp, ex)
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+}
