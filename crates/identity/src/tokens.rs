@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::fsutil;
+use crate::reserved;
 use crate::spiffe::{validate_namespace, validate_service_account, SpiffeError, SpiffeId};
 
 const TOKEN_PREFIX: &str = "trellis-jt";
@@ -98,6 +99,22 @@ pub enum TokenError {
         /// Why it was rejected.
         #[source]
         source: SpiffeError,
+    },
+    /// `create` was asked for a namespace kept for the mesh's own components.
+    #[error(
+        "namespace {namespace:?} is reserved for the mesh's own components; no join token can \
+         cover it"
+    )]
+    ReservedNamespace {
+        /// The namespace asked for.
+        namespace: String,
+    },
+    /// The token would grant an identity kept for the mesh's own components (a token file
+    /// written by hand or by an older version).
+    #[error("{requested} is reserved for the mesh's own components; no join token grants it")]
+    ReservedIdentity {
+        /// The identity asked for.
+        requested: String,
     },
     /// `create` was given no service accounts.
     #[error("a join token must allow at least one service account (or \"*\")")]
@@ -226,7 +243,8 @@ impl TokenStore {
     }
 
     /// Creates a token for `namespace` and `service_accounts` (`"*"` allows any),
-    /// valid for `ttl` or forever. Returns the token id and the full secret
+    /// valid for `ttl` or forever. The mesh's own namespace ([`crate::reserved`]) is
+    /// refused, whatever the service accounts. Returns the token id and the full secret
     /// token, which is shown once and cannot be recovered later.
     pub fn create(
         &self,
@@ -235,6 +253,11 @@ impl TokenStore {
         ttl: Option<Duration>,
     ) -> Result<(String, String), TokenError> {
         validate_namespace(namespace).map_err(|source| TokenError::InvalidNamespace { source })?;
+        if reserved::is_reserved_namespace(namespace) {
+            return Err(TokenError::ReservedNamespace {
+                namespace: namespace.to_owned(),
+            });
+        }
         if service_accounts.is_empty() {
             return Err(TokenError::NoServiceAccounts);
         }
@@ -323,6 +346,14 @@ impl TokenStore {
                     expired_at: format_unix_ms(expires_at),
                 });
             }
+        }
+        // After the secret, like every other refusal; before the namespace check, so that
+        // a token record for the reserved namespace (written by hand, or by a version that
+        // let it be made) is refused for that reason.
+        if reserved::is_reserved(id) {
+            return Err(TokenError::ReservedIdentity {
+                requested: id.to_string(),
+            });
         }
         if record.namespace != id.namespace {
             return Err(TokenError::WrongNamespace {
@@ -718,6 +749,44 @@ mod tests {
             store.create("shop", &sa(&["we b"]), None),
             Err(TokenError::InvalidServiceAccount { .. })
         ));
+    }
+
+    #[test]
+    fn no_token_covers_the_mesh_s_own_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::open(dir.path()).unwrap();
+        // `*` there would cover the control plane's identity; a named account, node agents'
+        // or any other component's to come.
+        for (ns, accounts) in [
+            ("trellis-system", sa(&["*"])),
+            ("trellis-system", sa(&["trellis-control"])),
+            ("trellis-system", sa(&["trellis-node"])),
+            ("trellis-system", sa(&["web"])),
+            ("Trellis-System", sa(&["*"])),
+        ] {
+            let got = store.create(ns, &accounts, None);
+            assert!(
+                matches!(got, Err(TokenError::ReservedNamespace { ref namespace }) if namespace == ns),
+                "{ns} {accounts:?}: {got:?}"
+            );
+        }
+        assert!(store.list().unwrap().is_empty(), "nothing was stored");
+
+        // A token file that says otherwise (edited by hand, or written by an older version)
+        // still grants nothing there.
+        let (_, token) = store.create("shop", &sa(&["*"]), None).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let edited = fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"shop\"", "\"trellis-system\"");
+        fs::write(&path, edited).unwrap();
+        assert_eq!(store.list().unwrap()[0].namespace, "trellis-system");
+        let control = SpiffeId::new("trellis.local", "trellis-system", "trellis-control");
+        let got = store.authorize(&token, &control);
+        assert!(
+            matches!(got, Err(TokenError::ReservedIdentity { ref requested }) if *requested == control.to_string()),
+            "{got:?}"
+        );
     }
 
     #[test]
