@@ -105,6 +105,16 @@ pub(crate) fn entry_service_account(we: &WorkloadEntry) -> &str {
     we.spec.service_account.as_deref().unwrap_or("default")
 }
 
+/// A WorkloadEntry's address as an IP, in the form registrations are compared in; `None`
+/// for a host name or a socket path.
+pub(crate) fn entry_ip(we: &WorkloadEntry) -> Option<IpAddr> {
+    we.spec
+        .address
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
 /// The WorkloadEntries of `config`.
 pub(crate) fn entries(config: &ConfigSet) -> impl Iterator<Item = &WorkloadEntry> {
     config.resources.iter().filter_map(|r| match &r.value {
@@ -160,10 +170,18 @@ pub fn admit(
         text("label", k)?;
         text("label", v)?;
     }
-    let address: IpAddr = r
+    // Canonical, so that `::ffff:10.0.0.5` is compared as the 10.0.0.5 it reaches.
+    let address = r
         .address
-        .parse()
-        .map_err(|_| invalid("address", format!("{:?} is not an IP address", r.address)))?;
+        .parse::<IpAddr>()
+        .map_err(|_| invalid("address", format!("{:?} is not an IP address", r.address)))?
+        .to_canonical();
+    if address.is_unspecified() || address.is_multicast() || address == IpAddr::from([255; 4]) {
+        return Err(invalid(
+            "address",
+            format!("{address} is no workload's address"),
+        ));
+    }
     let port = |p: u32| {
         u16::try_from(p)
             .ok()
@@ -204,10 +222,8 @@ pub fn admit(
             }
         }
     }
-    let taken = entries(config).find(|we| {
-        !own.is_some_and(|o| std::ptr::eq(o, *we))
-            && we.spec.address.parse::<IpAddr>().ok() == Some(address)
-    });
+    let taken = entries(config)
+        .find(|we| !own.is_some_and(|o| std::ptr::eq(o, *we)) && entry_ip(we) == Some(address));
     if let Some(we) = taken {
         return Err(RegistrationError::AnotherEntrysAddress {
             address,

@@ -229,7 +229,7 @@ fn endpoints(
     let owners: HashMap<IpAddr, (&str, &str)> = entries
         .iter()
         .filter_map(|we| {
-            let ip = we.spec.address.parse().ok()?;
+            let ip = admission::entry_ip(we)?;
             Some((ip, (we.meta.namespace(), we.meta.name.as_str())))
         })
         .collect();

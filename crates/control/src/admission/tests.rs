@@ -147,6 +147,16 @@ fn every_claim_the_certificate_or_the_config_does_not_back_is_refused() {
             },
         ),
         (
+            "the address of details-v1, spelled as an IPv4-mapped IPv6 address",
+            attacker.clone(),
+            register("default", "attacker", "attacker", "::ffff:10.0.0.5", &[]),
+            RegistrationError::AnotherEntrysAddress {
+                address: "10.0.0.5".parse().unwrap(),
+                namespace: "default".into(),
+                name: "details-v1".into(),
+            },
+        ),
+        (
             "the address of an entry of another namespace",
             attacker.clone(),
             register("default", "attacker", "attacker", "10.0.1.7", &[]),
