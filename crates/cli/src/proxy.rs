@@ -26,13 +26,15 @@ pub struct ProxyArgs {
     pub namespace: String,
     #[arg(long, default_value = "default")]
     pub service_account: String,
-    /// The workload's name (as a WorkloadEntry's).
+    /// The workload's name: its WorkloadEntry's, which puts it behind the Services selecting
+    /// that entry. A name no entry has makes the proxy a client only.
     #[arg(long)]
     pub workload_name: String,
     /// The workload's address: its app listens there, so do the proxy's listeners.
     #[arg(long, default_value = "127.0.0.1")]
     pub address: IpAddr,
-    /// A workload label, KEY=VALUE (repeatable).
+    /// A workload label, KEY=VALUE (repeatable). The control plane refuses a label the
+    /// workload's WorkloadEntry does not give it; Services select on the entry's labels.
     #[arg(long = "label", value_parser = key_value)]
     pub labels: Vec<(String, String)>,
     /// A named app port, NAME=PORT (repeatable).

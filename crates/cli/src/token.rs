@@ -10,7 +10,8 @@ use trellis_identity::TokenStore;
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Create a token that lets a proxy get a certificate for NAMESPACE and the given
-    /// service accounts; prints the token once.
+    /// service accounts; prints the token once. `trellis-system`, the mesh's own namespace,
+    /// is refused.
     Create {
         #[arg(long, default_value = "trellis-data")]
         data_dir: PathBuf,

@@ -172,6 +172,59 @@ fn ca_refuses_bad_tokens_and_identities_the_token_does_not_allow() {
 }
 
 #[test]
+fn the_control_plane_s_identity_is_never_issued_to_a_workload() {
+    let control = start_control("127.0.26.251:15012", &[]);
+    let data = control.data.path();
+
+    // `trellis token create` refuses the mesh's own namespace, whatever the accounts: `*`
+    // would cover the control plane's identity, `trellis-node` the node agents'.
+    for sa in ["*", "trellis-control", "trellis-node", "web"] {
+        let out = Command::new(BIN)
+            .args(["token", "create", "--namespace", "trellis-system"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--service-account", sa])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sa}: a token was made");
+        assert!(out.stdout.is_empty(), "{sa}: printed a token");
+        assert!(stderr.contains("reserved"), "{sa}: {stderr}");
+    }
+    let tokens = TokenStore::open(data).unwrap();
+    assert!(tokens.list().unwrap().is_empty());
+
+    // A token file that grants it anyway (edited by hand, or by an older version): the
+    // control plane still refuses the certificate.
+    let (_, token) = tokens.create("default", &["*".to_string()], None).unwrap();
+    let path = data.join("tokens.json");
+    let edited = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"default\"", "\"trellis-system\"");
+    std::fs::write(&path, edited).unwrap();
+    for (i, sa) in ["trellis-control", "trellis-node"].into_iter().enumerate() {
+        let ip = format!("127.0.26.{}", i + 1);
+        let out = proxy_refused(&control, "trellis-system", sa, &token, &ip);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sa}: proxy succeeded");
+        assert!(
+            stderr.contains("control plane refused") && stderr.contains("reserved"),
+            "{sa}: no clear refusal: {stderr}"
+        );
+    }
+    // Nothing was issued, and both requests were counted as refused.
+    let answer = http_get("127.0.26.251:15014", "/api/v1/certs");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let certs: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(certs["certs"].as_array().map(Vec::len), Some(0), "{certs}");
+    let metrics = http_get("127.0.26.251:15014", "/metrics");
+    assert!(
+        metrics.contains("trellis_control_certificate_requests_refused_total 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn expiry_alarms_reach_logs_metrics_certs_and_check() {
     // A root lives 3650 days by default: a 4000-day warning window puts it inside.
     let control = start_control("127.0.22.251:15012", &["--expiry-warning-days", "4000"]);

@@ -1,10 +1,10 @@
 //! The snapshot compiler: the applied config revision plus the live registry, turned into
 //! the snapshot proxies route with.
 //!
-//! * A `Service` selects endpoints by labels among the namespace's `WorkloadEntry`s and the
-//!   workloads registered by connected proxies. A registration refines the WorkloadEntry at
-//!   its address, or the one with its workload name and identity wherever that entry says it
-//!   is: the live proxy's address, identity and mTLS port win.
+//! * A `Service` selects endpoints by labels among the namespace's `WorkloadEntry`s. A
+//!   connected proxy stands in for the entry it names (same name, the entry's identity),
+//!   wherever it is: the live proxy's address and mTLS port win, the entry's labels stay.
+//!   A registration no entry vouches for is no endpoint, whatever labels it claims.
 //! * `DestinationRule` subsets and traffic policy (`traffic_policy_json`, resolved per port
 //!   and subset by [`trellis_api::destination`]) attach to the service their `host` names.
 //! * Every service carries its route table (`routes_json`), compiled by
@@ -17,7 +17,8 @@
 //! Every proxy gets the same snapshot for now; per-proxy trimming comes with sidecar scoping.
 //! The version is a content hash, so an unchanged result is not pushed again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use prost::Message;
@@ -25,8 +26,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use trellis_api::load::ConfigSet;
 use trellis_api::proto;
-use trellis_api::resources::{IntOrString, Resource};
+use trellis_api::resources::{IntOrString, Resource, WorkloadEntry};
 
+use crate::admission;
 use crate::policies::PolicyCompileError;
 use crate::registry::{RegisteredWorkload, Registry};
 use crate::store::Revision;
@@ -212,6 +214,17 @@ fn allocate_vips(services: &mut [proto::Service]) {
     }
 }
 
+/// The endpoints of a Service of namespace `ns` selecting `selector`: its WorkloadEntries,
+/// each where its proxy is when that proxy is connected.
+///
+/// Only config puts a workload behind a Service: a registration counts only as the live form
+/// of a WorkloadEntry it names (same namespace and name, and the identity the entry's service
+/// account gives), and the entry's labels, not the registration's, are selected on. A live
+/// proxy knows where it is, so its address, mTLS port and named ports win over the entry's
+/// (the entry's address may not be reachable from the mesh at all: `trellis up --netns` puts
+/// loopback-addressed entries into network namespaces; a VM gets a new IP). It never wins at
+/// another entry's address. [`crate::admission`] refuses such registrations; this holds the
+/// line again for registrations the config changed under.
 fn endpoints(
     config: &ConfigSet,
     registered: &[RegisteredWorkload],
@@ -219,65 +232,64 @@ fn endpoints(
     selector: &BTreeMap<String, String>,
     trust_domain: &str,
 ) -> Vec<proto::Endpoint> {
-    // Entries and registrations are kept apart until the end, so that a registration only
-    // ever displaces a WorkloadEntry, never another live proxy.
-    let mut entries: BTreeMap<String, proto::Endpoint> = BTreeMap::new();
-    for res in &config.resources {
-        let Resource::WorkloadEntry(we) = &res.value else {
-            continue;
-        };
+    let entries: Vec<&WorkloadEntry> = admission::entries(config).collect();
+    // Addresses are one flat space: an entry of any namespace owns its address.
+    let owners: HashMap<IpAddr, (&str, &str)> = entries
+        .iter()
+        .filter_map(|we| {
+            let ip = admission::entry_ip(we)?;
+            Some((ip, (we.meta.namespace(), we.meta.name.as_str())))
+        })
+        .collect();
+    let mut out: BTreeMap<String, proto::Endpoint> = BTreeMap::new();
+    for we in entries {
         if we.meta.namespace() != ns || !selects(selector, &we.spec.labels) {
             continue;
         }
-        let sa = we.spec.service_account.as_deref().unwrap_or("default");
-        entries.insert(
-            we.spec.address.clone(),
-            proto::Endpoint {
-                workload_name: we.meta.name.clone(),
-                address: we.spec.address.clone(),
-                labels: we.spec.labels.clone().into_iter().collect(),
-                identity: format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"),
-                inbound_port: DEFAULT_INBOUND_PORT,
-                ports: we.spec.ports.clone().into_iter().collect(),
-            },
-        );
-    }
-    let mut live: BTreeMap<String, proto::Endpoint> = BTreeMap::new();
-    for w in registered {
-        if w.namespace != ns || !selects(selector, &w.labels) {
+        let name = we.meta.name.as_str();
+        let sa = admission::entry_service_account(we);
+        let identity = format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}");
+        let labels: std::collections::HashMap<String, String> =
+            we.spec.labels.clone().into_iter().collect();
+        let live: Vec<&RegisteredWorkload> = registered
+            .iter()
+            .filter(|w| w.namespace == ns && w.name == name && w.identity == identity)
+            .filter(|w| owners.get(&w.address).is_none_or(|o| *o == (ns, name)))
+            .collect();
+        if live.is_empty() {
+            out.insert(
+                we.spec.address.clone(),
+                proto::Endpoint {
+                    workload_name: name.to_string(),
+                    address: we.spec.address.clone(),
+                    labels,
+                    identity,
+                    inbound_port: DEFAULT_INBOUND_PORT,
+                    ports: we.spec.ports.clone().into_iter().collect(),
+                },
+            );
             continue;
         }
-        let addr = w.address.to_string();
-        // The entry this proxy serves: the one at its address, or the one it names (same
-        // name and identity) at another address. The live proxy knows where it is; the
-        // entry's address may not be reachable from the mesh at all (`trellis up --netns`
-        // puts loopback-addressed entries into network namespaces; a VM gets a new IP).
-        let named = entries
-            .iter()
-            .find(|(_, e)| e.workload_name == w.name && e.identity == w.identity)
-            .map(|(a, _)| a.clone());
-        let refined = entries
-            .remove(&addr)
-            .into_iter()
-            .chain(named.and_then(|a| entries.remove(&a)))
-            .collect::<Vec<_>>();
-        let mut ports: std::collections::HashMap<String, u32> =
-            refined.into_iter().flat_map(|e| e.ports).collect();
-        ports.extend(w.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))));
-        live.insert(
-            addr.clone(),
-            proto::Endpoint {
-                workload_name: w.name.clone(),
-                address: addr,
-                labels: w.labels.clone().into_iter().collect(),
-                identity: w.identity.clone(),
-                inbound_port: u32::from(w.inbound_port),
-                ports,
-            },
-        );
+        // Replicas of one entry each serve at their own address.
+        for w in live {
+            let mut ports: std::collections::HashMap<String, u32> =
+                we.spec.ports.clone().into_iter().collect();
+            ports.extend(w.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))));
+            let address = w.address.to_string();
+            out.insert(
+                address.clone(),
+                proto::Endpoint {
+                    workload_name: name.to_string(),
+                    address,
+                    labels: labels.clone(),
+                    identity: w.identity.clone(),
+                    inbound_port: u32::from(w.inbound_port),
+                    ports,
+                },
+            );
+        }
     }
-    entries.extend(live);
-    entries.into_values().collect()
+    out.into_values().collect()
 }
 
 fn subsets(config: &ConfigSet, host: &str) -> Vec<proto::Subset> {
@@ -672,7 +684,6 @@ spec:
             ..TrustState::default()
         };
         let web = "spiffe://cluster.local/ns/default/sa/web".to_string();
-        let other = "spiffe://cluster.local/ns/default/sa/other".to_string();
         let at = |a: &str, n: &str, id: &str| (a.to_string(), n.to_string(), id.to_string());
 
         let compile_with =
@@ -696,13 +707,27 @@ spec:
                 ],
             ),
             (
-                "another identity claiming the name does not move the entry: it is one more \
-                 endpoint",
+                "another identity claiming the name moves nothing and is no endpoint",
                 vec![registered("web-1", "other", "198.18.100.3")],
                 vec![
                     at("127.0.1.1", "web-1", &web),
                     at("127.0.1.2", "web-2", &web),
-                    at("198.18.100.3", "web-1", &other),
+                ],
+            ),
+            (
+                "another identity at an entry's address, with its labels, displaces nothing",
+                vec![registered("attacker", "other", "127.0.1.1")],
+                vec![
+                    at("127.0.1.1", "web-1", &web),
+                    at("127.0.1.2", "web-2", &web),
+                ],
+            ),
+            (
+                "a registration no entry names is no endpoint, whatever labels it claims",
+                vec![registered("web-3", "web", "198.18.100.9")],
+                vec![
+                    at("127.0.1.1", "web-1", &web),
+                    at("127.0.1.2", "web-2", &web),
                 ],
             ),
             (
@@ -718,11 +743,11 @@ spec:
                 ],
             ),
             (
-                "a registration at an entry's address still refines that entry",
-                vec![registered("renamed", "web", "127.0.1.2")],
+                "an entry's proxy at another entry's address is not served there",
+                vec![registered("web-1", "web", "127.0.1.2")],
                 vec![
                     at("127.0.1.1", "web-1", &web),
-                    at("127.0.1.2", "renamed", &web),
+                    at("127.0.1.2", "web-2", &web),
                 ],
             ),
         ];
@@ -730,8 +755,15 @@ spec:
             assert_eq!(endpoints_of(&compile_with(&registrations)), want, "{why}");
         }
 
-        // The moved entry keeps its ports.
-        let snap = compile_with(&[registered("web-1", "web", "198.18.100.2")]);
-        assert_eq!(snap.services[0].endpoints[1].ports.get("http"), Some(&8080));
+        // The moved entry keeps its ports and its labels, not the ones its proxy claims.
+        let mut moved = registered("web-1", "web", "198.18.100.2");
+        moved.labels.insert("version".into(), "claimed".into());
+        let snap = compile_with(&[moved]);
+        let endpoint = &snap.services[0].endpoints[1];
+        assert_eq!(endpoint.ports.get("http"), Some(&8080));
+        assert_eq!(
+            endpoint.labels,
+            [("app".to_string(), "web".to_string())].into()
+        );
     }
 }

@@ -4,7 +4,8 @@
 //!   `rollback`) validated whole and applied atomically as revisions, the last good revision
 //!   serving otherwise; [`revisions`]: the history behind a storage trait;
 //!   [`diff`]: what a change set would change, in resources and in snapshots;
-//! * [`registry`]: workloads whose proxies are connected;
+//! * [`admission`]: what a proxy's registration may claim, checked against its certificate
+//!   and the config; [`registry`]: workloads whose proxies are connected;
 //! * [`compile`]: config + registry → the snapshot pushed to proxies; [`policies`]: the
 //!   AuthorizationPolicies and PeerAuthentications in it, checked when a change is validated;
 //! * the CA (from `trellis-identity`), serving certificates to proxies that prove themselves
@@ -23,6 +24,7 @@
 //! through a `watch` channel.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod certs;
 pub mod compile;
@@ -49,9 +51,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use trellis_api::proto;
 use trellis_identity::{CaSource, CertificateAuthority, SpiffeId, TokenStore};
 
-/// The namespace and service account the control plane's own certificate names.
-pub const CONTROL_NAMESPACE: &str = "trellis-system";
-pub const CONTROL_SERVICE_ACCOUNT: &str = "trellis-control";
+/// The namespace and service account the control plane's own certificate names, reserved:
+/// no workload can be issued them ([`trellis_identity::reserved`]).
+pub const CONTROL_NAMESPACE: &str = trellis_identity::reserved::SYSTEM_NAMESPACE;
+pub const CONTROL_SERVICE_ACCOUNT: &str = trellis_identity::reserved::CONTROL_SERVICE_ACCOUNT;
 
 /// The control plane's identity in `trust_domain`; proxies check it on every connection.
 pub fn control_identity(trust_domain: &str) -> SpiffeId {
@@ -131,6 +134,7 @@ pub async fn run(
         "config revision serving"
     );
     let rev_rx = config_store.subscribe();
+    let admission_revisions = rev_rx.clone();
     tokio::spawn(config_store.clone().watch_dir(config.poll_interval));
 
     let trust = trust::Trust::new(ca.clone(), config.trust_domain_aliases.clone())?;
@@ -195,6 +199,7 @@ pub async fn run(
         ledger,
         metrics,
         snapshots,
+        revisions: admission_revisions,
         svid_ttl: config.svid_ttl,
         plaintext,
         golden,

@@ -27,6 +27,9 @@ pub struct ControlMetrics {
     pub config_revision: Gauge,
     pub certificates_issued: Counter,
     pub certificate_requests_refused: Counter,
+    /// Registrations refused: a claim the certificate or the config does not back, or an
+    /// address or name another identity's live proxy holds.
+    pub registrations_refused: Counter,
     pub root_expiry: Family<RootLabels, Gauge>,
     pub alarms: Gauge,
     /// Time from sending a snapshot to a proxy until the proxy acknowledged it.
@@ -65,6 +68,13 @@ impl Default for ControlMetrics {
             "certificate_requests_refused",
             "Certificate requests refused (bad token, identity not allowed, bad CSR)",
             certificate_requests_refused.clone(),
+        );
+        let registrations_refused = Counter::default();
+        registry.register(
+            "registrations_refused",
+            "Proxy registrations refused (a workload name, label or address the certificate or \
+             the config does not back, or held by another identity's connected proxy)",
+            registrations_refused.clone(),
         );
         let root_expiry = Family::<RootLabels, Gauge>::default();
         registry.register(
@@ -126,6 +136,7 @@ impl Default for ControlMetrics {
             config_revision,
             certificates_issued,
             certificate_requests_refused,
+            registrations_refused,
             root_expiry,
             alarms,
             push_duration,

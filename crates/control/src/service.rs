@@ -1,5 +1,6 @@
 //! The gRPC API proxies use (port 15012): `Sign` issues certificates, `Subscribe` registers a
-//! workload and streams its snapshots.
+//! workload (admitted by [`crate::admission`], then held in [`crate::registry`]) and streams
+//! its snapshots.
 //!
 //! On the same stream a proxy sends, besides its ACKs and NACKs, a `Report` every 2 s
 //! (plaintext sources for [`crate::plaintext`], golden signals for [`crate::golden`]) and the
@@ -19,7 +20,7 @@ use trellis_identity::{CaError, CertificateAuthority, SpiffeId, TokenStore};
 use crate::certs::CertLedger;
 use crate::incoming::PeerInfo;
 use crate::metrics::ControlMetrics;
-use crate::registry::{RegisteredWorkload, Registry};
+use crate::registry::Registry;
 
 /// State the API handlers share.
 pub struct ControlService {
@@ -29,6 +30,8 @@ pub struct ControlService {
     pub ledger: Arc<CertLedger>,
     pub metrics: Arc<ControlMetrics>,
     pub snapshots: watch::Receiver<Arc<proto::SnapshotMessage>>,
+    /// The config revision serving, which registrations are checked against.
+    pub revisions: watch::Receiver<Arc<crate::store::Revision>>,
     pub svid_ttl: Duration,
     pub plaintext: Arc<crate::plaintext::PlaintextLedger>,
     pub golden: Arc<crate::golden::GoldenWindow>,
@@ -61,6 +64,11 @@ impl proto::control_server::Control for ControlService {
         } = req.into_inner();
         let (tokens, ca, ttl) = (self.tokens.clone(), self.ca.clone(), self.svid_ttl);
         let authorize = move |id: &SpiffeId| -> Result<(), String> {
+            // The CA refuses these itself; checked here too so that neither a token nor a
+            // certificate can ever be the reason one is issued on this path.
+            if trellis_identity::is_reserved(id) {
+                return Err(format!("{id} is reserved for the mesh's own components"));
+            }
             if !token.is_empty() {
                 return tokens.authorize(&token, id).map_err(|e| e.to_string());
             }
@@ -100,14 +108,17 @@ impl proto::control_server::Control for ControlService {
             Err(e) => {
                 tracing::warn!(%remote, workload = %workload_name, error = %e, "certificate request refused");
                 let requested = match &e {
-                    CaError::NotAuthorized { requested, .. } => Some(requested.as_str()),
+                    CaError::NotAuthorized { requested, .. }
+                    | CaError::ReservedIdentity { requested } => Some(requested.as_str()),
                     _ => None,
                 };
                 self.metrics.certificate_requests_refused.inc();
                 self.ledger
                     .refused(requested, &workload_name, &e.to_string());
                 Err(match e {
-                    CaError::NotAuthorized { .. } => Status::permission_denied(e.to_string()),
+                    CaError::NotAuthorized { .. } | CaError::ReservedIdentity { .. } => {
+                        Status::permission_denied(e.to_string())
+                    }
                     _ => Status::invalid_argument(e.to_string()),
                 })
             }
@@ -136,9 +147,20 @@ impl proto::control_server::Control for ControlService {
             }) => r,
             _ => return Err(Status::invalid_argument("first message must be Register")),
         };
-        let workload = registered(&id, register)?;
+        let config = self.revisions.borrow().clone();
+        let admitted = crate::admission::admit(&id, register, &config.config).and_then(|w| {
+            let registration = self.registry.register(w.clone())?;
+            Ok((w, registration))
+        });
+        let (workload, registration) = match admitted {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                tracing::warn!(identity = %id, %remote, error = %e, "registration refused");
+                self.metrics.registrations_refused.inc();
+                return Err(e.status());
+            }
+        };
         tracing::info!(workload = %workload.name, identity = %id, %remote, "proxy connected");
-        let registration = self.registry.register(workload.clone());
         let key = crate::plaintext::WorkloadKey {
             namespace: workload.namespace.clone(),
             name: workload.name.clone(),
@@ -254,39 +276,4 @@ impl proto::control_server::Control for ControlService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
-}
-
-/// Checks a registration against the certificate it came with: a proxy can only register a
-/// workload of its own namespace and service account.
-fn registered(id: &SpiffeId, r: proto::Register) -> Result<RegisteredWorkload, Status> {
-    if r.namespace != id.namespace || r.service_account != id.service_account {
-        return Err(Status::permission_denied(format!(
-            "{id} cannot register a workload as {}/{}",
-            r.namespace, r.service_account
-        )));
-    }
-    let address = r
-        .address
-        .parse()
-        .map_err(|_| Status::invalid_argument(format!("invalid address {:?}", r.address)))?;
-    let port = |p: u32| {
-        u16::try_from(p)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| Status::invalid_argument(format!("invalid port {p}")))
-    };
-    Ok(RegisteredWorkload {
-        name: r.workload_name,
-        namespace: r.namespace,
-        service_account: r.service_account,
-        identity: id.to_string(),
-        address,
-        labels: r.labels.into_iter().collect(),
-        inbound_port: port(r.inbound_port)?,
-        ports: r
-            .ports
-            .into_iter()
-            .map(|(k, v)| Ok((k, port(v)?)))
-            .collect::<Result<_, Status>>()?,
-    })
 }

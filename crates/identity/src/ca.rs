@@ -316,6 +316,12 @@ pub enum CaError {
         /// This CA's trust domain.
         trust_domain: String,
     },
+    /// The requested identity is kept for the mesh's own components ([`crate::reserved`]).
+    #[error("CSR for {requested} refused: the identity is reserved for the mesh's own components")]
+    ReservedIdentity {
+        /// The requested identity.
+        requested: String,
+    },
     /// The authorization callback refused the identity.
     #[error("CSR for {requested} refused: {reason}")]
     NotAuthorized {
@@ -677,7 +683,9 @@ impl CertificateAuthority {
     /// Issues a leaf certificate for the identity requested in a DER PKCS#10 CSR.
     ///
     /// The CSR's signature must verify and it must request exactly one SPIFFE
-    /// ID (as a URI SAN) in this CA's trust domain; `authorize` then decides
+    /// ID (as a URI SAN) in this CA's trust domain, outside the namespace kept for
+    /// the mesh's own components ([`CaError::ReservedIdentity`]: this is the path
+    /// workloads take, whatever `authorize` says); `authorize` then decides
     /// whether the requester may have that identity (its `Err` becomes
     /// [`CaError::NotAuthorized`]). Anything else the CSR asks for (subject,
     /// other SANs, extensions) is ignored: the certificate always has the fixed
@@ -696,6 +704,13 @@ impl CertificateAuthority {
             let err = CaError::ForeignTrustDomain {
                 requested: id.to_string(),
                 trust_domain: self.trust_domain.clone(),
+            };
+            tracing::warn!(error = %err, "refused CSR");
+            return Err(err);
+        }
+        if crate::reserved::is_reserved(&id) {
+            let err = CaError::ReservedIdentity {
+                requested: id.to_string(),
             };
             tracing::warn!(error = %err, "refused CSR");
             return Err(err);

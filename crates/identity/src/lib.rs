@@ -7,6 +7,8 @@
 //!   intermediate; signs proxies' CSRs into short-lived X.509-SVIDs.
 //! * [`csr`] — key and CSR generation on the proxy side.
 //! * [`tokens`] — join tokens that authenticate a proxy's first certificate request.
+//! * [`reserved`] — the identities of the mesh's own components (`trellis-system`), which
+//!   neither a join token nor a workload's CSR can obtain.
 //! * [`tls`] — rustls client/server configurations whose verifiers authenticate peers
 //!   by SPIFFE ID rather than by hostname.
 //! * [`pem`] — small PEM helpers shared by the above.
@@ -20,6 +22,7 @@ pub mod ca;
 pub mod csr;
 mod fsutil;
 pub mod pem;
+pub mod reserved;
 pub mod spiffe;
 pub mod tls;
 pub mod tokens;
@@ -33,6 +36,7 @@ pub use ca::{
 };
 pub use csr::{generate_csr, CsrError};
 pub use pem::PemError;
+pub use reserved::{is_reserved, is_reserved_namespace};
 pub use spiffe::{spiffe_id_from_cert, SpiffeError, SpiffeId};
 pub use tls::{
     cert_fingerprint, client_config, peer_identity, server_config, ClientAuth, ExpectedPeer,

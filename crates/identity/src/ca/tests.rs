@@ -238,6 +238,23 @@ fn csr_round_trip() {
 }
 
 #[test]
+fn refuses_the_mesh_s_own_identities_whatever_the_caller_allows() {
+    let (_dir, ca) = new_ca();
+    for sa in ["trellis-control", "trellis-node", "anything"] {
+        let id = SpiffeId::new(TD, "trellis-system", sa);
+        let (_, csr) = generate_csr(&id).unwrap();
+        let err = ca.sign_csr(&csr, allow, HOUR).unwrap_err();
+        assert!(
+            matches!(&err, CaError::ReservedIdentity { requested } if *requested == id.to_string()),
+            "{id}: {err:?}"
+        );
+    }
+    // The control plane's own certificate does not take this path.
+    let control = SpiffeId::new(TD, "trellis-system", "trellis-control");
+    assert_eq!(ca.issue_with_local_key(&control, HOUR).unwrap().id, control);
+}
+
+#[test]
 fn refuses_unauthorized_identity() {
     let (_dir, ca) = new_ca();
     let id = SpiffeId::new(TD, "shop", "admin");
