@@ -91,6 +91,26 @@ async fn kill_under_load(mesh: &Mesh, label: &str) -> LoadReport {
     report
 }
 
+/// Requests through the front door until one is answered by `instance`: the balancer gives
+/// a restarted instance its share back (its cost, raised by the failures while it was away,
+/// decays when nothing refreshes it).
+async fn until_served_by(mesh: &Mesh, instance: &str) {
+    let client = HttpClient::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(mesh.front, "web", "/", &[]).await {
+            if resp.status == 200 && resp.json().is_ok_and(|v| v["instance"] == instance) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{instance} got no request through the front door within 30 s of its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls `url` until it answers 200 (the restarted process serves again).
 async fn until_ok(mesh: &Mesh, addr: std::net::SocketAddr, path: &str) {
     let client = HttpClient::new();
@@ -141,6 +161,7 @@ async fn the_mesh_outlives_any_one_of_its_processes() {
         // The app answers on its port, the proxy is ready (certificate and snapshot).
         until_ok(&mesh, mesh.addr(1, 9080), "/").await;
         until_ok(&mesh, mesh.addr(1, 15020), "/healthz/ready").await;
+        until_served_by(&mesh, "web-1").await;
     }
     let lines = mesh.logs();
     assert!(

@@ -10,7 +10,10 @@
 //! * the default, latency-aware: power of two choices by *peak EWMA* cost — an endpoint's
 //!   smoothed latency (a slower answer counts at once, a faster one decays in over
 //!   [`EWMA_DECAY`]) times its requests in flight plus one. A slow or overloaded endpoint
-//!   gets fewer requests before any error is seen.
+//!   gets fewer requests before any error is seen. An estimate that no answer refreshes
+//!   decays back towards the default over [`IDLE_DECAY`], as linkerd2-proxy's does: an
+//!   endpoint whose cost jumped once (a restart, a pause, a burst of slow failures) would
+//!   otherwise never be picked again, so never answer, so never look cheaper.
 //!
 //! Each endpoint's statistics are kept by address for the life of the proxy (an endpoint that
 //! comes back keeps its history); a request is counted in flight from [`Balancer::start`]
@@ -27,6 +30,12 @@ use rand::Rng;
 
 /// How long an old latency observation keeps weight in the moving average (time constant).
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// How fast an estimate nobody refreshes falls back towards [`DEFAULT_RTT`] (time constant).
+/// A 3 s peak is back to the 1–2 ms of a healthy endpoint on loopback or a LAN within about
+/// 9 s: the endpoint gets its share back within seconds of recovering, and a request
+/// or two tells whether it really has.
+pub const IDLE_DECAY: Duration = Duration::from_secs(1);
 
 /// The latency an endpoint is assumed to have before its first answer: new endpoints are
 /// tried, but not flooded.
@@ -66,9 +75,11 @@ impl EndpointStats {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// The smoothed latency, seconds.
-    fn latency(&self) -> f64 {
-        self.ewma.lock().unwrap_or_else(|p| p.into_inner()).0
+    /// The smoothed latency in seconds as of `now`: the last estimate, decayed towards the default for
+    /// as long as no answer refreshed it.
+    fn latency_at(&self, now: Instant) -> f64 {
+        let (ewma, last) = *self.ewma.lock().unwrap_or_else(|p| p.into_inner());
+        decayed(ewma, last, now)
     }
 
     /// Peak EWMA: a sample above the average replaces it (react to trouble at once); one
@@ -77,6 +88,7 @@ impl EndpointStats {
         let sample = rtt.as_secs_f64();
         let mut guard = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
         let (ewma, last) = *guard;
+        let ewma = decayed(ewma, last, now);
         let next = if sample > ewma {
             sample
         } else {
@@ -87,10 +99,21 @@ impl EndpointStats {
         *guard = (next, now);
     }
 
-    /// The peak-EWMA cost of sending one more request here.
-    fn cost(&self) -> f64 {
-        self.latency() * f64::from(self.in_flight() + 1)
+    /// The peak-EWMA cost of sending one more request here, as of `now`.
+    fn cost_at(&self, now: Instant) -> f64 {
+        self.latency_at(now) * f64::from(self.in_flight() + 1)
     }
+}
+
+/// `estimate` (seconds, last refreshed at `last`) as of `now`: its excess over
+/// [`DEFAULT_RTT`] shrinks by e every [`IDLE_DECAY`] without a refresh.
+fn decayed(estimate: f64, last: Instant, now: Instant) -> f64 {
+    let default = DEFAULT_RTT.as_secs_f64();
+    if estimate <= default {
+        return estimate;
+    }
+    let idle = now.saturating_duration_since(last).as_secs_f64();
+    default + (estimate - default) * (-idle / IDLE_DECAY.as_secs_f64()).exp()
 }
 
 /// A request counted in flight at its endpoint until dropped.
@@ -176,7 +199,11 @@ impl Balancer {
             }
             Policy::PeakEwma => {
                 let (a, b) = two_distinct(n);
-                let (ca, cb) = (self.stats(addrs[a]).cost(), self.stats(addrs[b]).cost());
+                let now = Instant::now();
+                let (ca, cb) = (
+                    self.stats(addrs[a]).cost_at(now),
+                    self.stats(addrs[b]).cost_at(now),
+                );
                 if cb < ca {
                     b
                 } else {
@@ -281,20 +308,54 @@ mod tests {
         b.stats(a[1]).observe(Duration::from_millis(2), t0);
         let c = counts(&b, Policy::PeakEwma, &a, 1_000);
         assert!(c[1] > 990, "{c:?}");
-        // Fast answers blend in: after one decay constant the 200 ms peak weighs e^-1.
+        // Fast answers blend in with a weight that grows with the time since the last one
+        // (while the unrefreshed peak itself falls back towards the default).
         let s = b.stats(a[0]);
-        s.observe(Duration::from_millis(2), t0 + EWMA_DECAY);
-        let ms = s.latency() * 1000.0;
-        assert!(
-            (ms - (200.0 / std::f64::consts::E + 2.0 * (1.0 - 1.0 / std::f64::consts::E))).abs()
-                < 0.5,
-            "{ms}"
-        );
+        let t1 = t0 + Duration::from_millis(100);
+        s.observe(Duration::from_millis(2), t1);
+        let w = (-0.1 / EWMA_DECAY.as_secs_f64()).exp();
+        let want = decayed(0.2, t0, t1) * w + 0.002 * (1.0 - w);
+        let got = s.latency_at(t1);
+        assert!((got - want).abs() < 1e-9, "{got} {want}");
+        assert!(got > 0.15 && got < 0.2, "{got}");
         // In-flight requests count too: a fast endpoint with a queue costs more.
         let fast = b.stats(a[1]);
-        let before = fast.cost();
+        let before = fast.cost_at(t1);
         let _q: Vec<InFlight> = (0..3).map(|_| b.start(a[1])).collect();
-        assert!((fast.cost() / before - 4.0).abs() < 1e-9);
+        assert!((fast.cost_at(t1) / before - 4.0).abs() < 1e-9);
+    }
+
+    /// An endpoint whose cost jumped (one 3 s answer during a restart) and that is therefore
+    /// no longer picked is not starved for good: with no answer to refresh it, its estimate
+    /// falls back, and within seconds it wins its share of picks again.
+    #[test]
+    fn a_recovered_endpoint_gets_its_share_back_within_seconds() {
+        let b = Balancer::default();
+        let a = addrs(3);
+        let t0 = Instant::now();
+        let slow = b.stats(a[0]);
+        slow.observe(Duration::from_secs(3), t0);
+        for fast in &a[1..] {
+            b.stats(*fast).observe(Duration::from_millis(2), t0);
+        }
+        // Right after the slow answer it loses every comparison.
+        assert!(slow.latency_at(t0) > 2.9);
+        // The others keep answering in ~2 ms; the slow one, never picked, is left alone.
+        let later = t0 + Duration::from_secs(10);
+        for fast in &a[1..] {
+            b.stats(*fast).observe(Duration::from_millis(2), later);
+        }
+        let fast_cost = b.stats(a[1]).latency_at(later);
+        let slow_cost = slow.latency_at(later);
+        assert!(
+            slow_cost < fast_cost,
+            "after 10 s the endpoint still costs {slow_cost} s against {fast_cost} s"
+        );
+        // Its next real answer sets it again, from the decayed value.
+        slow.observe(Duration::from_millis(2), later);
+        assert!(slow.latency_at(later) < 0.003);
+        assert!(decayed(3.0, t0, t0) > 2.9);
+        assert!(decayed(3.0, t0, later) < 0.0012);
     }
 
     /// The same key goes to the same endpoint; removing another endpoint leaves it there, and
