@@ -86,6 +86,10 @@ pub struct ConfigStore {
     change: tokio::sync::Mutex<()>,
     /// History entries, kept in memory for `get revisions`.
     log: std::sync::Mutex<Vec<RevisionMeta>>,
+    /// The directory as it looked just before [`ConfigStore::open`] read it: where the
+    /// watcher starts, so that a change made between the read and the watcher's start is
+    /// not taken for the state already served.
+    baseline: std::sync::Mutex<Option<Fingerprint>>,
 }
 
 impl ConfigStore {
@@ -107,6 +111,7 @@ impl ConfigStore {
                 source,
             },
         };
+        let baseline = fingerprint(dir, &Limits::DEFAULT).ok();
         let files = read_config_dir(dir, &Limits::DEFAULT).map_err(invalid)?;
         let config = parse_files(&files, dir).map_err(invalid)?;
         for w in &config.warnings {
@@ -155,6 +160,7 @@ impl ConfigStore {
             current: watch::channel(Arc::new(revision)).0,
             change: tokio::sync::Mutex::new(()),
             log: std::sync::Mutex::new(log),
+            baseline: std::sync::Mutex::new(baseline),
         }))
     }
 
@@ -318,7 +324,11 @@ impl ConfigStore {
 
     /// Watches the config directory, applying each change, until the store is dropped.
     pub async fn watch_dir(self: Arc<Self>, interval: Duration) {
-        let mut seen = self.fingerprint().await.ok();
+        let mut seen = self
+            .baseline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         // A broken directory is reported once, not at every poll while it stays broken: the
         // hash of a rejected config, or the errors of a directory that could not be read.
         let mut rejected: Option<String> = None;

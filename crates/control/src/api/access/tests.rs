@@ -78,6 +78,7 @@ async fn each_endpoint_needs_its_token() {
     assert_eq!(status(&app, "GET", "/healthz", None).await, StatusCode::OK);
     assert_eq!(status(&app, "GET", "/metrics", None).await, StatusCode::OK);
     for (method, uri) in [("GET", "/api/v1/status"), ("POST", "/api/v1/diff")] {
+        entered.store(false, Ordering::SeqCst);
         for bad in [None, Some("wrong"), Some("")] {
             assert_eq!(
                 status(&app, method, uri, bad).await,
