@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use dir::{
-    content_hash, fingerprint, read_config_dir, read_config_file, ConfigFiles, Fingerprint,
-    Limits,
+    content_hash, fingerprint, read_config_dir, read_config_file, ConfigFiles, Fingerprint, Limits,
 };
 
 use crate::resources::gateway::{GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute};
@@ -454,7 +453,14 @@ mod tests {
     fn only_plain_relative_names() {
         assert!(is_plain_relative("a.yaml"));
         assert!(is_plain_relative("ns/web/a.yaml"));
-        for bad in ["", "/etc/a.yaml", "../a.yaml", "a//b.yaml", "./a.yaml", "a/../b.yaml"] {
+        for bad in [
+            "",
+            "/etc/a.yaml",
+            "../a.yaml",
+            "a//b.yaml",
+            "./a.yaml",
+            "a/../b.yaml",
+        ] {
             assert!(!is_plain_relative(bad), "{bad}");
         }
     }

@@ -74,16 +74,15 @@ pub fn read_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("read-token");
     match std::fs::read_to_string(&path) {
         Ok(token) => Ok(token.trim().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => admin_token(data_dir)
-            .with_context(|| {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            admin_token(data_dir).with_context(|| {
                 format!(
                     "no read token {} (give the control plane's --data-dir)",
                     path.display()
                 )
-            }),
-        Err(e) => {
-            Err(e).with_context(|| format!("reading the read token {}", path.display()))
+            })
         }
+        Err(e) => Err(e).with_context(|| format!("reading the read token {}", path.display())),
     }
 }
 

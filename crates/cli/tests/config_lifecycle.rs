@@ -213,7 +213,14 @@ async fn gitops_lifecycle_on_a_running_mesh() {
     .unwrap();
     let cand_dir = cand.path().to_string_lossy().into_owned();
     // Reading needs the read token; without it the API refuses and the CLI says why.
-    let out = trellis(&["diff", &cand_dir, "--api", &api, "--data-dir", "/nonexistent"]);
+    let out = trellis(&[
+        "diff",
+        &cand_dir,
+        "--api",
+        &api,
+        "--data-dir",
+        "/nonexistent",
+    ]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("/nonexistent/read-token"),

@@ -116,9 +116,7 @@ impl Control {
                 .flatten()
                 .filter_map(|e| e.as_str().map(str::to_owned))
                 .collect();
-            let all = needles
-                .iter()
-                .all(|n| errors.iter().any(|e| e.contains(n)));
+            let all = needles.iter().all(|n| errors.iter().any(|e| e.contains(n)));
             if last["status"] == "rejected" && all {
                 return errors;
             }
@@ -271,7 +269,14 @@ fn the_api_needs_tokens_and_bounds_what_it_parses() {
     let data = control.data.to_string_lossy().into_owned();
     let check = trellis(&["get", "revisions", "--api", &api, "--data-dir", &data]);
     assert!(check.status.success(), "{}", stderr(&check));
-    let refused = trellis(&["get", "revisions", "--api", &api, "--data-dir", "/nonexistent"]);
+    let refused = trellis(&[
+        "get",
+        "revisions",
+        "--api",
+        &api,
+        "--data-dir",
+        "/nonexistent",
+    ]);
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("/nonexistent/read-token"),

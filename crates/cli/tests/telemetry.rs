@@ -541,7 +541,15 @@ async fn stat_and_tap_agree_with_what_was_sent() {
     let failing = Load::start(mesh.front, "productpage", "/?status=503", 5, 64);
     tokio::time::sleep(Duration::from_secs(16)).await;
     let during: Value = serde_json::from_str(&trellis(&[
-        "stat", "-o", "json", "--window", "10s", "--api", &api, "--data-dir", &data,
+        "stat",
+        "-o",
+        "json",
+        "--window",
+        "10s",
+        "--api",
+        &api,
+        "--data-dir",
+        &data,
     ]))
     .expect("stat json");
     let (ok, failing) = (ok.finish().await, failing.finish().await);
@@ -557,7 +565,15 @@ async fn stat_and_tap_agree_with_what_was_sent() {
     // Two report periods later every request has been reported.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after: Value = serde_json::from_str(&trellis(&[
-        "stat", "-o", "json", "--window", "10m", "--api", &api, "--data-dir", &data,
+        "stat",
+        "-o",
+        "json",
+        "--window",
+        "10m",
+        "--api",
+        &api,
+        "--data-dir",
+        &data,
     ]))
     .expect("stat json");
     let total = ok.sent + failing.sent;
@@ -573,7 +589,15 @@ async fn stat_and_tap_agree_with_what_was_sent() {
         assert_eq!(row["failures"].as_u64(), Some(0), "{row}");
     }
     // The table form names the same services.
-    let table = trellis(&["stat", "--api", &api, "--window", "10m", "--data-dir", &data]);
+    let table = trellis(&[
+        "stat",
+        "--api",
+        &api,
+        "--window",
+        "10m",
+        "--data-dir",
+        &data,
+    ]);
     assert!(
         table.contains("productpage") && table.contains("ratings"),
         "{table}"

@@ -392,7 +392,6 @@ fn change_failed(e: ChangeError) -> Response {
     }
 }
 
-
 async fn diff(State(state): State<Arc<ApiState>>, Json(req): Json<ChangeRequest>) -> Response {
     // Parsing and compiling is CPU work bounded by the loader's limits: off the async runtime.
     let described = tokio::task::spawn_blocking(move || {

@@ -350,8 +350,8 @@ impl ConfigStore {
                 continue;
             }
             let dir = self.dir.clone();
-            let read = tokio::task::spawn_blocking(move || read_config_dir(&dir, &Limits::DEFAULT))
-                .await;
+            let read =
+                tokio::task::spawn_blocking(move || read_config_dir(&dir, &Limits::DEFAULT)).await;
             let files = match read {
                 Ok(Ok(files)) => files,
                 Ok(Err(LoadError::Invalid(diags))) => {
@@ -361,7 +361,8 @@ impl ConfigStore {
                         let errors: Vec<Diagnostic> =
                             diags.into_iter().filter(|d| d.is_error()).collect();
                         let _one = self.change.lock().await;
-                        if let Err(e) = self.reject(String::new(), Source::FileChange, &errors, None)
+                        if let Err(e) =
+                            self.reject(String::new(), Source::FileChange, &errors, None)
                         {
                             tracing::error!(error = %e, "config change could not be recorded");
                         }

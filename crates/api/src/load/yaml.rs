@@ -827,7 +827,10 @@ mod tests {
         // Either the scanner's own flow limit or ours triggers; both stop reading.
         let error = parsed.syntax_error.expect("deep flow nesting was read");
         assert!(
-            matches!(error.error, YamlError::TooDeep { .. } | YamlError::Syntax(_)),
+            matches!(
+                error.error,
+                YamlError::TooDeep { .. } | YamlError::Syntax(_)
+            ),
             "{error:?}"
         );
     }

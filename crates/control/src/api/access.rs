@@ -44,9 +44,7 @@ pub enum Access {
 pub fn access(path: &str) -> Access {
     match path {
         "/healthz" | "/metrics" => Access::Open,
-        "/api/v1/ca/rotate" | "/api/v1/apply" | "/api/v1/rollback" | "/api/v1/tap" => {
-            Access::Admin
-        }
+        "/api/v1/ca/rotate" | "/api/v1/apply" | "/api/v1/rollback" | "/api/v1/tap" => Access::Admin,
         _ => Access::Read,
     }
 }

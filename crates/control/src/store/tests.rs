@@ -31,8 +31,7 @@ async fn a_policy_the_mesh_cannot_enforce_rejects_the_whole_change() {
         ),
         ("policy.yaml".to_owned(), CUSTOM.to_owned()),
     ]);
-    let Err(ChangeError::Invalid(errors)) =
-        store.change(files, Source::Apply, None, false).await
+    let Err(ChangeError::Invalid(errors)) = store.change(files, Source::Apply, None, false).await
     else {
         panic!("the change was accepted");
     };
@@ -56,13 +55,11 @@ async fn a_policy_the_mesh_cannot_enforce_rejects_the_whole_change() {
     // The directory too: a control plane cannot start on it.
     std::fs::write(dir.join("policy.yaml"), CUSTOM).unwrap();
     let history = crate::revisions::FileRevisionStore::open(&data).unwrap();
-    let Err(StoreError::Invalid { errors, .. }) = ConfigStore::open(&dir, Box::new(history))
-    else {
+    let Err(StoreError::Invalid { errors, .. }) = ConfigStore::open(&dir, Box::new(history)) else {
         panic!("a directory with a CUSTOM policy opened");
     };
     assert!(
-        errors[0]
-            .ends_with("action CUSTOM (external authorization) is not supported by the mesh"),
+        errors[0].ends_with("action CUSTOM (external authorization) is not supported by the mesh"),
         "{errors:?}"
     );
 }
@@ -179,7 +176,9 @@ async fn a_link_to_dev_zero_is_rejected_and_never_read() {
     let rejected = w.entry(2).await;
     assert_eq!(rejected.status, Status::Rejected);
     assert!(
-        rejected.errors[0].ends_with("zero.yaml:1:1: a character device, not a regular file; only regular files are read"),
+        rejected.errors[0].ends_with(
+            "zero.yaml:1:1: a character device, not a regular file; only regular files are read"
+        ),
         "{:?}",
         rejected.errors
     );
@@ -191,7 +190,10 @@ async fn a_link_to_dev_zero_is_rejected_and_never_read() {
     else {
         panic!("a directory with a link to /dev/zero opened");
     };
-    assert!(errors[0].contains("zero.yaml:1:1: a character device"), "{errors:?}");
+    assert!(
+        errors[0].contains("zero.yaml:1:1: a character device"),
+        "{errors:?}"
+    );
     std::fs::remove_file(w.dir.join("zero.yaml")).unwrap();
     w.still_applies(3).await;
 }
@@ -219,7 +221,10 @@ async fn invalid_utf8_is_rejected_not_applied_lossily() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_file_is_rejected() {
     let w = Watched::start();
-    let big = format!("{SERVICE}{}", "#\n".repeat(Limits::DEFAULT.max_file_bytes as usize));
+    let big = format!(
+        "{SERVICE}{}",
+        "#\n".repeat(Limits::DEFAULT.max_file_bytes as usize)
+    );
     std::fs::write(w.dir.join("big.yaml"), big).unwrap();
     let rejected = w.entry(2).await;
     assert_eq!(rejected.status, Status::Rejected);
@@ -240,7 +245,11 @@ async fn an_oversized_file_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_yaml_is_rejected_with_its_position() {
     let w = Watched::start();
-    std::fs::write(w.dir.join("deep.yaml"), format!("{}x\n", "- ".repeat(50_000))).unwrap();
+    std::fs::write(
+        w.dir.join("deep.yaml"),
+        format!("{}x\n", "- ".repeat(50_000)),
+    )
+    .unwrap();
     let rejected = w.entry(2).await;
     assert_eq!(rejected.status, Status::Rejected);
     assert_eq!(

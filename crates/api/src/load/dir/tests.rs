@@ -46,10 +46,7 @@ fn reads_nested_files_by_relative_path_skipping_hidden_ones() {
     fs::write(tmp.path().join("ns/notes.txt"), "not config").unwrap();
     fs::write(tmp.path().join(".git/c.yaml"), "not: read").unwrap();
     let files = read_config_dir(tmp.path(), &Limits::DEFAULT).unwrap();
-    assert_eq!(
-        files.keys().collect::<Vec<_>>(),
-        ["a.yaml", "ns/web/b.yml"]
-    );
+    assert_eq!(files.keys().collect::<Vec<_>>(), ["a.yaml", "ns/web/b.yml"]);
 }
 
 /// A FIFO would block the reader forever waiting for a writer; it is reported instead, and
@@ -72,9 +69,7 @@ fn fifos_and_devices_are_errors_and_never_block() {
     assert_eq!(
         errors(result),
         [
-            format!(
-                "{dir}/pipe.yaml:1:1: a FIFO, not a regular file; only regular files are read"
-            ),
+            format!("{dir}/pipe.yaml:1:1: a FIFO, not a regular file; only regular files are read"),
             format!(
                 "{dir}/zero.yaml:1:1: a character device, not a regular file; only regular \
                  files are read"
@@ -91,7 +86,9 @@ fn a_fifo_opened_as_a_file_does_not_block() {
     let path = tmp.path().join("pipe.yaml");
     mkfifo(&path);
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(read_bounded(&path, 10).map(|b| matches!(b, Bounded::Irregular("a FIFO")))));
+    std::thread::spawn(move || {
+        tx.send(read_bounded(&path, 10).map(|b| matches!(b, Bounded::Irregular("a FIFO"))))
+    });
     let irregular = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("opening the FIFO blocked")
@@ -143,7 +140,10 @@ fn invalid_utf8_is_an_error_at_the_bad_byte() {
     fs::write(tmp.path().join("bad.yaml"), b"a: b\ncd: \xff\n").unwrap();
     assert_eq!(
         errors(read_config_dir(tmp.path(), &Limits::DEFAULT)),
-        [format!("{}/bad.yaml:2:5: file is not valid UTF-8", tmp.path().display())]
+        [format!(
+            "{}/bad.yaml:2:5: file is not valid UTF-8",
+            tmp.path().display()
+        )]
     );
     // 9 = the length of the valid prefix "a: b\ncd: ".
     let d = not_utf8(Path::new("x.yaml"), b"a: b\ncd: \xff\n", 9);

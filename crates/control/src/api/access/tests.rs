@@ -203,9 +203,8 @@ async fn busy_change_sets_are_shed_not_queued() {
     }
     // Capacity is given back.
     let app2 = app.clone();
-    let again = tokio::spawn(async move {
-        status(&app2, "POST", "/api/v1/diff", Some(READ)).await
-    });
+    let again =
+        tokio::spawn(async move { status(&app2, "POST", "/api/v1/diff", Some(READ)).await });
     started.recv().await.unwrap();
     release.notify_waiters();
     assert_eq!(again.await.unwrap(), StatusCode::OK);
