@@ -179,6 +179,14 @@ fn exits_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Writes a file whole (a hidden file renamed into place), so the watcher never reads half.
+fn put(path: &Path, content: &[u8]) {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn mkfifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(status.success(), "mkfifo {}", path.display());
@@ -291,7 +299,7 @@ fn bad_files_in_the_watched_directory_are_rejected_and_never_wedge_it() {
     let config = control.config.clone();
 
     // Deep nesting: rejected at its file and line, the control plane stays up.
-    std::fs::write(config.join("deep.yaml"), deep_yaml()).unwrap();
+    put(&config.join("deep.yaml"), deep_yaml().as_bytes());
     control.rejected_with(&[DEEP_ERROR]);
     control.assert_running();
     std::fs::remove_file(config.join("deep.yaml")).unwrap();
@@ -302,7 +310,7 @@ fn bad_files_in_the_watched_directory_are_rejected_and_never_wedge_it() {
     let errors = control.rejected_with(&["pipe.yaml:1:1: a FIFO", "zero.yaml:1:1: a character"]);
     assert_eq!(errors.len(), 2, "{errors:?}");
     // Invalid UTF-8 is reported, not applied as U+FFFD.
-    std::fs::write(config.join("latin1.yaml"), b"# caf\xe9\n").unwrap();
+    put(&config.join("latin1.yaml"), b"# caf\xe9\n");
     control.rejected_with(&["latin1.yaml:1:6: file is not valid UTF-8"]);
     control.assert_running();
 

@@ -88,6 +88,19 @@ fn route_warnings_come_with_the_loaders() {
 
 // === the watched directory ===
 
+/// Writes a file the way editors and `git checkout` do, whole: into a hidden file, then
+/// renamed into place, so that the watcher never reads half of it.
+fn put(path: impl AsRef<Path>, content: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let path = path.as_ref();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// A config directory with one good Service and a store watching it.
 struct Watched {
     _tmp: tempfile::TempDir,
@@ -101,7 +114,7 @@ impl Watched {
         let (dir, data) = (tmp.path().join("config"), tmp.path().join("data"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(dir.join("web.yaml"), SERVICE).unwrap();
+        put(dir.join("web.yaml"), SERVICE).unwrap();
         let store = store(&dir, &data);
         tokio::spawn(store.clone().watch_dir(Duration::from_millis(20)));
         Watched {
@@ -130,7 +143,7 @@ impl Watched {
 
     /// A valid change after a rejected one still applies: the watcher is alive.
     async fn still_applies(&self, n: usize) {
-        std::fs::write(
+        put(
             self.dir.join("api.yaml"),
             SERVICE.replace("name: web", "name: api"),
         )
@@ -203,7 +216,7 @@ async fn invalid_utf8_is_rejected_not_applied_lossily() {
     let w = Watched::start();
     let mut bad = SERVICE.replace("name: web", "name: api").into_bytes();
     bad.extend_from_slice(b"# caf\xff\n");
-    std::fs::write(w.dir.join("bad.yaml"), bad).unwrap();
+    put(w.dir.join("bad.yaml"), bad).unwrap();
     let rejected = w.entry(2).await;
     assert_eq!(rejected.status, Status::Rejected);
     assert_eq!(rejected.errors.len(), 1, "{:?}", rejected.errors);
@@ -225,7 +238,7 @@ async fn an_oversized_file_is_rejected() {
         "{SERVICE}{}",
         "#\n".repeat(Limits::DEFAULT.max_file_bytes as usize)
     );
-    std::fs::write(w.dir.join("big.yaml"), big).unwrap();
+    put(w.dir.join("big.yaml"), big).unwrap();
     let rejected = w.entry(2).await;
     assert_eq!(rejected.status, Status::Rejected);
     assert_eq!(
@@ -245,7 +258,7 @@ async fn an_oversized_file_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_yaml_is_rejected_with_its_position() {
     let w = Watched::start();
-    std::fs::write(
+    put(
         w.dir.join("deep.yaml"),
         format!("{}x\n", "- ".repeat(50_000)),
     )
@@ -272,7 +285,7 @@ async fn symlink_loops_and_deep_trees_end() {
     std::fs::create_dir_all(w.dir.join("b")).unwrap();
     std::os::unix::fs::symlink("../b", w.dir.join("a/b")).unwrap();
     std::os::unix::fs::symlink("../a", w.dir.join("b/a")).unwrap();
-    std::fs::write(
+    put(
         w.dir.join("a/api.yaml"),
         SERVICE.replace("name: web", "name: api"),
     )
@@ -286,7 +299,7 @@ async fn symlink_loops_and_deep_trees_end() {
         deep.push("d");
     }
     std::fs::create_dir_all(&deep).unwrap();
-    std::fs::write(deep.join("x.yaml"), SERVICE).unwrap();
+    put(deep.join("x.yaml"), SERVICE).unwrap();
     let rejected = w.entry(3).await;
     assert_eq!(rejected.status, Status::Rejected);
     assert_eq!(rejected.errors.len(), 1, "{:?}", rejected.errors);
