@@ -2,6 +2,9 @@
 //! unchanged) into typed [`Resource`]s, with every problem reported as a [`Diagnostic`] that
 //! carries the file, line, column, resource and Istio-style field path.
 //!
+//! Reading a directory ([`read_config_dir`]) is bounded: regular files only, each directory
+//! once, limited depth, sizes and counts ([`Limits`]), strict UTF-8; see the `dir` module.
+//!
 //! Loading is all-or-nothing: [`load_dir`] returns a [`ConfigSet`] only when no diagnostic is
 //! an error, so a bad edit never half-applies. Warnings (fields or kinds the mesh does not act
 //! on yet) never block a load, but are always reported; nothing is silently ignored.
@@ -13,10 +16,13 @@ mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use dir::{
+    content_hash, fingerprint, read_config_dir, read_config_file, ConfigFiles, Fingerprint, Limits,
+};
 
 use crate::resources::gateway::{GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute};
 use crate::resources::{
@@ -265,33 +271,74 @@ pub fn parse_str(file: &Path, text: &str) -> (Vec<Located<Resource>>, Vec<Diagno
 }
 
 /// Loads every `*.yaml`/`*.yml` file under `dir`, recursively, in sorted path order, skipping
-/// hidden files and directories.
+/// hidden files and directories, within [`Limits::DEFAULT`]: [`read_config_dir`], then
+/// [`load_files`].
 ///
 /// # Errors
 ///
-/// [`LoadError::Io`] when something cannot be read; [`LoadError::Invalid`], with all
-/// diagnostics, when any of them is an error (syntax, type, unknown field or kind, semantic
-/// rule, or the same kind/namespace/name defined twice).
+/// [`LoadError::Io`] when a directory cannot be listed; [`LoadError::Invalid`], with all
+/// diagnostics, when a file breaks a reading rule or limit, or when any diagnostic is an
+/// error (syntax, type, unknown field or kind, semantic rule, or the same kind/namespace/name
+/// defined twice).
 pub fn load_dir(dir: &Path) -> Result<ConfigSet, LoadError> {
-    let files = dir::config_files(dir)?;
-    let mut hash = dir::ContentHash::new();
+    let files = read_config_dir(dir, &Limits::DEFAULT)?;
+    load_files(dir, &files, &Limits::DEFAULT)
+}
+
+/// Parses and validates a set of files as one config. File names are relative paths; the
+/// diagnostics name them under `label` (the directory they were read from, or nothing).
+/// The files must respect `limits` (count and sizes) whoever sent them, and their names must
+/// be plain relative paths.
+///
+/// # Errors
+///
+/// [`LoadError::Invalid`], with all diagnostics, when any of them is an error.
+pub fn load_files(
+    label: &Path,
+    files: &ConfigFiles,
+    limits: &Limits,
+) -> Result<ConfigSet, LoadError> {
     let mut resources = Vec::new();
     let mut diagnostics = Vec::new();
-    for relative in &files {
-        let path = dir.join(relative);
-        let bytes = fs::read(&path).map_err(|source| LoadError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        hash.add(relative, &bytes);
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => {
-                let (found, diags) = parse_str(&path, text);
-                resources.extend(found);
-                diagnostics.extend(diags);
-            }
-            Err(error) => diagnostics.push(not_utf8(&path, &bytes, error.valid_up_to())),
+    if files.len() > limits.max_files {
+        diagnostics.push(dir::file_error(
+            label.to_path_buf(),
+            format!("more than {} config files", limits.max_files),
+        ));
+    }
+    let total: u64 = files.values().map(|t| t.len() as u64).sum();
+    if total > limits.max_total_bytes {
+        diagnostics.push(dir::file_error(
+            label.to_path_buf(),
+            format!(
+                "the config files together are larger than {} bytes",
+                limits.max_total_bytes
+            ),
+        ));
+    }
+    if !diagnostics.is_empty() {
+        // Nothing is parsed: the point of the limits is that none of that work is done.
+        return Err(LoadError::Invalid(diagnostics));
+    }
+    for (relative, text) in files {
+        let path = label.join(relative);
+        if !is_plain_relative(relative) {
+            diagnostics.push(dir::file_error(
+                path,
+                "file names must be plain relative paths".into(),
+            ));
+            continue;
         }
+        if text.len() as u64 > limits.max_file_bytes {
+            diagnostics.push(dir::file_error(
+                path,
+                format!("file is larger than {} bytes", limits.max_file_bytes),
+            ));
+            continue;
+        }
+        let (found, diags) = parse_str(&path, text);
+        resources.extend(found);
+        diagnostics.extend(diags);
     }
     diagnostics.extend(duplicates(&resources));
     // Stable: within a file, diagnostics keep the order parse_str gave them.
@@ -302,26 +349,18 @@ pub fn load_dir(dir: &Path) -> Result<ConfigSet, LoadError> {
     Ok(ConfigSet {
         resources,
         warnings: diagnostics,
-        hash: hash.finish(),
+        hash: content_hash(files),
     })
 }
 
-/// An error for a file that is not UTF-8, at the first bad byte.
-fn not_utf8(path: &Path, bytes: &[u8], valid_up_to: usize) -> Diagnostic {
-    let valid = String::from_utf8_lossy(&bytes[..valid_up_to]);
-    let line = valid.matches('\n').count() + 1;
-    let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    Diagnostic {
-        severity: Severity::Error,
-        file: path.to_path_buf(),
-        line,
-        column,
-        kind: None,
-        namespace: None,
-        name: None,
-        field: None,
-        message: "file is not valid UTF-8".to_owned(),
-    }
+/// Whether `name` is `a/b.yaml`-like: `/`-separated, no empty, `.` or `..` component, not
+/// absolute. Names come from clients too; one that could climb out of a directory, or name
+/// one file two ways, is refused.
+fn is_plain_relative(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 /// An error for every resource whose kind/namespace/name was already defined, naming the
@@ -411,10 +450,18 @@ mod tests {
     }
 
     #[test]
-    fn not_utf8_points_at_the_bad_byte() {
-        let bytes = b"a: b\ncd: \xff\n";
-        // 9 = the length of the valid prefix "a: b\ncd: ".
-        let d = not_utf8(Path::new("x.yaml"), bytes, 9);
-        assert_eq!((d.line, d.column), (2, 5));
+    fn only_plain_relative_names() {
+        assert!(is_plain_relative("a.yaml"));
+        assert!(is_plain_relative("ns/web/a.yaml"));
+        for bad in [
+            "",
+            "/etc/a.yaml",
+            "../a.yaml",
+            "a//b.yaml",
+            "./a.yaml",
+            "a/../b.yaml",
+        ] {
+            assert!(!is_plain_relative(bad), "{bad}");
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! A small client of the control plane's HTTP API, for `certs`, `check`, `ca`, the config
 //! commands, `stat`, `top` and `tap` (the one streaming call).
+//!
+//! Every call but `/healthz` and `/metrics` carries a token from the control plane's data
+//! directory: `read-token` for reads, `admin-token` for changes and taps.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,12 +68,31 @@ pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(token.trim().to_string())
 }
 
-pub async fn get(api: SocketAddr, path: &str) -> anyhow::Result<Value> {
+/// Reads the token for the API's reads: `read-token` in the control plane's data directory,
+/// or its admin token when only that one is at hand (the admin token reads too).
+pub fn read_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("read-token");
+    match std::fs::read_to_string(&path) {
+        Ok(token) => Ok(token.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            admin_token(data_dir).with_context(|| {
+                format!(
+                    "no read token {} (give the control plane's --data-dir)",
+                    path.display()
+                )
+            })
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the read token {}", path.display())),
+    }
+}
+
+/// A GET with `token`.
+pub async fn get(api: SocketAddr, path: &str, token: &str) -> anyhow::Result<Value> {
     call(
         api,
         http::Method::GET,
         path,
-        None,
+        Some(token),
         None,
         Duration::from_secs(10),
     )

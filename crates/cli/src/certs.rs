@@ -32,7 +32,8 @@ fn short(v: &Value) -> String {
 }
 
 pub async fn run(a: CertsArgs) -> anyhow::Result<()> {
-    let v = crate::api_client::get(a.mesh.api(), "/api/v1/certs").await?;
+    let token = a.mesh.read_token()?;
+    let v = crate::api_client::get(a.mesh.api(), "/api/v1/certs", &token).await?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

@@ -27,10 +27,11 @@ pub struct CheckArgs {
 }
 
 pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
+    let token = a.mesh.read_token()?;
     if a.strict_ready {
-        return strict_ready(&a).await;
+        return strict_ready(&a, &token).await;
     }
-    let status = match crate::api_client::get(a.mesh.api(), "/api/v1/status").await {
+    let status = match crate::api_client::get(a.mesh.api(), "/api/v1/status", &token).await {
         Ok(s) => s,
         Err(e) => {
             println!("✘ control plane: {e:#}");
@@ -87,7 +88,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn strict_ready(a: &CheckArgs) -> anyhow::Result<()> {
+async fn strict_ready(a: &CheckArgs, token: &str) -> anyhow::Result<()> {
     if a.window > std::time::Duration::from_secs(3600) {
         bail!("--window: the control plane keeps an hour of reports at most");
     }
@@ -95,7 +96,7 @@ async fn strict_ready(a: &CheckArgs) -> anyhow::Result<()> {
     if let Some(ns) = &a.namespace {
         path.push_str(&format!("&namespace={ns}"));
     }
-    let report = crate::api_client::get(a.mesh.api(), &path).await?;
+    let report = crate::api_client::get(a.mesh.api(), &path, token).await?;
     let workloads = report["workloads"].as_array().cloned().unwrap_or_default();
     let window = crate::duration::format(a.window);
     if workloads.is_empty() {

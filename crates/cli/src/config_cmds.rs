@@ -63,7 +63,8 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
 pub async fn get(cmd: GetCommand) -> anyhow::Result<()> {
     match cmd {
         GetCommand::Revisions { api } => {
-            let v = api_client::get(api.mesh.api(), "/api/v1/revisions").await?;
+            let token = api.mesh.read_token()?;
+            let v = api_client::get(api.mesh.api(), "/api/v1/revisions", &token).await?;
             if api.output == "json" {
                 return print_json(&v);
             }
@@ -101,8 +102,11 @@ pub async fn get(cmd: GetCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The files of `dir`, read as the control plane reads its own directory (and within the
+/// same limits, which it applies again to what it is sent).
 fn files(dir: &std::path::Path) -> anyhow::Result<Value> {
-    let files = trellis_control::store::read_files(dir)
+    use trellis_api::load::{read_config_dir, Limits};
+    let files = read_config_dir(dir, &Limits::DEFAULT)
         .with_context(|| format!("reading {}", dir.display()))?;
     Ok(serde_json::to_value(files)?)
 }
@@ -172,12 +176,13 @@ fn print_changes(v: &Value) {
 }
 
 pub async fn diff(a: DiffArgs) -> anyhow::Result<()> {
+    let token = a.api.mesh.read_token()?;
     let body = serde_json::json!({ "files": files(&a.dir)? });
     let v = api_client::call(
         a.api.mesh.api(),
         http::Method::POST,
         "/api/v1/diff",
-        None,
+        Some(&token),
         Some(&body),
         Duration::from_secs(30),
     )

@@ -107,6 +107,25 @@ impl MeshTarget {
     }
 }
 
+impl MeshTarget {
+    /// The read token of the control plane these flags name (its admin token when only that
+    /// one is there): what every read of its API needs.
+    pub fn read_token(&self) -> anyhow::Result<String> {
+        let dir = self.data_dir();
+        crate::api_client::read_token(&dir).with_context(|| {
+            if self.data_dir.is_none() && self.record().is_none() {
+                format!(
+                    "no running `trellis up` was found (no record in {}); give --data-dir \
+                     (and --api) of the control plane",
+                    runtime_dir().display()
+                )
+            } else {
+                format!("using the data directory {}", dir.display())
+            }
+        })
+    }
+}
+
 /// Where the record lives.
 pub fn runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TRELLIS_RUNTIME_DIR").filter(|d| !d.is_empty()) {

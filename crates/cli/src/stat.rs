@@ -44,7 +44,8 @@ pub async fn run(a: StatArgs) -> anyhow::Result<()> {
         service: a.service.as_deref(),
         window: a.window,
     };
-    let v = fetch(a.mesh.api(), &q).await?;
+    let token = a.mesh.read_token()?;
+    let v = fetch(a.mesh.api(), &token, &q).await?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -53,8 +54,8 @@ pub async fn run(a: StatArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Asks `GET /api/v1/stat`.
-pub async fn fetch(api: SocketAddr, q: &StatQuery<'_>) -> anyhow::Result<Value> {
+/// Asks `GET /api/v1/stat`, with a read `token`.
+pub async fn fetch(api: SocketAddr, token: &str, q: &StatQuery<'_>) -> anyhow::Result<Value> {
     if q.window < Duration::from_secs(1) {
         bail!("--window: at least 1s");
     }
@@ -70,7 +71,7 @@ pub async fn fetch(api: SocketAddr, q: &StatQuery<'_>) -> anyhow::Result<Value> 
             ("window", &window),
         ])
     );
-    api_client::get(api, &path).await
+    api_client::get(api, &path, token).await
 }
 
 /// How rows are sorted.

@@ -29,13 +29,14 @@ pub struct TopArgs {
 const CLEAR: &str = "\x1b[2J\x1b[H";
 
 pub async fn run(a: TopArgs) -> anyhow::Result<()> {
+    let token = a.mesh.read_token()?;
     let q = StatQuery {
         namespace: a.namespace.as_deref(),
         service: None,
         window: a.window,
     };
     if a.once {
-        let v = stat::fetch(a.mesh.api(), &q).await?;
+        let v = stat::fetch(a.mesh.api(), &token, &q).await?;
         print!("{}", frame(&a, &stat::render(&v, &q, Order::ByRps)));
         return Ok(());
     }
@@ -45,7 +46,7 @@ pub async fn run(a: TopArgs) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     loop {
         // A control plane that is away (restarting) is shown as such, and the view carries on.
-        let body = match stat::fetch(a.mesh.api(), &q).await {
+        let body = match stat::fetch(a.mesh.api(), &token, &q).await {
             Ok(v) => stat::render(&v, &q, Order::ByRps),
             Err(e) => format!("cannot read the control plane: {e:#}\n"),
         };

@@ -739,14 +739,16 @@ fn print_tries(ctx: &Ctx<'_>, api: SocketAddr, more: Option<&str>) {
 }
 
 /// Once the mesh is up: publishes its record for the admin commands and says where its
-/// data and admin token are.
+/// data and API tokens are.
 fn announce(ctx: &Ctx<'_>, children: &mut Children, record: MeshRecord) -> anyhow::Result<()> {
     let token = record.data_dir.join("admin-token");
+    let read_token = record.data_dir.join("read-token");
     let data_dir = record.data_dir.clone();
     let published = children.publish_record(record)?;
     println!();
     println!("Data directory (CA, join tokens): {}", data_dir.display());
     println!("Admin token:                      {}", token.display());
+    println!("Read token (status, stat, diff):  {}", read_token.display());
     if published {
         println!(
             "`trellis apply`, `rollback`, `ca rotate`, `tap`, `stat`, … find this mesh by \

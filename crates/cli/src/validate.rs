@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use trellis_api::load::{load_dir, parse_str, Diagnostic, LoadError};
+use trellis_api::load::{load_dir, parse_str, read_config_file, Diagnostic, Limits, LoadError};
 
 #[derive(Args)]
 pub struct ValidateArgs {
@@ -38,8 +38,15 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<()> {
                 Err(e) => bail!("{}: {e}", path.display()),
             }
         } else {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            // Bounded like a file in a directory: regular files only, within the size limit.
+            let text = match read_config_file(path, &Limits::DEFAULT) {
+                Ok(text) => text,
+                Err(LoadError::Invalid(d)) => {
+                    diags.extend(d);
+                    continue;
+                }
+                Err(e) => bail!("{}: {e}", path.display()),
+            };
             let (res, d) = parse_str(path, &text);
             resources += res.len();
             diags.extend(d);

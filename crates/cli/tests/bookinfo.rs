@@ -98,8 +98,9 @@ fn apply(mesh: &Mesh, file: &str) {
 }
 
 async fn status(mesh: &Mesh) -> Value {
+    let (name, value) = mesh.api_auth();
     HttpClient::new()
-        .get(mesh.api, "api", "/api/v1/status", &[])
+        .get(mesh.api, "api", "/api/v1/status", &[(name, &value)])
         .await
         .expect("status")
         .json()

@@ -53,6 +53,8 @@ fn revisions(mesh: &Mesh) -> Value {
         "revisions",
         "--api",
         &mesh.api.to_string(),
+        "--data-dir",
+        &mesh.data_dir.to_string_lossy(),
         "-o",
         "json",
     ]);
@@ -175,8 +177,9 @@ async fn gitops_lifecycle_on_a_running_mesh() {
         "the rejected change half-applied: {counts:?}"
     );
     // The control plane's status shows the rejected change too.
+    let (name, value) = mesh.api_auth();
     let status = trellis_testkit::HttpClient::new()
-        .get(mesh.api, "api", "/api/v1/status", &[])
+        .get(mesh.api, "api", "/api/v1/status", &[(name, &value)])
         .await
         .unwrap()
         .json()
@@ -209,7 +212,22 @@ async fn gitops_lifecycle_on_a_running_mesh() {
     )
     .unwrap();
     let cand_dir = cand.path().to_string_lossy().into_owned();
-    let out = trellis(&["diff", &cand_dir, "--api", &api]);
+    // Reading needs the read token; without it the API refuses and the CLI says why.
+    let out = trellis(&[
+        "diff",
+        &cand_dir,
+        "--api",
+        &api,
+        "--data-dir",
+        "/nonexistent",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/read-token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = trellis(&["diff", &cand_dir, "--api", &api, "--data-dir", &data]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -231,6 +231,8 @@ fn expiry_alarms_reach_logs_metrics_certs_and_check() {
     let api = "127.0.22.251:15014";
     let check = Command::new(BIN)
         .args(["check", "--api", api])
+        .arg("--data-dir")
+        .arg(control.data.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
@@ -245,6 +247,8 @@ fn expiry_alarms_reach_logs_metrics_certs_and_check() {
 
     let certs = Command::new(BIN)
         .args(["certs", "--api", api])
+        .arg("--data-dir")
+        .arg(control.data.path())
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&certs.stdout);
@@ -266,6 +270,8 @@ fn expiry_alarms_reach_logs_metrics_certs_and_check() {
     let control = start_control("127.0.23.251:15012", &[]);
     let check = Command::new(BIN)
         .args(["check", "--api", "127.0.23.251:15014"])
+        .arg("--data-dir")
+        .arg(control.data.path())
         .output()
         .unwrap();
     assert!(

@@ -15,7 +15,16 @@ fn trellis(args: &[&str]) -> std::process::Output {
 }
 
 fn certs(mesh: &Mesh) -> Value {
-    let out = trellis(&["certs", "--api", &mesh.api.to_string(), "-o", "json"]);
+    let data = mesh.data_dir.to_string_lossy();
+    let out = trellis(&[
+        "certs",
+        "--api",
+        &mesh.api.to_string(),
+        "--data-dir",
+        &data,
+        "-o",
+        "json",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -165,7 +174,13 @@ async fn root_rotation_under_load_fails_no_request() {
         .await
         .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let check = trellis(&["check", "--api", &mesh.api.to_string()]);
+    let check = trellis(&[
+        "check",
+        "--api",
+        &mesh.api.to_string(),
+        "--data-dir",
+        &mesh.data_dir.to_string_lossy(),
+    ]);
     assert!(
         check.status.success(),
         "{}",

@@ -243,7 +243,17 @@ async fn reports_and_taps_over_the_control_stream() -> anyhow::Result<()> {
     // Reports are taken in as the stream task reads them: wait until all three are in.
     let deadline = Instant::now() + Duration::from_secs(10);
     let stat = loop {
-        let o = trellis(&["stat", "reviews", "-o", "json", "--api", API]).await;
+        let o = trellis(&[
+            "stat",
+            "reviews",
+            "-o",
+            "json",
+            "--api",
+            API,
+            "--data-dir",
+            &data_dir,
+        ])
+        .await;
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let v: serde_json::Value = serde_json::from_str(&stdout(&o))?;
         if reviews_of(&v).is_some_and(|r| r["requests"] == 90) {
@@ -269,7 +279,7 @@ async fn reports_and_taps_over_the_control_stream() -> anyhow::Result<()> {
     assert_eq!(edges[0]["destination_workload"], "reviews-v1");
 
     // The tables, and top's frame.
-    let table = stdout(&trellis(&["stat", "--api", API]).await);
+    let table = stdout(&trellis(&["stat", "--api", API, "--data-dir", &data_dir]).await);
     assert!(table.starts_with("SERVICE "), "{table}");
     assert!(
         table
@@ -281,7 +291,7 @@ async fn reports_and_taps_over_the_control_stream() -> anyhow::Result<()> {
         table.contains("default/productpage-v1  default/reviews-v1"),
         "{table}"
     );
-    let top = trellis(&["top", "--once", "--api", API]).await;
+    let top = trellis(&["top", "--once", "--api", API, "--data-dir", &data_dir]).await;
     assert!(top.status.success());
     let frame = stdout(&top);
     assert!(frame.starts_with("trellis top"), "{frame}");
@@ -291,7 +301,18 @@ async fn reports_and_taps_over_the_control_stream() -> anyhow::Result<()> {
         .find(|l| l.contains("default  "))
         .unwrap_or("");
     assert!(busiest.starts_with("reviews "), "busiest first: {frame}");
-    let none = stdout(&trellis(&["stat", "-n", "staging", "--api", API]).await);
+    let none = stdout(
+        &trellis(&[
+            "stat",
+            "-n",
+            "staging",
+            "--api",
+            API,
+            "--data-dir",
+            &data_dir,
+        ])
+        .await,
+    );
     assert!(
         none.starts_with("no traffic reported in namespace staging"),
         "{none}"

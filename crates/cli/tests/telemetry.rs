@@ -534,13 +534,22 @@ fn service_row(stat: &Value, name: &str) -> Value {
 async fn stat_and_tap_agree_with_what_was_sent() {
     let mesh = quickstart(23, &[]);
     let api = mesh.api.to_string();
+    let data = mesh.data_dir.to_string_lossy().into_owned();
     let ok = Load::start(mesh.front, "productpage", "/", 30, 64);
     // The app answers these with 503: failures in productpage's success rate, not in its
     // callees' (the app calls details and reviews before answering).
     let failing = Load::start(mesh.front, "productpage", "/?status=503", 5, 64);
     tokio::time::sleep(Duration::from_secs(16)).await;
     let during: Value = serde_json::from_str(&trellis(&[
-        "stat", "-o", "json", "--window", "10s", "--api", &api,
+        "stat",
+        "-o",
+        "json",
+        "--window",
+        "10s",
+        "--api",
+        &api,
+        "--data-dir",
+        &data,
     ]))
     .expect("stat json");
     let (ok, failing) = (ok.finish().await, failing.finish().await);
@@ -556,7 +565,15 @@ async fn stat_and_tap_agree_with_what_was_sent() {
     // Two report periods later every request has been reported.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after: Value = serde_json::from_str(&trellis(&[
-        "stat", "-o", "json", "--window", "10m", "--api", &api,
+        "stat",
+        "-o",
+        "json",
+        "--window",
+        "10m",
+        "--api",
+        &api,
+        "--data-dir",
+        &data,
     ]))
     .expect("stat json");
     let total = ok.sent + failing.sent;
@@ -572,14 +589,21 @@ async fn stat_and_tap_agree_with_what_was_sent() {
         assert_eq!(row["failures"].as_u64(), Some(0), "{row}");
     }
     // The table form names the same services.
-    let table = trellis(&["stat", "--api", &api, "--window", "10m"]);
+    let table = trellis(&[
+        "stat",
+        "--api",
+        &api,
+        "--window",
+        "10m",
+        "--data-dir",
+        &data,
+    ]);
     assert!(
         table.contains("productpage") && table.contains("ratings"),
         "{table}"
     );
 
     // tap: three matching requests, printed as they happen; the others are not.
-    let data_dir = mesh.data_dir.to_string_lossy().into_owned();
     let tap = Command::new(BIN)
         .args([
             "tap",
@@ -591,7 +615,7 @@ async fn stat_and_tap_agree_with_what_was_sent() {
             "-o",
             "json",
         ])
-        .args(["--api", &api, "--data-dir", &data_dir])
+        .args(["--api", &api, "--data-dir", &data])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

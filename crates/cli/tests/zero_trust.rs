@@ -431,6 +431,8 @@ fn strict_ready(mesh: &LanMesh, window: &str) -> (bool, String) {
         .args(["check", "--strict-ready", "--namespace", "default"])
         .args(["--window", window])
         .args(["--api", &format!("{}:15014", mesh.lan().gateway())])
+        .arg("--data-dir")
+        .arg(mesh.data_dir())
         .output()
         .unwrap();
     (

@@ -1,7 +1,7 @@
 //! The control plane's HTTP API (port 15014): status, certificates, metrics, golden signals,
 //! live taps, and the admin operations behind `trellis ca rotate`, `apply` and `rollback`.
 //!
-//! * `GET /healthz`, `GET /metrics`;
+//! * `GET /healthz`, `GET /metrics`: open, for probes and scrapers;
 //! * `GET /api/v1/status`: revision, proxies, services and their virtual IPs, alarms;
 //! * `GET /api/v1/certs`: the certificate ledger; `GET /api/v1/strict-ready`: plaintext seen
 //!   per workload; `GET /api/v1/revisions`; `POST /api/v1/diff`;
@@ -11,16 +11,31 @@
 //!   requests a workload's proxies handle, live, one JSON object per line ([`crate::tap`]);
 //! * `POST /api/v1/ca/rotate`, `POST /api/v1/apply`, `POST /api/v1/rollback` (admin token).
 //!
-//! Reads are open (bind the API to loopback or a management network); operations that change
-//! state, and taps (they show request paths), require the admin token kept in the data
-//! directory (`DATA/admin-token`, mode 0600), sent as `Authorization: Bearer TOKEN`.
+//! Who may call what is decided in one place, [`access()`], by a middleware that runs before
+//! any request body is read. Only `/healthz` and `/metrics` are open: everything else shows
+//! the mesh's topology, identities or config (`diff` answers with whole resources, policies
+//! included), and in `--netns` meshes every workload can reach this port. Reads need the read
+//! token (`DATA/read-token`) or the admin token; operations that change state, and taps (they
+//! show request paths), need the admin token (`DATA/admin-token`). Both are created mode 0600
+//! in the data directory on first start and sent as `Authorization: Bearer TOKEN`.
+//!
+//! Cost is bounded for everyone: at most [`MAX_IN_FLIGHT`] requests at once and
+//! [`MAX_CHANGES_IN_FLIGHT`] change sets being validated (more are answered 503 at once, not
+//! queued), request bodies of [`MAX_BODY_BYTES`] (change sets: [`MAX_CHANGE_BODY_BYTES`]),
+//! and change sets are held to the loader's limits ([`trellis_api::load::Limits`]).
 
+mod access;
 mod telemetry;
+
+pub use access::{
+    access, Access, MAX_BODY_BYTES, MAX_CHANGES_IN_FLIGHT, MAX_CHANGE_BODY_BYTES, MAX_IN_FLIGHT,
+};
+use access::{bearer_is, unauthorized, Gate};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,6 +64,8 @@ pub struct ApiState {
     pub snapshots: watch::Receiver<Arc<proto::SnapshotMessage>>,
     pub metrics: Arc<ControlMetrics>,
     pub admin_token: String,
+    /// The token of read-only callers (the admin token reads too).
+    pub read_token: String,
     /// Warn when a root or issuer expires within this window.
     pub expiry_warning: Duration,
     /// Where mesh-wide policies live, for compiling candidate snapshots.
@@ -68,7 +85,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         snapshots: state.snapshots.clone(),
         admin_token: state.admin_token.clone(),
     }));
-    Router::new()
+    let gate = Arc::new(Gate::new(&state.admin_token, &state.read_token));
+    let change_body = DefaultBodyLimit::max(MAX_CHANGE_BODY_BYTES);
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
@@ -76,11 +95,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/strict-ready", get(strict_ready))
         .route("/api/v1/ca/rotate", post(rotate))
         .route("/api/v1/revisions", get(revisions))
-        .route("/api/v1/diff", post(diff))
-        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/diff", post(diff).layer(change_body))
+        .route("/api/v1/apply", post(apply).layer(change_body))
         .route("/api/v1/rollback", post(rollback))
         .with_state(state)
-        .merge(telemetry)
+        .merge(telemetry);
+    access::guarded(routes, gate)
 }
 
 #[derive(Serialize)]
@@ -275,20 +295,6 @@ fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
     bearer_is(&state.admin_token, headers)
 }
 
-/// Whether `headers` carry `Authorization: Bearer TOKEN` with `token`.
-fn bearer_is(token: &str, headers: &HeaderMap) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Constant-time comparison: the token must not leak through timing.
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn rotate(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
         return unauthorized();
@@ -386,24 +392,27 @@ fn change_failed(e: ChangeError) -> Response {
     }
 }
 
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(serde_json::json!({"error": "admin token required (Authorization: Bearer ...)"})),
-    )
-        .into_response()
-}
-
 async fn diff(State(state): State<Arc<ApiState>>, Json(req): Json<ChangeRequest>) -> Response {
-    match crate::store::parse_files(&req.files, std::path::Path::new("")) {
-        Ok(config) => Json(describe(&state, &config)).into_response(),
-        Err(trellis_api::load::LoadError::Invalid(diags)) => {
+    // Parsing and compiling is CPU work bounded by the loader's limits: off the async runtime.
+    let described = tokio::task::spawn_blocking(move || {
+        crate::store::parse_files(&req.files, std::path::Path::new(""))
+            .map(|config| describe(&state, &config))
+    })
+    .await;
+    match described {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(trellis_api::load::LoadError::Invalid(diags))) => {
             let errors: Vec<_> = diags.into_iter().filter(|d| d.is_error()).collect();
             invalid(&errors)
         }
-        Err(e) => (
+        Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({"error": format!("validating the change set failed: {e}")})),
         )
             .into_response(),
     }

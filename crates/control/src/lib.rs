@@ -14,7 +14,7 @@
 //! * [`trust`]: the CA's state in snapshots, the control plane's own certificate, root
 //!   rotation; [`certs`]: what was issued to whom;
 //! * [`api`]: the HTTP API on port 15014 (status, certificates, metrics, golden signals,
-//!   taps, admin operations);
+//!   taps, admin operations), behind a read token and an admin token;
 //! * [`plaintext`]: plaintext connections the proxies report, for the strict-readiness check;
 //! * [`golden`]: the golden signals the proxies report (rate, success, latency), over a
 //!   rolling window, for `trellis stat` and `trellis top`;
@@ -97,8 +97,8 @@ pub enum ControlError {
     Tokens(#[from] trellis_identity::TokenError),
     #[error("{0}")]
     Trust(#[from] trust::RotationError),
-    #[error("admin token {path}: {source}")]
-    AdminToken {
+    #[error("API token {path}: {source}")]
+    ApiToken {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -122,7 +122,8 @@ pub async fn run(
         config.ca_source.clone(),
     )?);
     let tokens = Arc::new(TokenStore::open(&config.data_dir)?);
-    let admin_token = admin_token(&config.data_dir)?;
+    let admin_token = token_file(&config.data_dir, "admin-token")?;
+    let read_token = token_file(&config.data_dir, "read-token")?;
     let history =
         revisions::FileRevisionStore::open(&config.data_dir).map_err(store::StoreError::from)?;
     let config_store = store::ConfigStore::open(&config.config_dir, Box::new(history))?;
@@ -174,6 +175,7 @@ pub async fn run(
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         admin_token,
+        read_token,
         expiry_warning: config.expiry_warning,
         root_namespace: config.root_namespace.clone(),
         plaintext: plaintext.clone(),
@@ -221,12 +223,13 @@ pub async fn run(
     Ok(())
 }
 
-/// The admin token in `DATA/admin-token`: created (mode 0600) on first start, read after.
-fn admin_token(data_dir: &std::path::Path) -> Result<String, ControlError> {
+/// A token of the HTTP API in `DATA/NAME` (`admin-token`, `read-token`; see [`api`]):
+/// created (mode 0600) on first start, read after.
+fn token_file(data_dir: &std::path::Path, name: &str) -> Result<String, ControlError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("admin-token");
-    let err = |source| ControlError::AdminToken {
+    let path = data_dir.join(name);
+    let err = |source| ControlError::ApiToken {
         path: path.clone(),
         source,
     };

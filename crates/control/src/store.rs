@@ -10,6 +10,12 @@
 //!
 //! The directory stays the source of truth: an `apply` or `rollback` holds until the next
 //! change in the directory (commit the change or the revert in git to keep it).
+//!
+//! The directory is read by the loader's [`read_config_dir`], the same reader `trellis
+//! validate` and `apply` use, so whatever the directory holds (FIFOs, devices, symlink loops,
+//! huge or deep trees, invalid UTF-8) costs bounded time and memory and is reported as a
+//! rejected change naming the file. Reading and parsing run on blocking threads, never on
+//! the async runtime that serves proxies and the API.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use trellis_api::load::{load_dir, ConfigSet, Diagnostic, LoadError};
+use trellis_api::load::{
+    content_hash, fingerprint, load_files, read_config_dir, ConfigFiles, ConfigSet, Diagnostic,
+    Fingerprint, Limits, LoadError,
+};
 
 use crate::certs::unix;
 use crate::revisions::{
@@ -43,13 +52,10 @@ pub enum StoreError {
     Invalid { dir: PathBuf, errors: Vec<String> },
     #[error(transparent)]
     History(#[from] RevisionStoreError),
-    #[error("reading config files under {dir}: {source}")]
-    Read {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
     #[error("no applied revision {0} in the history")]
     NoSuchRevision(u64),
+    #[error("validating a change failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 /// Why a change set was not applied.
@@ -80,6 +86,10 @@ pub struct ConfigStore {
     change: tokio::sync::Mutex<()>,
     /// History entries, kept in memory for `get revisions`.
     log: std::sync::Mutex<Vec<RevisionMeta>>,
+    /// The directory as it looked just before [`ConfigStore::open`] read it: where the
+    /// watcher starts, so that a change made between the read and the watcher's start is
+    /// not taken for the state already served.
+    baseline: std::sync::Mutex<Option<Fingerprint>>,
 }
 
 impl ConfigStore {
@@ -87,8 +97,7 @@ impl ConfigStore {
     /// is no last good config to fall back on.
     pub fn open(dir: &Path, history: Box<dyn RevisionStore>) -> Result<Arc<Self>, StoreError> {
         let records = history.load_all()?;
-        let files = read_files(dir)?;
-        let config = parse_files(&files, dir).map_err(|e| match e {
+        let invalid = |e| match e {
             LoadError::Invalid(diags) => StoreError::Invalid {
                 dir: dir.to_path_buf(),
                 errors: diags
@@ -101,7 +110,10 @@ impl ConfigStore {
                 dir: dir.to_path_buf(),
                 source,
             },
-        })?;
+        };
+        let baseline = fingerprint(dir, &Limits::DEFAULT).ok();
+        let files = read_config_dir(dir, &Limits::DEFAULT).map_err(invalid)?;
+        let config = parse_files(&files, dir).map_err(invalid)?;
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
@@ -148,6 +160,7 @@ impl ConfigStore {
             current: watch::channel(Arc::new(revision)).0,
             change: tokio::sync::Mutex::new(()),
             log: std::sync::Mutex::new(log),
+            baseline: std::sync::Mutex::new(baseline),
         }))
     }
 
@@ -179,41 +192,26 @@ impl ConfigStore {
             Source::FileChange | Source::Start => self.dir.clone(),
             Source::Apply | Source::Rollback => PathBuf::new(),
         };
-        let config = match parse_files(&files, &label) {
+        // Parsing and compiling a config is CPU work bounded only by the loader's limits: a
+        // blocking thread does it, so proxies and the API are served meanwhile.
+        let (files, parsed) = tokio::task::spawn_blocking(move || {
+            let parsed = parse_files(&files, &label);
+            (files, parsed)
+        })
+        .await
+        .map_err(StoreError::from)?;
+        let config = match parsed {
             Ok(c) => c,
             Err(LoadError::Invalid(diags)) => {
                 let errors: Vec<Diagnostic> = diags.into_iter().filter(|d| d.is_error()).collect();
                 if !dry_run {
-                    let current = self.current();
-                    let m = meta(
-                        self.next_number(),
-                        &ConfigSet {
-                            resources: vec![],
-                            warnings: vec![],
-                            hash: hash_files(&files),
-                        },
-                        source,
-                        &self.dir,
-                        Status::Rejected,
-                        errors.iter().map(|d| d.to_string()).collect(),
-                        rolled_back_to,
-                    );
-                    tracing::error!(
-                        rejected = m.number,
-                        keeping = current.number,
-                        source = ?source,
-                        "config change rejected; the last good revision keeps serving"
-                    );
-                    for d in &errors {
-                        tracing::error!("{d}");
-                    }
-                    self.record(m, BTreeMap::new())?;
+                    self.reject(content_hash(&files), source, &errors, rolled_back_to)?;
                 }
                 return Err(ChangeError::Invalid(errors));
             }
             Err(e) => {
                 return Err(ChangeError::Store(StoreError::Load {
-                    dir: label,
+                    dir: self.dir.clone(),
                     source: e,
                 }))
             }
@@ -274,6 +272,40 @@ impl ConfigStore {
             .map_or(1, |m| m.number + 1)
     }
 
+    /// Records a change set that was not applied, and says so in the log.
+    fn reject(
+        &self,
+        hash: String,
+        source: Source,
+        errors: &[Diagnostic],
+        rolled_back_to: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let current = self.current();
+        let m = meta(
+            self.next_number(),
+            &ConfigSet {
+                resources: vec![],
+                warnings: vec![],
+                hash,
+            },
+            source,
+            &self.dir,
+            Status::Rejected,
+            errors.iter().map(|d| d.to_string()).collect(),
+            rolled_back_to,
+        );
+        tracing::error!(
+            rejected = m.number,
+            keeping = current.number,
+            source = ?source,
+            "config change rejected; the last good revision keeps serving"
+        );
+        for d in errors {
+            tracing::error!("{d}");
+        }
+        self.record(m, BTreeMap::new())
+    }
+
     fn record(
         &self,
         meta: RevisionMeta,
@@ -292,35 +324,95 @@ impl ConfigStore {
 
     /// Watches the config directory, applying each change, until the store is dropped.
     pub async fn watch_dir(self: Arc<Self>, interval: Duration) {
-        let mut seen = fingerprint(&self.dir);
-        // A broken directory is reported once, not at every poll while it stays broken.
-        let mut rejected_hash: Option<String> = None;
+        let mut seen = self
+            .baseline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        // A broken directory is reported once, not at every poll while it stays broken: the
+        // hash of a rejected config, or the errors of a directory that could not be read.
+        let mut rejected: Option<String> = None;
+        // The last I/O failure logged, likewise.
+        let mut failed: Option<String> = None;
         loop {
             tokio::time::sleep(interval).await;
             if Arc::strong_count(&self) == 1 {
                 return;
             }
-            let now = fingerprint(&self.dir);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            let files = match read_files(&self.dir) {
-                Ok(f) => f,
+            let now = match self.fingerprint().await {
+                Ok(now) => now,
                 Err(e) => {
-                    tracing::error!(error = %e, "config directory unreadable; keeping the last good revision");
+                    self.log_unreadable(&mut failed, e);
                     continue;
                 }
             };
-            let hash = hash_files(&files);
-            if rejected_hash.as_deref() == Some(hash.as_str()) {
+            if seen.as_ref() == Some(&now) {
+                continue;
+            }
+            let dir = self.dir.clone();
+            let read =
+                tokio::task::spawn_blocking(move || read_config_dir(&dir, &Limits::DEFAULT)).await;
+            let files = match read {
+                Ok(Ok(files)) => files,
+                Ok(Err(LoadError::Invalid(diags))) => {
+                    seen = Some(now);
+                    let key = diags.iter().map(|d| format!("{d}\n")).collect::<String>();
+                    if rejected.as_deref() != Some(key.as_str()) {
+                        let errors: Vec<Diagnostic> =
+                            diags.into_iter().filter(|d| d.is_error()).collect();
+                        let _one = self.change.lock().await;
+                        if let Err(e) =
+                            self.reject(String::new(), Source::FileChange, &errors, None)
+                        {
+                            tracing::error!(error = %e, "config change could not be recorded");
+                        }
+                        rejected = Some(key);
+                    }
+                    continue;
+                }
+                // Not remembered as seen: an I/O error may pass (a file replaced mid-walk).
+                Ok(Err(e)) => {
+                    self.log_unreadable(&mut failed, e);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the config directory failed");
+                    continue;
+                }
+            };
+            seen = Some(now);
+            failed = None;
+            let hash = content_hash(&files);
+            if rejected.as_deref() == Some(hash.as_str()) {
                 continue;
             }
             match self.change(files, Source::FileChange, None, false).await {
-                Ok(_) => rejected_hash = None,
-                Err(ChangeError::Invalid(_)) => rejected_hash = Some(hash),
+                Ok(_) => rejected = None,
+                Err(ChangeError::Invalid(_)) => rejected = Some(hash),
                 Err(e) => tracing::error!(error = %e, "config change could not be recorded"),
             }
+        }
+    }
+
+    /// The directory's fingerprint, walked on a blocking thread.
+    async fn fingerprint(&self) -> Result<Fingerprint, LoadError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || fingerprint(&dir, &Limits::DEFAULT))
+            .await
+            .unwrap_or_else(|e| {
+                Err(LoadError::Io {
+                    path: self.dir.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+    }
+
+    /// Logs that the directory cannot be read, unless the same was just logged.
+    fn log_unreadable(&self, last: &mut Option<String>, e: LoadError) {
+        let message = e.to_string();
+        if last.as_deref() != Some(message.as_str()) {
+            tracing::error!(error = %message, "config directory unreadable; keeping the last good revision");
+            *last = Some(message);
         }
     }
 }
@@ -354,246 +446,31 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-/// Every `*.yaml`/`*.yml` file under `dir` (hidden files and directories skipped), by path
-/// relative to `dir`.
-pub fn read_files(dir: &Path) -> Result<BTreeMap<String, String>, StoreError> {
-    let err = |source| StoreError::Read {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(err)? {
-            let e = e.map_err(err)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-                let rel = path
-                    .strip_prefix(dir)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .into_owned();
-                let text = std::fs::read(&path).map_err(err)?;
-                // Not UTF-8: kept lossily so the loader reports it as an error at its line.
-                out.insert(rel, String::from_utf8_lossy(&text).into_owned());
-            }
-        }
+/// Parses and validates a set of files as one config, exactly as a directory is loaded
+/// ([`load_files`], with the loader's limits whoever sent the files), then checks that the
+/// mesh can enforce every security policy in it ([`crate::policies::check`]). Diagnostics
+/// name the files under `label` (the watched directory, or nothing for files sent by
+/// `apply`).
+pub fn parse_files(files: &ConfigFiles, label: &Path) -> Result<ConfigSet, LoadError> {
+    let mut c = load_files(label, files, &Limits::DEFAULT)?;
+    // Valid Istio, but a policy the mesh cannot enforce as written: the change set is
+    // refused whole, like any other error (see crate::policies).
+    let errors = crate::policies::check(&c.resources);
+    if !errors.is_empty() {
+        let mut all = c.warnings;
+        all.extend(errors);
+        all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        return Err(LoadError::Invalid(all));
     }
-    Ok(out)
-}
-
-/// Parses and validates a set of files as one config, exactly as a directory is loaded, then
-/// checks that the mesh can enforce every security policy in it ([`crate::policies::check`]).
-/// Diagnostics name the files under `label` (the watched directory, or nothing for files
-/// sent by `apply`).
-pub fn parse_files(files: &BTreeMap<String, String>, label: &Path) -> Result<ConfigSet, LoadError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("trellis-change-")
-        .tempdir()
-        .map_err(|source| LoadError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    for (rel, content) in files {
-        // Only plain relative paths: a name with `..` or a root would escape the directory.
-        let rel_path = Path::new(rel);
-        if rel_path.is_absolute()
-            || rel_path
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(LoadError::Invalid(vec![Diagnostic {
-                severity: trellis_api::load::Severity::Error,
-                file: PathBuf::from(rel),
-                line: 1,
-                column: 1,
-                kind: None,
-                namespace: None,
-                name: None,
-                field: None,
-                message: "file names must be plain relative paths".into(),
-            }]));
-        }
-        let path = tmp.path().join(rel_path);
-        let io = |source| LoadError::Io {
-            path: path.clone(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        std::fs::write(&path, content).map_err(io)?;
-    }
-    let relabel = |d: &mut Diagnostic| {
-        if let Ok(rel) = d.file.strip_prefix(tmp.path()) {
-            d.file = label.join(rel);
-        }
-    };
-    match load_dir(tmp.path()) {
-        Ok(mut c) => {
-            c.warnings.iter_mut().for_each(relabel);
-            for r in &mut c.resources {
-                if let Ok(rel) = r.file.strip_prefix(tmp.path()) {
-                    r.file = label.join(rel);
-                }
-            }
-            // Valid Istio, but a policy the mesh cannot enforce as written: the change set is
-            // refused whole, like any other error (see crate::policies).
-            let errors = crate::policies::check(&c.resources);
-            if !errors.is_empty() {
-                let mut all = c.warnings;
-                all.extend(errors);
-                all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-                return Err(LoadError::Invalid(all));
-            }
-            // Valid, but routing differently than one resource alone says (a parentRef to a
-            // Service that does not exist, a VirtualService an HTTPRoute overrides): warned
-            // about with the loader's own warnings.
-            c.warnings
-                .extend(trellis_api::routing::compile(&c.resources).warnings);
-            c.warnings
-                .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-            Ok(c)
-        }
-        Err(LoadError::Invalid(mut diags)) => {
-            diags.iter_mut().for_each(relabel);
-            Err(LoadError::Invalid(diags))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// The hash `load_dir` computes for the same files: SHA-256 over the sorted, length-prefixed
-/// (path, content) pairs.
-fn hash_files(files: &BTreeMap<String, String>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (p, c) in files {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p.as_bytes());
-        h.update((c.len() as u64).to_be_bytes());
-        h.update(c.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
-
-/// Paths, sizes and modification times of every file: changes when any file does.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push((e.path(), meta.len(), meta.modified().ok()));
-            }
-        }
-    }
-    out.sort();
-    out
+    // Valid, but routing differently than one resource alone says (a parentRef to a Service
+    // that does not exist, a VirtualService an HTTPRoute overrides): warned about with the
+    // loader's own warnings.
+    c.warnings
+        .extend(trellis_api::routing::compile(&c.resources).warnings);
+    c.warnings
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    Ok(c)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  \
-                           selector: {app: web}\n  ports: [{name: http, port: 80}]\n";
-    const CUSTOM: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
-                          metadata: {name: ext-authz, namespace: web}\nspec:\n  \
-                          action: CUSTOM\n  provider: {name: opa}\n  rules: [{}]\n";
-
-    fn store(dir: &Path, data: &Path) -> Arc<ConfigStore> {
-        let history = crate::revisions::FileRevisionStore::open(data).unwrap();
-        ConfigStore::open(dir, Box::new(history)).unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_policy_the_mesh_cannot_enforce_rejects_the_whole_change() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (dir, data) = (tmp.path().join("config"), tmp.path().join("data"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(dir.join("web.yaml"), SERVICE).unwrap();
-        let store = store(&dir, &data);
-        let good = store.current().number;
-
-        // A change that adds a Service (valid) and a CUSTOM policy (valid Istio, but nothing
-        // in the mesh could enforce it).
-        let files = BTreeMap::from([
-            ("web.yaml".to_owned(), SERVICE.to_owned()),
-            (
-                "more.yaml".to_owned(),
-                SERVICE.replace("name: web", "name: api"),
-            ),
-            ("policy.yaml".to_owned(), CUSTOM.to_owned()),
-        ]);
-        let Err(ChangeError::Invalid(errors)) =
-            store.change(files, Source::Apply, None, false).await
-        else {
-            panic!("the change was accepted");
-        };
-        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            errors,
-            [
-                "policy.yaml:1:1: AuthorizationPolicy web/ext-authz: spec.action: action CUSTOM \
-              (external authorization) is not supported by the mesh"
-            ]
-        );
-        // Nothing of it applies: the last good revision keeps serving, and the rejection is
-        // in the history.
-        let current = store.current();
-        assert_eq!(current.number, good);
-        assert_eq!(current.config.services().count(), 1);
-        let last = store.history().pop().unwrap();
-        assert_eq!(last.status, Status::Rejected);
-        assert_eq!(last.errors, errors);
-
-        // The directory too: a control plane cannot start on it.
-        std::fs::write(dir.join("policy.yaml"), CUSTOM).unwrap();
-        let history = crate::revisions::FileRevisionStore::open(&data).unwrap();
-        let Err(StoreError::Invalid { errors, .. }) = ConfigStore::open(&dir, Box::new(history))
-        else {
-            panic!("a directory with a CUSTOM policy opened");
-        };
-        assert!(
-            errors[0]
-                .ends_with("action CUSTOM (external authorization) is not supported by the mesh"),
-            "{errors:?}"
-        );
-    }
-
-    #[test]
-    fn route_warnings_come_with_the_loaders() {
-        let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
-                     metadata: {name: r}\nspec:\n  \
-                     parentRefs: [{group: \"\", kind: Service, name: gone}]\n";
-        let files = BTreeMap::from([
-            ("web.yaml".to_owned(), SERVICE.to_owned()),
-            ("route.yaml".to_owned(), route.to_owned()),
-        ]);
-        let config = parse_files(&files, Path::new("cfg")).unwrap();
-        let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
-        assert!(
-            warnings.contains(
-                &"cfg/route.yaml:1:1: warning: HTTPRoute default/r: spec.parentRefs[0]: \
-                  parentRef Service default/gone does not exist (or lacks that port): the \
-                  route does not attach to it"
-                    .to_owned()
-            ),
-            "{warnings:#?}"
-        );
-    }
-}
+mod tests;

@@ -76,6 +76,11 @@ impl LanMesh {
         &self.lan
     }
 
+    /// The control plane's data directory (CA root, join and API tokens).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// A scratch directory that lives as long as the mesh.
     pub fn tmp_path(&self) -> &Path {
         self.tmp.path()

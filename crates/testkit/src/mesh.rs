@@ -108,6 +108,19 @@ impl Mesh {
         Ok(mesh)
     }
 
+    /// The control plane's read token (its API answers only `/healthz` and `/metrics`
+    /// without one).
+    pub fn read_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("read-token"))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The `Authorization` header that carries [`Mesh::read_token`].
+    pub fn api_auth(&self) -> (&'static str, String) {
+        ("authorization", format!("Bearer {}", self.read_token()))
+    }
+
     /// The address of the workload at `127.0.SUBNET.host`.
     pub fn addr(&self, host: u8, port: u16) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::new(127, 0, self.subnet, host), port))

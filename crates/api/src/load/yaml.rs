@@ -1,7 +1,7 @@
 //! YAML to a tree of nodes that remember where they were written.
 //!
-//! yaml-rust2's own `Yaml` type drops positions, so this module listens to its event parser
-//! (a [`MarkedEventReceiver`]) and builds its own tree. Scalars resolve like the YAML 1.2 core
+//! yaml-rust2's own `Yaml` type drops positions, so this module reads its event parser and
+//! builds its own tree. Scalars resolve like the YAML 1.2 core
 //! schema (what Kubernetes tooling mostly agrees on): `null`/`~`/empty, `true`/`false`,
 //! integers (decimal, `0o`, `0x`), floats, everything else a string; quoted and block scalars
 //! are always strings. Anchors and aliases are resolved by cloning, with a budget so that a
@@ -10,11 +10,16 @@
 //!
 //! The tree converts to `serde_json::Value` for typed deserialization, and answers "where is
 //! `spec.http[0].route`?" for diagnostics.
+//!
+//! The parser is driven one event at a time ([`Parser::next_token`]), never through
+//! `Parser::load`: `load` recurses once per nesting level, so a few kilobytes of `- - - …`
+//! overflow the stack before any limit here could apply. Driven from a loop, nesting costs
+//! only heap (the builder's explicit stack), and reading stops at [`MAX_DEPTH`].
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
+use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use crate::resources::{FieldPath, PathSegment};
@@ -22,9 +27,13 @@ use crate::resources::{FieldPath, PathSegment};
 /// How many nodes aliases may expand to in one document before the document is rejected.
 /// Real configs stay orders of magnitude below this; crafted ones would grow exponentially.
 const MAX_ALIAS_EXPANSION: usize = 100_000;
-/// How deeply collections may nest. Keeps every later recursive walk of the tree (JSON
-/// conversion, serde, drop) far from the stack limit.
+/// How deeply collections may nest. Reading stops at the first collection deeper than this,
+/// which keeps every later recursive walk of the tree (JSON conversion, serde, drop) far from
+/// the stack limit. Istio resources nest a dozen levels at most.
 const MAX_DEPTH: usize = 256;
+/// How many documents one text may hold. Each becomes a resource to check, diff and compile;
+/// a config of this many resources is already far beyond any mesh this control plane serves.
+pub(crate) const MAX_DOCUMENTS: usize = 20_000;
 /// The tag handle yaml-rust2 resolves `!!` to.
 const CORE_TAG_HANDLE: &str = "tag:yaml.org,2002:";
 
@@ -116,9 +125,15 @@ pub(crate) enum YamlError {
         /// The budget.
         limit: usize,
     },
-    /// Collections nest too deeply.
+    /// Collections nest too deeply; nothing after this point was read.
     #[error("collections nest more than {limit} levels deep")]
     TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// The text holds too many documents; nothing after this point was read.
+    #[error("more than {limit} documents in one file")]
+    TooManyDocuments {
         /// The limit.
         limit: usize,
     },
@@ -158,18 +173,33 @@ pub(crate) struct Document {
 pub(crate) struct Parsed {
     /// The documents completed before the end or before a syntax error; empty ones skipped.
     pub documents: Vec<Document>,
-    /// The syntax error that stopped reading, if any.
+    /// The error that stopped reading, if any: a syntax error, or a limit
+    /// ([`YamlError::TooDeep`], [`YamlError::TooManyDocuments`]).
     pub syntax_error: Option<Issue>,
 }
 
-/// Reads every document of `text`.
+/// Reads every document of `text`, stopping at the first syntax error or exceeded limit.
 pub(crate) fn parse(text: &str) -> Parsed {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    let syntax_error = parser.load(&mut builder, true).err().map(|e| Issue {
-        mark: Mark::from_marker(e.marker()),
-        error: YamlError::Syntax(e.info().to_owned()),
-    });
+    let syntax_error = loop {
+        let (event, marker) = match parser.next_token() {
+            Ok(next) => next,
+            Err(e) => {
+                break Some(Issue {
+                    mark: Mark::from_marker(e.marker()),
+                    error: YamlError::Syntax(e.info().to_owned()),
+                })
+            }
+        };
+        let end = event == Event::StreamEnd;
+        if let Err(stop) = builder.on(event, marker) {
+            break Some(stop);
+        }
+        if end {
+            break None;
+        }
+    };
     Parsed {
         documents: builder.documents,
         syntax_error,
@@ -325,13 +355,12 @@ struct Builder {
     root: Option<Node>,
     issues: Vec<Issue>,
     expanded: usize,
-    /// Depth beyond [`MAX_DEPTH`] currently open; such collections are not built.
-    skipped_depth: usize,
     documents: Vec<Document>,
 }
 
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, event: Event, marker: Marker) {
+impl Builder {
+    /// Takes the next parser event. An error stops reading: the limit it names was exceeded.
+    fn on(&mut self, event: Event, marker: Marker) -> Result<(), Issue> {
         let mark = Mark::from_marker(&marker);
         match event {
             Event::DocumentStart => {
@@ -340,11 +369,18 @@ impl MarkedEventReceiver for Builder {
                 self.root = None;
                 self.issues.clear();
                 self.expanded = 0;
-                self.skipped_depth = 0;
             }
             Event::DocumentEnd => {
                 // An empty document (nothing, or only comments) is a null scalar: skip it.
                 if let Some(root) = self.root.take().filter(|r| !r.is_null()) {
+                    if self.documents.len() >= MAX_DOCUMENTS {
+                        return Err(Issue {
+                            mark: root.mark,
+                            error: YamlError::TooManyDocuments {
+                                limit: MAX_DOCUMENTS,
+                            },
+                        });
+                    }
                     self.documents.push(Document {
                         root,
                         issues: std::mem::take(&mut self.issues),
@@ -352,9 +388,6 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                if self.skipped_depth > 0 {
-                    return;
-                }
                 if let Some(Frame::Map {
                     key: key @ None, ..
                 }) = self.stack.last_mut()
@@ -365,7 +398,7 @@ impl MarkedEventReceiver for Builder {
                         self.anchors
                             .insert(anchor, Node::new(mark, NodeValue::Str(text)));
                     }
-                    return;
+                    return Ok(());
                 }
                 let value = match resolve_scalar(text, style, tag.as_ref()) {
                     Ok(value) => value,
@@ -381,9 +414,6 @@ impl MarkedEventReceiver for Builder {
                 self.push(node);
             }
             Event::Alias(anchor) => {
-                if self.skipped_depth > 0 {
-                    return;
-                }
                 let node = match self.anchors.get(&anchor) {
                     Some(target) => {
                         self.expanded = self.expanded.saturating_add(target.size);
@@ -415,34 +445,25 @@ impl MarkedEventReceiver for Builder {
                 self.push(node);
             }
             Event::SequenceStart(anchor, _) => {
-                if self.enter(mark) {
-                    self.stack.push(Frame::Seq {
-                        mark,
-                        anchor,
-                        items: Vec::new(),
-                    });
-                }
+                self.enter(mark)?;
+                self.stack.push(Frame::Seq {
+                    mark,
+                    anchor,
+                    items: Vec::new(),
+                });
             }
             Event::MappingStart(anchor, _) => {
-                if self.enter(mark) {
-                    self.stack.push(Frame::Map {
-                        mark,
-                        anchor,
-                        entries: Vec::new(),
-                        seen: HashMap::new(),
-                        merges: Vec::new(),
-                        key: None,
-                    });
-                }
+                self.enter(mark)?;
+                self.stack.push(Frame::Map {
+                    mark,
+                    anchor,
+                    entries: Vec::new(),
+                    seen: HashMap::new(),
+                    merges: Vec::new(),
+                    key: None,
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                if self.skipped_depth > 0 {
-                    self.skipped_depth -= 1;
-                    if self.skipped_depth == 0 {
-                        self.push(Node::null(mark));
-                    }
-                    return;
-                }
                 if let Some(frame) = self.stack.pop() {
                     let (node, anchor) = self.finish(frame);
                     if anchor > 0 {
@@ -453,25 +474,18 @@ impl MarkedEventReceiver for Builder {
             }
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
+        Ok(())
     }
-}
 
-impl Builder {
-    /// Accounts for a collection starting; false when it is too deep to build.
-    fn enter(&mut self, mark: Mark) -> bool {
-        if self.skipped_depth > 0 {
-            self.skipped_depth += 1;
-            return false;
-        }
+    /// Checks that one more collection may open.
+    fn enter(&self, mark: Mark) -> Result<(), Issue> {
         if self.stack.len() >= MAX_DEPTH {
-            self.issues.push(Issue {
+            return Err(Issue {
                 mark,
                 error: YamlError::TooDeep { limit: MAX_DEPTH },
             });
-            self.skipped_depth = 1;
-            return false;
         }
-        true
+        Ok(())
     }
 
     /// Turns a finished collection into a node.
@@ -810,13 +824,58 @@ mod tests {
         let depth = MAX_DEPTH + 10;
         let text = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
         let parsed = parse(&text);
-        // Either the scanner's own flow limit or ours triggers; both reject the document.
-        let stopped = parsed.syntax_error.is_some()
-            || parsed.documents[0]
-                .issues
-                .iter()
-                .any(|i| matches!(i.error, YamlError::TooDeep { .. }));
-        assert!(stopped);
+        // Either the scanner's own flow limit or ours triggers; both stop reading.
+        let error = parsed.syntax_error.expect("deep flow nesting was read");
+        assert!(
+            matches!(
+                error.error,
+                YamlError::TooDeep { .. } | YamlError::Syntax(_)
+            ),
+            "{error:?}"
+        );
+    }
+
+    /// `- - - …` nests a block sequence per dash: 100,000 levels in 200 KB. Read on a thread
+    /// with a small stack, so any recursion per level would overflow it.
+    #[test]
+    fn deep_block_nesting_stops_without_recursion() {
+        let depth = 100_000;
+        let text = format!("{}x\n", "- ".repeat(depth));
+        let parsed = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || parse(&text))
+            .unwrap()
+            .join()
+            .expect("parsing overflowed the stack");
+        let error = parsed.syntax_error.expect("deep nesting was read");
+        assert_eq!(error.error, YamlError::TooDeep { limit: MAX_DEPTH });
+        // Reported where the first collection too many opens.
+        assert_eq!(error.mark.line, 1);
+        assert_eq!(error.mark.column, 2 * MAX_DEPTH + 1);
+        assert!(parsed.documents.is_empty());
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_read() {
+        let text = format!("{}x\n", "- ".repeat(MAX_DEPTH));
+        let parsed = parse(&text);
+        assert!(parsed.syntax_error.is_none(), "{:?}", parsed.syntax_error);
+        assert_eq!(parsed.documents.len(), 1);
+    }
+
+    #[test]
+    fn too_many_documents_stop_reading() {
+        let text = "a: 1\n---\n".repeat(MAX_DOCUMENTS + 5);
+        let parsed = parse(&text);
+        assert_eq!(parsed.documents.len(), MAX_DOCUMENTS);
+        let error = parsed.syntax_error.expect("every document was read");
+        assert_eq!(
+            error.error,
+            YamlError::TooManyDocuments {
+                limit: MAX_DOCUMENTS
+            }
+        );
+        assert_eq!(error.mark.line, 2 * MAX_DOCUMENTS + 1);
     }
 
     #[test]

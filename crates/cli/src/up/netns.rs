@@ -21,6 +21,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,7 +153,7 @@ pub(super) async fn run(
         ctx.ready_deadline,
         children,
         "every proxy's snapshot",
-        || in_sync(api, expected),
+        || in_sync(api, ctx.data_dir, expected),
     )
     .await?;
     print_summary(ctx, network, &placed, &services, control, api);
@@ -162,7 +163,7 @@ pub(super) async fn run(
     loop {
         children.tick();
         if tokio::time::Instant::now() >= next_refresh {
-            refresh_hosts(network, &placed, &mut services, api).await;
+            refresh_hosts(network, &placed, &mut services, api, ctx.data_dir).await;
             next_refresh = tokio::time::Instant::now() + HOSTS_REFRESH;
         }
         tokio::time::sleep(POLL).await;
@@ -177,8 +178,9 @@ async fn refresh_hosts(
     placed: &[Placed<'_>],
     services: &mut Vec<ServiceName>,
     api: SocketAddr,
+    data_dir: &Path,
 ) {
-    match fetch_services(api).await {
+    match fetch_services(api, data_dir).await {
         Ok(now) if now != *services => match write_all_hosts(network, placed, &now) {
             Ok(()) => {
                 eprintln!("trellis up: service names updated in the workloads' /etc/hosts");
@@ -240,14 +242,21 @@ async fn services_when_ready(
         ctx.ready_deadline,
         children,
         "the control plane's API",
-        || async move { fetch_services(api).await.ok() },
+        || async move { fetch_services(api, ctx.data_dir).await.ok() },
     )
     .await
 }
 
+/// The control plane's status. The read token is read at each call: the control plane
+/// writes it when it first starts, which may be after `up` first asks.
+async fn status(api: SocketAddr, data_dir: &Path) -> anyhow::Result<Value> {
+    let token = crate::api_client::read_token(data_dir)?;
+    crate::api_client::get(api, "/api/v1/status", &token).await
+}
+
 /// Whether `expected` proxies are connected and have all ACKed the published snapshot.
-async fn in_sync(api: SocketAddr, expected: usize) -> bool {
-    let Ok(status) = crate::api_client::get(api, "/api/v1/status").await else {
+async fn in_sync(api: SocketAddr, data_dir: &Path, expected: usize) -> bool {
+    let Ok(status) = status(api, data_dir).await else {
         return false;
     };
     let version = &status["snapshot_version"];
@@ -255,9 +264,8 @@ async fn in_sync(api: SocketAddr, expected: usize) -> bool {
     proxies.len() >= expected && proxies.iter().all(|p| &p["acked_version"] == version)
 }
 
-async fn fetch_services(api: SocketAddr) -> anyhow::Result<Vec<ServiceName>> {
-    let status = crate::api_client::get(api, "/api/v1/status").await?;
-    services_from_status(&status)
+async fn fetch_services(api: SocketAddr, data_dir: &Path) -> anyhow::Result<Vec<ServiceName>> {
+    services_from_status(&status(api, data_dir).await?)
 }
 
 /// The `services` of a `/api/v1/status` answer.

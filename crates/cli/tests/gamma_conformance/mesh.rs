@@ -140,6 +140,14 @@ impl Up {
         }
     }
 
+    /// The control plane's read token, from its data directory.
+    fn read_token(&self) -> Result<String> {
+        let path = self._tmp.path().join("data").join("read-token");
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(token.trim().to_owned())
+    }
+
     /// The control plane's `/api/v1/status`.
     fn status(&self) -> Result<Value> {
         let mut tcp = TcpStream::connect_timeout(&self.api, Duration::from_secs(5))
@@ -147,8 +155,10 @@ impl Up {
         tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(
             tcp,
-            "GET /api/v1/status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.api
+            "GET /api/v1/status HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Connection: close\r\n\r\n",
+            self.api,
+            self.read_token()?
         )?;
         let mut text = String::new();
         tcp.read_to_string(&mut text)?;

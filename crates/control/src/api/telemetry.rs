@@ -4,8 +4,8 @@
 //!   `{window_secs, services: [...], edges: [...]}`, each entry with `rps`, `success_rate`,
 //!   `requests`, `failures`, `p50_ms`, `p95_ms`, `p99_ms` (`null` without data) over the
 //!   window (default 30 s, at most 10 m). Every service of the published snapshot that the
-//!   filters select is listed, with no traffic if none was reported. Open, like
-//!   `/api/v1/status`.
+//!   filters select is listed, with no traffic if none was reported. Read token, like
+//!   `/api/v1/status` (checked by [`super::access()`]).
 //! * `/api/v1/tap?workload=NAME&namespace=NS&path=PREFIX&method=M` (admin token) answers 200
 //!   with a body that never ends by itself: one JSON object per line
 //!   ([`crate::tap::TapEventJson`]) for each request the workload's proxies see and the tap
