@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+
+use crate::accept::{CappedListener, CappedStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
@@ -29,7 +30,7 @@ pub struct PeerInfo {
 
 /// A TLS connection with its peer information.
 pub struct TlsConn {
-    inner: TlsStream<TcpStream>,
+    inner: TlsStream<CappedStream>,
     info: PeerInfo,
 }
 
@@ -81,21 +82,17 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// Accepts TCP connections and hands finished TLS connections to `tx`.
+/// Accepts TCP connections (under [`crate::accept`]'s cap and back-off) and hands finished
+/// TLS connections to `tx`.
 pub async fn accept_loop(
-    listener: TcpListener,
+    mut listener: CappedListener,
     config: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     tx: mpsc::Sender<io::Result<TlsConn>>,
 ) {
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "control accept failed");
-                continue;
-            }
-        };
+        let (tcp, remote, permit) = listener.accept().await;
         let _ = tcp.set_nodelay(true);
+        let tcp = CappedStream::new(tcp, permit);
         // The current config for each connection: a rotation swaps in a new certificate.
         let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
         let conn_tx = tx.clone();

@@ -24,6 +24,7 @@
 //! through a `watch` channel.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admission;
 pub mod api;
 pub mod certs;
@@ -165,6 +166,7 @@ pub async fn run(
             source,
         })?;
     let (conn_tx, conn_rx) = mpsc::channel(64);
+    let listener = accept::CappedListener::new(listener, "grpc", accept::MAX_CONNECTIONS);
     tokio::spawn(incoming::accept_loop(listener, trust.server_tls(), conn_tx));
 
     let api_state = Arc::new(api::ApiState {
@@ -184,6 +186,8 @@ pub async fn run(
     });
     tokio::spawn(log_alarms(api_state.clone()));
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    let api_listener =
+        accept::CappedListener::new(api_listener, "http-api", accept::MAX_CONNECTIONS);
     let api_server =
         axum::serve(api_listener, api::router(api_state)).with_graceful_shutdown(async move {
             let _ = stop_rx.changed().await;

@@ -1,0 +1,245 @@
+//! How the control plane's two listeners (gRPC on 15012, the HTTP API on 15014) accept
+//! connections when someone floods them: at most [`MAX_CONNECTIONS`] open at once per listener
+//! (a permit is taken *before* `accept`, so the rest wait in the kernel's backlog and cost the
+//! control plane nothing), and when `accept` itself fails for want of descriptors or memory
+//! (EMFILE, ENFILE, ENOBUFS, ENOMEM) the loop backs off instead of spinning, with one log line
+//! per listener every few seconds rather than one per failure.
+//!
+//! The proxy has the same policy for its own listeners (`trellis_proxy::listener`); the
+//! control plane cannot depend on the proxy crate, and the two differ in what a connection
+//! is handed to (tonic's stream, axum's server).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Connections open at once on one listener. Thousands of proxies each hold one stream to
+/// 15012; far more than that is a flood.
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// The first pause after a resource error; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// At most one log line per listener per this long about failing accepts.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// A listener under the accept policy.
+pub struct CappedListener {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    /// Which listener, for the log.
+    name: &'static str,
+    backoff: Duration,
+    last_log: Option<Instant>,
+    held_back: u64,
+}
+
+impl CappedListener {
+    pub fn new(listener: TcpListener, name: &'static str, max_connections: usize) -> Self {
+        CappedListener {
+            listener,
+            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+            name,
+            backoff: FIRST_BACKOFF,
+            last_log: None,
+            held_back: 0,
+        }
+    }
+
+    /// The next connection, with the permit it holds while open. Never fails: errors of one
+    /// connection are skipped, resource errors waited out.
+    pub async fn accept(&mut self) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+        loop {
+            // Only a closed semaphore refuses, and this one is never closed.
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            };
+            match self.listener.accept().await {
+                Ok((tcp, remote)) => {
+                    self.backoff = FIRST_BACKOFF;
+                    return (tcp, remote, permit);
+                }
+                Err(e) if one_connection(&e) => continue,
+                Err(e) => {
+                    self.log(&e);
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn log(&mut self, e: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
+            self.held_back += 1;
+            return;
+        }
+        tracing::warn!(
+            listener = self.name,
+            error = %e,
+            held_back = self.held_back,
+            backoff_ms = self.backoff.as_millis() as u64,
+            "accept failed; backing off"
+        );
+        self.last_log = Some(now);
+        self.held_back = 0;
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Errors that end one connection before it was handed over; the next accept is fine.
+fn one_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error() == Some(libc::EPROTO)
+}
+
+/// A connection that holds its listener's permit until it is dropped.
+pub struct CappedStream {
+    inner: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl CappedStream {
+    pub fn new(inner: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+        CappedStream {
+            inner,
+            _permit: permit,
+        }
+    }
+}
+
+impl AsyncRead for CappedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The HTTP API serves from a capped listener.
+impl axum::serve::Listener for CappedListener {
+    type Io = CappedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, remote, permit) = CappedListener::accept(self).await;
+        let _ = tcp.set_nodelay(true);
+        (CappedStream::new(tcp, permit), remote)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        CappedListener::local_addr(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the cap, a new connection is not accepted (it waits in the backlog) until one of
+    /// the open ones closes.
+    #[tokio::test]
+    async fn the_cap_holds_until_a_connection_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut capped = CappedListener::new(listener, "test", 2);
+        let _c1 = TcpStream::connect(addr).await.expect("connect");
+        let _c2 = TcpStream::connect(addr).await.expect("connect");
+        let _c3 = TcpStream::connect(addr).await.expect("connect (backlog)");
+        let (s1, _, p1) = capped.accept().await;
+        let (_s2, _, _p2) = capped.accept().await;
+        let third = tokio::time::timeout(Duration::from_millis(300), capped.accept()).await;
+        assert!(
+            third.is_err(),
+            "a third connection was accepted past the cap"
+        );
+        drop((s1, p1));
+        let third = tokio::time::timeout(Duration::from_secs(5), capped.accept()).await;
+        assert!(
+            third.is_ok(),
+            "the waiting connection was not accepted after one closed"
+        );
+    }
+
+    /// Resource errors are told apart from one connection's errors.
+    #[test]
+    fn resource_errors_back_off_connection_errors_do_not() {
+        assert!(one_connection(&io::Error::from(
+            io::ErrorKind::ConnectionAborted
+        )));
+        assert!(!one_connection(&io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(!one_connection(&io::Error::from_raw_os_error(libc::ENFILE)));
+    }
+
+    /// A listener that keeps failing logs once per period, not once per failure.
+    #[test]
+    fn failures_are_logged_once_per_period() {
+        let std = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std.set_nonblocking(true).expect("nonblocking");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut capped =
+                CappedListener::new(TcpListener::from_std(std).expect("listener"), "test", 4);
+            let e = io::Error::from_raw_os_error(libc::EMFILE);
+            for _ in 0..1000 {
+                capped.log(&e);
+            }
+            assert!(capped.last_log.is_some());
+            assert_eq!(capped.held_back, 999);
+        });
+    }
+}
