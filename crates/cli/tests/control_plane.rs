@@ -213,7 +213,12 @@ fn the_control_plane_s_identity_is_never_issued_to_a_workload() {
         );
     }
     // Nothing was issued, and both requests were counted as refused.
-    let answer = http_get("127.0.26.251:15014", "/api/v1/certs");
+    let read_token = std::fs::read_to_string(data.join("read-token")).unwrap();
+    let answer = http_get_with(
+        "127.0.26.251:15014",
+        "/api/v1/certs",
+        Some(read_token.trim()),
+    );
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     let certs: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(certs["certs"].as_array().map(Vec::len), Some(0), "{certs}");
@@ -284,11 +289,17 @@ fn expiry_alarms_reach_logs_metrics_certs_and_check() {
 
 /// A plain HTTP/1.1 GET, enough for a metrics page.
 fn http_get(addr: &str, path: &str) -> String {
+    http_get_with(addr, path, None)
+}
+
+/// A GET with `Authorization: Bearer TOKEN` when given (the API's reads need a token).
+fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();

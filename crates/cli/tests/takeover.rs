@@ -60,8 +60,11 @@ fn attacker_proxy(
 /// A GET on the control plane's HTTP API, from the LAN's own namespace.
 fn api(mesh: &LanMesh, path: &str) -> String {
     let url = format!("http://{}:15014{path}", mesh.lan().gateway());
+    // Reads of the API need the read token; /metrics is open, the header does no harm.
+    let token = std::fs::read_to_string(mesh.data_dir().join("read-token")).unwrap();
+    let auth = format!("Authorization: Bearer {}", token.trim());
     mesh.lan()
-        .run(&["curl", "-sS", "--max-time", "5", &url])
+        .run(&["curl", "-sS", "--max-time", "5", "-H", &auth, &url])
         .unwrap()
 }
 
