@@ -5,6 +5,12 @@
 //! (EMFILE, ENFILE, ENOBUFS, ENOMEM) the loop backs off instead of spinning, with one log line
 //! per listener every few seconds rather than one per failure.
 //!
+//! The HTTP API is served by [`serve_http`] rather than `axum::serve`, which has no way to
+//! bound how long a client may take to send a request's headers: here a connection that has
+//! not finished its headers within [`HEADER_READ_TIMEOUT`] (the first request's, or the next
+//! one's on a kept-alive connection) is closed, so half-sent requests cannot pile up to the
+//! connection cap.
+//!
 //! The proxy has the same policy for its own listeners (`trellis_proxy::listener`); the
 //! control plane cannot depend on the proxy crate, and the two differ in what a connection
 //! is handed to (tonic's stream, axum's server).
@@ -28,6 +34,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// At most one log line per listener per this long about failing accepts.
 const LOG_EVERY: Duration = Duration::from_secs(5);
+/// How long an API client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping API waits for requests in flight (a `tap` stream never ends by itself).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A listener under the accept policy.
 pub struct CappedListener {
@@ -167,19 +177,40 @@ impl AsyncWrite for CappedStream {
     }
 }
 
-/// The HTTP API serves from a capped listener.
-impl axum::serve::Listener for CappedListener {
-    type Io = CappedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, remote, permit) = CappedListener::accept(self).await;
+/// Serves `router` over HTTP/1.1 on `listener` until `stop` resolves, then lets requests in
+/// flight finish for a few seconds. Each connection must send a request's headers within
+/// `header_read_timeout`.
+pub async fn serve_http(
+    mut listener: CappedListener,
+    router: axum::Router,
+    header_read_timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    tokio::pin!(stop);
+    loop {
+        let (tcp, _remote, permit) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut stop => break,
+        };
         let _ = tcp.set_nodelay(true);
-        (CappedStream::new(tcp, permit), remote)
+        let io = hyper_util::rt::TokioIo::new(CappedStream::new(tcp, permit));
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP API connection ended");
+            }
+        });
     }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        CappedListener::local_addr(self)
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("HTTP API requests still open at shutdown were cut");
     }
 }
 
@@ -210,6 +241,52 @@ mod tests {
             third.is_ok(),
             "the waiting connection was not accepted after one closed"
         );
+    }
+
+    /// A client that does not finish its headers in time is disconnected; one that does is
+    /// answered.
+    #[tokio::test]
+    async fn half_sent_headers_are_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_http(
+            CappedListener::new(listener, "test", 16),
+            router,
+            Duration::from_millis(300),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "a half-sent request was kept open past the timeout"
+        );
+
+        let mut quick = TcpStream::connect(addr).await.expect("connect");
+        quick
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        quick.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops")
+            .expect("no panic");
     }
 
     /// Resource errors are told apart from one connection's errors.

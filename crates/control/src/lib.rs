@@ -188,15 +188,14 @@ pub async fn run(
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let api_listener =
         accept::CappedListener::new(api_listener, "http-api", accept::MAX_CONNECTIONS);
-    let api_server =
-        axum::serve(api_listener, api::router(api_state)).with_graceful_shutdown(async move {
+    tokio::spawn(accept::serve_http(
+        api_listener,
+        api::router(api_state),
+        accept::HEADER_READ_TIMEOUT,
+        async move {
             let _ = stop_rx.changed().await;
-        });
-    tokio::spawn(async move {
-        if let Err(e) = api_server.await {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
-    });
+        },
+    ));
 
     let svc = service::ControlService {
         ca,
