@@ -38,7 +38,7 @@
 #   CASES="direct mesh-l7 mesh-l7-off" …               # a subset, or telemetry on vs off
 #   CASES="direct-newconn mesh-l7-newconn mesh-tcp-newconn" DURATION=10 ROUNDS=2 …
 #                                                      # connection set-up after a burst
-#   NEWCONN_RATE=500 BURST_RATE=4000 BURST=3 …         # (the new-connection cases' defaults)
+#   NEWCONN_RATE=500 BURST_RATE=3000 BURST=3 …         # (the new-connection cases' defaults)
 #
 # Needs root, iproute2, nftables, nginx and wrk (apt-get install iproute2 nftables nginx wrk).
 set -euo pipefail
@@ -49,7 +49,7 @@ DURATION=${DURATION:-30}
 ROUNDS=${ROUNDS:-3}
 MAXDUR=${MAXDUR:-10}
 NEWCONN_RATE=${NEWCONN_RATE:-500}
-BURST_RATE=${BURST_RATE:-4000}
+BURST_RATE=${BURST_RATE:-3000}
 BURST=${BURST:-3}
 S=${SUBNET:-40}
 NET=198.18.$S
@@ -280,7 +280,7 @@ fi
 # SYN went unanswered waits a full second for the second), listen-queue overflows and drops,
 # and resets sent. `nstat -a` prints absolute values; the difference over a run is taken below.
 counters() { # host
-  in_ns "$1" nstat -az TcpExtTCPSynRetrans TcpExtListenOverflows TcpExtListenDrops TcpOutRsts \
+  in_ns "$1" nstat -asz TcpExtTCPSynRetrans TcpExtListenOverflows TcpExtListenDrops TcpOutRsts \
     TcpExtTCPTimeWaitOverflow TcpExtTW 2>/dev/null |
     awk 'BEGIN {printf "{"} NR > 1 && $1 !~ /^#/ {printf "%s\"%s\":%s", (n++ ? "," : ""), $1, $2} END {printf "}"}'
 }
@@ -288,13 +288,14 @@ RESULTS=$TMP/results.jsonl
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     around "$c" before
-    rate=$RATE; mode=()
+    rate=$RATE; mode=(); burst=null
+    kb=$(counters client); ksb=$(counters server)
     if [[ $c == *-newconn ]]; then
       rate=$NEWCONN_RATE; mode=(--new-connection)
       # The burst: many short connections through the same path (the same capture listener,
       # for the mesh cases) just before the measured run, as a busy neighbour would leave it.
-      in_ns client "$LOADGEN" --url "${URL[$c]}" --host backend --rate "$BURST_RATE" \
-        --duration "$BURST" --warmup 0 --new-connection >/dev/null
+      burst=$(in_ns client "$LOADGEN" --url "${URL[$c]}" --host backend --rate "$BURST_RATE" \
+        --duration "$BURST" --warmup 0 --new-connection)
     fi
     kc0=$(counters client); ks0=$(counters server)
     c0=$(ticks "$CLIENT_PID"); s0=$(ticks "$SERVER_PID"); n0=$(ticks $REF_PIDS)
@@ -306,7 +307,7 @@ for r in $(seq 1 "$ROUNDS"); do
     c1=$(ticks "$CLIENT_PID"); s1=$(ticks "$SERVER_PID"); n1=$(ticks $REF_PIDS)
     kc1=$(counters client); ks1=$(counters server)
     around "$c" after
-    echo "{\"round\":$r,\"case\":\"$c\",\"client_ticks\":$((c1 - c0)),\"server_ticks\":$((s1 - s0)),\"ref_ticks\":$((n1 - n0)),\"kernel\":{\"client\":[$kc0,$kc1],\"server\":[$ks0,$ks1]},\"load\":$out}" >> "$RESULTS"
+    echo "{\"round\":$r,\"case\":\"$c\",\"client_ticks\":$((c1 - c0)),\"server_ticks\":$((s1 - s0)),\"ref_ticks\":$((n1 - n0)),\"kernel\":{\"client\":[$kb,$kc0,$kc1],\"server\":[$ksb,$ks0,$ks1]},\"burst\":$burst,\"load\":$out}" >> "$RESULTS"
     echo "round $r $c: $out" >&2
   done
 done
@@ -339,21 +340,23 @@ def added(case, p):
     return med(r["load"][p] - d[r["round"]] for r in by(case))
 newconn = [c for c in cases if c.endswith("-newconn")]
 cases = [c for c in cases if not c.endswith("-newconn")]
-def kdelta(r, host, name):
-    before, after = r["kernel"][host]
-    return after.get(name, 0) - before.get(name, 0)
+def kdelta(r, host, name, during):
+    """A counter's increase in a namespace during the burst (0) or the measured run (1)."""
+    k = r["kernel"][host]
+    return k[during + 1].get(name, 0) - k[during].get(name, 0)
 if newconn:
     print(f"New connection per request: $NEWCONN_RATE connections/s, 1 KB responses, {int(dur)} s per case, $ROUNDS rounds,")
     print("each run right after a $BURST s burst at $BURST_RATE connections/s through the same path")
     print("(medians over rounds; latency in µs from each request's start, connect included;")
-    print("kernel counters summed over the measured runs).")
+    print("kernel counters summed over rounds, burst / measured run).")
     print()
-    print("| case | p50 | p90 | p99 | p99.9 | max | connect p99 | errors | SYN retransmits (client ns) | listen drops (client, server ns) | RSTs sent (client, server ns) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("| case | p50 | p90 | p99 | p99.9 | max | connect p99 | errors | burst p99 | burst connect p99 | SYN retransmits, client ns | listen drops, client ns | listen drops, server ns | RSTs sent (client, server ns) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
     for c in newconn:
         rs = by(c)
-        s = lambda host, name: sum(kdelta(r, host, name) for r in rs)
-        print(f"| {c} | {pct(c,'p50_us'):.0f} | {pct(c,'p90_us'):.0f} | {pct(c,'p99_us'):.0f} | {pct(c,'p999_us'):.0f} | {pct(c,'max_us'):.0f} | {pct(c,'connect_p99_us'):.0f} | {sum(r['load']['errors'] for r in rs)} | {s('client','TcpExtTCPSynRetrans')} | {s('client','TcpExtListenDrops')}, {s('server','TcpExtListenDrops')} | {s('client','TcpOutRsts')}, {s('server','TcpOutRsts')} |")
+        s = lambda host, name: "%d / %d" % tuple(sum(kdelta(r, host, name, d) for r in rs) for d in (0, 1))
+        burst = lambda p: med(r["burst"][p] for r in rs)
+        print(f"| {c} | {pct(c,'p50_us'):.0f} | {pct(c,'p90_us'):.0f} | {pct(c,'p99_us'):.0f} | {pct(c,'p999_us'):.0f} | {pct(c,'max_us'):.0f} | {pct(c,'connect_p99_us'):.0f} | {sum(r['load']['errors'] for r in rs)} | {burst('p99_us'):.0f} | {burst('connect_p99_us'):.0f} | {s('client','TcpExtTCPSynRetrans')} | {s('client','TcpExtListenDrops')} | {s('server','TcpExtListenDrops')} | {s('client','TcpOutRsts')}; {s('server','TcpOutRsts')} |")
     print()
 if cases:
   print(f"Open loop: $RATE requests/s, $CONNS connections, 1 KB responses, {int(dur)} s per case, $ROUNDS rounds")
