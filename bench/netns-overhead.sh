@@ -39,6 +39,9 @@
 #   CASES="direct-newconn mesh-l7-newconn mesh-tcp-newconn" DURATION=10 ROUNDS=2 …
 #                                                      # connection set-up after a burst
 #   NEWCONN_RATE=500 BURST_RATE=3000 BURST=3 …         # (the new-connection cases' defaults)
+#   SERVER_CLOSES=1 …                                  # new-connection requests say
+#                                                      # `Connection: close`: the server side
+#                                                      # (the proxy, when captured) closes first
 #
 # Needs root, iproute2, nftables, nginx and wrk (apt-get install iproute2 nftables nginx wrk).
 set -euo pipefail
@@ -51,6 +54,7 @@ MAXDUR=${MAXDUR:-10}
 NEWCONN_RATE=${NEWCONN_RATE:-500}
 BURST_RATE=${BURST_RATE:-3000}
 BURST=${BURST:-3}
+SERVER_CLOSES=${SERVER_CLOSES:-}
 S=${SUBNET:-40}
 NET=198.18.$S
 VIP=198.19.$S.10
@@ -292,10 +296,11 @@ for r in $(seq 1 "$ROUNDS"); do
     kb=$(counters client); ksb=$(counters server)
     if [[ $c == *-newconn ]]; then
       rate=$NEWCONN_RATE; mode=(--new-connection)
+      [ -z "$SERVER_CLOSES" ] || mode+=(--server-closes)
       # The burst: many short connections through the same path (the same capture listener,
       # for the mesh cases) just before the measured run, as a busy neighbour would leave it.
       burst=$(in_ns client "$LOADGEN" --url "${URL[$c]}" --host backend --rate "$BURST_RATE" \
-        --duration "$BURST" --warmup 0 --new-connection)
+        --duration "$BURST" --warmup 0 "${mode[@]}")
     fi
     kc0=$(counters client); ks0=$(counters server)
     c0=$(ticks "$CLIENT_PID"); s0=$(ticks "$SERVER_PID"); n0=$(ticks $REF_PIDS)
@@ -345,7 +350,8 @@ def kdelta(r, host, name, during):
     k = r["kernel"][host]
     return k[during + 1].get(name, 0) - k[during].get(name, 0)
 if newconn:
-    print(f"New connection per request: $NEWCONN_RATE connections/s, 1 KB responses, {int(dur)} s per case, $ROUNDS rounds,")
+    closes = " (Connection: close, the server closes first)" if "$SERVER_CLOSES" else ""
+    print(f"New connection per request{closes}: $NEWCONN_RATE connections/s, 1 KB responses, {int(dur)} s per case, $ROUNDS rounds,")
     print("each run right after a $BURST s burst at $BURST_RATE connections/s through the same path")
     print("(medians over rounds; latency in µs from each request's start, connect included;")
     print("kernel counters summed over rounds, burst / measured run).")

@@ -12,14 +12,16 @@
 //! client without keep-alive does): each request's latency then includes the TCP handshake,
 //! so whatever delays connection set-up (a SYN dropped and retransmitted, a full accept
 //! queue, per-connection work in a proxy) shows in it. Requests are independent: one that
-//! is slow does not hold back the next, and `--connections` is ignored.
+//! is slow does not hold back the next, and `--connections` is ignored. With
+//! `--server-closes` as well, each request says `Connection: close`, so the server closes
+//! first and the `TIME_WAIT` state lands on its side (a proxy's, for a captured connection).
 //!
 //! Prints one JSON object: requests, errors, achieved rate and latency percentiles in
 //! microseconds (with `--new-connection`, also the percentiles of the connect step alone).
 //!
 //! ```text
 //! loadgen --url http://198.18.40.3:8081/ [--host NAME] [--rate 1000] [--connections 16]
-//!         [--duration 30] [--warmup 2] [--new-connection]
+//!         [--duration 30] [--warmup 2] [--new-connection [--server-closes]]
 //! ```
 
 use std::net::SocketAddr;
@@ -40,6 +42,7 @@ struct Args {
     duration: Duration,
     warmup: Duration,
     new_connection: bool,
+    server_closes: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args> {
     let mut duration = 30.0;
     let mut warmup = 2.0;
     let mut new_connection = false;
+    let mut server_closes = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -61,6 +65,7 @@ fn parse_args() -> Result<Args> {
             "--duration" => duration = value()?.parse().context("--duration")?,
             "--warmup" => warmup = value()?.parse().context("--warmup")?,
             "--new-connection" => new_connection = true,
+            "--server-closes" => server_closes = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -87,6 +92,7 @@ fn parse_args() -> Result<Args> {
         duration: Duration::from_secs_f64(duration),
         warmup: Duration::from_secs_f64(warmup),
         new_connection,
+        server_closes,
     })
 }
 
@@ -181,8 +187,9 @@ async fn run_new_connections(args: &Args) -> Tally {
         let origin = Instant::now();
         let measured = due >= measure_from;
         let (addr, path, host) = (args.addr, args.path.clone(), args.host.clone());
+        let server_closes = args.server_closes;
         tasks.spawn(async move {
-            let result = one_request(addr, &path, &host).await;
+            let result = one_request(addr, &path, &host, server_closes).await;
             (measured, origin, Instant::now(), result)
         });
         // Collect what has finished, so the set stays small at high rates.
@@ -222,9 +229,15 @@ fn record(tally: &mut Tally, done: Result<Outcome, tokio::task::JoinError>) {
     }
 }
 
-/// Connects, sends one request, reads the response and closes (the client closes first, as
-/// a client without keep-alive does). Returns how long the connect took.
-async fn one_request(addr: SocketAddr, path: &str, host: &str) -> Result<Duration> {
+/// Connects, sends one request, reads the response and closes: the client closes first, as
+/// a client without keep-alive does, unless `server_closes` asks the server to with
+/// `Connection: close`. Returns how long the connect took.
+async fn one_request(
+    addr: SocketAddr,
+    path: &str,
+    host: &str,
+    server_closes: bool,
+) -> Result<Duration> {
     let t0 = Instant::now();
     let tcp = TcpStream::connect(addr).await.context("connect")?;
     let connect = t0.elapsed();
@@ -232,10 +245,13 @@ async fn one_request(addr: SocketAddr, path: &str, host: &str) -> Result<Duratio
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp)).await?;
     let conn = tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header(http::header::HOST, host)
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
+    let mut req = http::Request::get(path).header(http::header::HOST, host);
+    if server_closes {
+        req = req.header(http::header::CONNECTION, "close");
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new())?)
+        .await?;
     let status = resp.status();
     resp.into_body().collect().await?;
     if !status.is_success() {
