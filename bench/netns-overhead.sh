@@ -14,6 +14,13 @@
 #   mesh-tcp the same pair, port 8090 declared `tcp`: HTTP/2 CONNECT tunnel, bytes opaque
 #   mesh-l7-off  mesh-l7 with both proxies' request telemetry switched off for the case
 #           (admin `POST /telemetry?enabled=off`; not in the default CASES)
+#   direct-newconn, mesh-l7-newconn, mesh-tcp-newconn  (not in the default CASES)
+#           the same paths with a NEW TCP connection per request (loadgen --new-connection:
+#           connect included in the latency, the client closes first), NEWCONN_RATE
+#           connections/s, each run right after a BURST-second burst at BURST_RATE
+#           connections/s through the same path (so through the same capture listener).
+#           Also reports p99.9, the connect step's p99, and what the kernel counted during
+#           the measured run: SYN retransmissions and listen-queue drops in both namespaces.
 # The snapshot carries 100 further services, so the proxies' memory is measured with a
 # realistic registry rather than an empty one.
 #
@@ -29,6 +36,12 @@
 #   HOLD=1 bench/netns-overhead.sh                     # set up, then wait (profiling by hand)
 #   NOBUILD=1 …                                        # use the release binaries already built
 #   CASES="direct mesh-l7 mesh-l7-off" …               # a subset, or telemetry on vs off
+#   CASES="direct-newconn mesh-l7-newconn mesh-tcp-newconn" DURATION=10 ROUNDS=2 …
+#                                                      # connection set-up after a burst
+#   NEWCONN_RATE=500 BURST_RATE=3000 BURST=3 …         # (the new-connection cases' defaults)
+#   SERVER_CLOSES=1 …                                  # new-connection requests say
+#                                                      # `Connection: close`: the server side
+#                                                      # (the proxy, when captured) closes first
 #
 # Needs root, iproute2, nftables, nginx and wrk (apt-get install iproute2 nftables nginx wrk).
 set -euo pipefail
@@ -38,6 +51,10 @@ CONNS=${CONNS:-16}
 DURATION=${DURATION:-30}
 ROUNDS=${ROUNDS:-3}
 MAXDUR=${MAXDUR:-10}
+NEWCONN_RATE=${NEWCONN_RATE:-500}
+BURST_RATE=${BURST_RATE:-3000}
+BURST=${BURST:-3}
+SERVER_CLOSES=${SERVER_CLOSES:-}
 S=${SUBNET:-40}
 NET=198.18.$S
 VIP=198.19.$S.10
@@ -227,6 +244,9 @@ declare -A URL=(
   [mesh-l7]="http://$VIP:8080/1k"
   [mesh-tcp]="http://$VIP:8090/1k"
   [mesh-l7-off]="http://$VIP:8080/1k"
+  [direct-newconn]="http://$NET.3:8081/1k"
+  [mesh-l7-newconn]="http://$VIP:8080/1k"
+  [mesh-tcp-newconn]="http://$VIP:8090/1k"
 )
 read -r -a CASES <<< "${CASES:-direct nginx mesh-l7 mesh-tcp}"
 # Request telemetry of both proxies, switched for the mesh-l7-off case.
@@ -260,25 +280,48 @@ if [ -n "${HOLD:-}" ]; then
   while :; do sleep 3600; done
 fi
 
+# Kernel counters of a namespace, as JSON: SYN retransmissions (a connection whose first
+# SYN went unanswered waits a full second for the second), listen-queue overflows and drops,
+# and resets sent. `nstat -a` prints absolute values; the difference over a run is taken below.
+counters() { # host
+  in_ns "$1" nstat -asz TcpExtTCPSynRetrans TcpExtListenOverflows TcpExtListenDrops TcpOutRsts \
+    TcpExtTCPTimeWaitOverflow TcpExtTW 2>/dev/null |
+    awk 'BEGIN {printf "{"} NR > 1 && $1 !~ /^#/ {printf "%s\"%s\":%s", (n++ ? "," : ""), $1, $2} END {printf "}"}'
+}
 RESULTS=$TMP/results.jsonl
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     around "$c" before
+    rate=$RATE; mode=(); burst=null
+    kb=$(counters client); ksb=$(counters server)
+    if [[ $c == *-newconn ]]; then
+      rate=$NEWCONN_RATE; mode=(--new-connection)
+      [ -z "$SERVER_CLOSES" ] || mode+=(--server-closes)
+      # The burst: many short connections through the same path (the same capture listener,
+      # for the mesh cases) just before the measured run, as a busy neighbour would leave it.
+      burst=$(in_ns client "$LOADGEN" --url "${URL[$c]}" --host backend --rate "$BURST_RATE" \
+        --duration "$BURST" --warmup 0 "${mode[@]}")
+    fi
+    kc0=$(counters client); ks0=$(counters server)
     c0=$(ticks "$CLIENT_PID"); s0=$(ticks "$SERVER_PID"); n0=$(ticks $REF_PIDS)
     if [ -n "${PERF_OUT:-}" ] && [ "$c" = mesh-l7 ] && [ "$r" = 1 ]; then
       perf record -q -F 4999 -g -p "$CLIENT_PID,$SERVER_PID" -o "$PERF_OUT" -- sleep "$DURATION" 2>/dev/null &
     fi
-    out=$(in_ns client "$LOADGEN" --url "${URL[$c]}" --host backend --rate "$RATE" \
-      --connections "$CONNS" --duration "$DURATION" --warmup 2)
+    out=$(in_ns client "$LOADGEN" --url "${URL[$c]}" --host backend --rate "$rate" \
+      --connections "$CONNS" --duration "$DURATION" --warmup 2 "${mode[@]}")
     c1=$(ticks "$CLIENT_PID"); s1=$(ticks "$SERVER_PID"); n1=$(ticks $REF_PIDS)
+    kc1=$(counters client); ks1=$(counters server)
     around "$c" after
-    echo "{\"round\":$r,\"case\":\"$c\",\"client_ticks\":$((c1 - c0)),\"server_ticks\":$((s1 - s0)),\"ref_ticks\":$((n1 - n0)),\"load\":$out}" >> "$RESULTS"
+    echo "{\"round\":$r,\"case\":\"$c\",\"client_ticks\":$((c1 - c0)),\"server_ticks\":$((s1 - s0)),\"ref_ticks\":$((n1 - n0)),\"kernel\":{\"client\":[$kb,$kc0,$kc1],\"server\":[$ksb,$ks0,$ks1]},\"burst\":$burst,\"load\":$out}" >> "$RESULTS"
     echo "round $r $c: $out" >&2
   done
 done
 
 MAXRESULTS=$TMP/max.txt
+: > "$MAXRESULTS"
 for c in "${CASES[@]}"; do
+  # wrk keeps its connections alive: the new-connection cases have no closed-loop figure.
+  [[ $c == *-newconn ]] && continue
   around "$c" before
   rps=$(in_ns client wrk -t2 -c"$CONNS" -d"${MAXDUR}s" -H "Host: backend" "${URL[$c]}" | awk '/Requests\/sec/ {print $2}')
   around "$c" after
@@ -300,25 +343,47 @@ def pct(case, p): return med(r["load"][p] for r in by(case))
 def added(case, p):
     d = {r["round"]: r["load"][p] for r in by("direct")}
     return med(r["load"][p] - d[r["round"]] for r in by(case))
-print(f"Open loop: $RATE requests/s, $CONNS connections, 1 KB responses, {int(dur)} s per case, $ROUNDS rounds")
-print("(medians over rounds; latency in µs, measured from each request's scheduled send time).")
-print()
-print("| case | p50 | p90 | p99 | added p50 | added p90 | added p99 | errors | CPU s / 1000 req (client, server proxy) | max req/s (closed loop) | vs direct |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
-direct_max = float(maxes["direct"])
-for c in cases:
-    errs = sum(r["load"]["errors"] for r in by(c))
-    reqs = sum(r["load"]["sent"] for r in by(c))
-    if c.startswith("mesh"):
-        cpu = "%.4f, %.4f" % (sum(r["client_ticks"] for r in by(c)) / hz / reqs * 1000,
-                             sum(r["server_ticks"] for r in by(c)) / hz / reqs * 1000)
-    elif c == "nginx":
-        cpu = "%.4f (nginx)" % (sum(r["ref_ticks"] for r in by(c)) / hz / reqs * 1000)
-    else:
-        cpu = "–"
-    add = ["–"] * 3 if c == "direct" else ["%+d" % added(c, p) for p in ("p50_us", "p90_us", "p99_us")]
-    print(f"| {c} | {pct(c,'p50_us'):.0f} | {pct(c,'p90_us'):.0f} | {pct(c,'p99_us'):.0f} | {add[0]} | {add[1]} | {add[2]} | {errs} | {cpu} | {float(maxes[c]):.0f} | {float(maxes[c])/direct_max:.2f}× |")
-print()
+newconn = [c for c in cases if c.endswith("-newconn")]
+cases = [c for c in cases if not c.endswith("-newconn")]
+def kdelta(r, host, name, during):
+    """A counter's increase in a namespace during the burst (0) or the measured run (1)."""
+    k = r["kernel"][host]
+    return k[during + 1].get(name, 0) - k[during].get(name, 0)
+if newconn:
+    closes = " (Connection: close, the server closes first)" if "$SERVER_CLOSES" else ""
+    print(f"New connection per request{closes}: $NEWCONN_RATE connections/s, 1 KB responses, {int(dur)} s per case, $ROUNDS rounds,")
+    print("each run right after a $BURST s burst at $BURST_RATE connections/s through the same path")
+    print("(medians over rounds; latency in µs from each request's start, connect included;")
+    print("kernel counters summed over rounds, burst / measured run).")
+    print()
+    print("| case | p50 | p90 | p99 | p99.9 | max | connect p99 | errors | burst p99 | burst connect p99 | SYN retransmits, client ns | listen drops, client ns | listen drops, server ns | RSTs sent (client, server ns) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
+    for c in newconn:
+        rs = by(c)
+        s = lambda host, name: "%d / %d" % tuple(sum(kdelta(r, host, name, d) for r in rs) for d in (0, 1))
+        burst = lambda p: med(r["burst"][p] for r in rs)
+        print(f"| {c} | {pct(c,'p50_us'):.0f} | {pct(c,'p90_us'):.0f} | {pct(c,'p99_us'):.0f} | {pct(c,'p999_us'):.0f} | {pct(c,'max_us'):.0f} | {pct(c,'connect_p99_us'):.0f} | {sum(r['load']['errors'] for r in rs)} | {burst('p99_us'):.0f} | {burst('connect_p99_us'):.0f} | {s('client','TcpExtTCPSynRetrans')} | {s('client','TcpExtListenDrops')} | {s('server','TcpExtListenDrops')} | {s('client','TcpOutRsts')}; {s('server','TcpOutRsts')} |")
+    print()
+if cases:
+  print(f"Open loop: $RATE requests/s, $CONNS connections, 1 KB responses, {int(dur)} s per case, $ROUNDS rounds")
+  print("(medians over rounds; latency in µs, measured from each request's scheduled send time).")
+  print()
+  print("| case | p50 | p90 | p99 | added p50 | added p90 | added p99 | errors | CPU s / 1000 req (client, server proxy) | max req/s (closed loop) | vs direct |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+  direct_max = float(maxes["direct"])
+  for c in cases:
+      errs = sum(r["load"]["errors"] for r in by(c))
+      reqs = sum(r["load"]["sent"] for r in by(c))
+      if c.startswith("mesh"):
+          cpu = "%.4f, %.4f" % (sum(r["client_ticks"] for r in by(c)) / hz / reqs * 1000,
+                               sum(r["server_ticks"] for r in by(c)) / hz / reqs * 1000)
+      elif c == "nginx":
+          cpu = "%.4f (nginx)" % (sum(r["ref_ticks"] for r in by(c)) / hz / reqs * 1000)
+      else:
+          cpu = "–"
+      add = ["–"] * 3 if c == "direct" else ["%+d" % added(c, p) for p in ("p50_us", "p90_us", "p99_us")]
+      print(f"| {c} | {pct(c,'p50_us'):.0f} | {pct(c,'p90_us'):.0f} | {pct(c,'p99_us'):.0f} | {add[0]} | {add[1]} | {add[2]} | {errs} | {cpu} | {float(maxes[c]):.0f} | {float(maxes[c])/direct_max:.2f}× |")
+  print()
 if "mesh-l7" in cases and "mesh-l7-off" in cases:
     def cpu(case, who): return sum(r[who + "_ticks"] for r in by(case)) / sum(r["load"]["sent"] for r in by(case))
     for who in ("client", "server"):

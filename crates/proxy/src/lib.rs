@@ -306,12 +306,10 @@ fn restore(state: &ProxyState) -> bool {
 
 /// Binds `addr` and replaces it with the bound address (the real port when it was 0).
 async fn bind(addr: &mut std::net::SocketAddr) -> Result<tokio::net::TcpListener, ProxyError> {
-    let l = tokio::net::TcpListener::bind(*addr)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            addr: *addr,
-            source,
-        })?;
+    let l = listener::bind(*addr).map_err(|source| ProxyError::Bind {
+        addr: *addr,
+        source,
+    })?;
     *addr = l.local_addr().map_err(|source| ProxyError::Bind {
         addr: *addr,
         source,

@@ -20,6 +20,11 @@
 //! * **Idle timeout**: no byte read or written for that long and the connection fails with
 //!   `TimedOut`, which ends whatever serves it (hyper, a splice).
 //!
+//! * **Backlog**: every listener is bound by [`bind`] with a listen backlog of
+//!   [`LISTEN_BACKLOG`], not the 128 that `std` and tokio use. A backlog is the burst of new
+//!   connections the kernel holds while the accept loop is busy; past it the kernel drops
+//!   the SYN and the client waits a full second (then 3, then 7) to send it again.
+//!
 //! HTTP servers add their own header-read timeout ([`Limits::header_read_timeout`], see
 //! [`http1`]).
 
@@ -68,6 +73,28 @@ impl Default for Limits {
 /// The shortest and longest pause after an accept error that leaves the connection pending.
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The listen backlog of every listener (the kernel caps it at `net.core.somaxconn`, 4096 by
+/// default since Linux 5.4). tokio's and std's 128 is 32 ms of a 4,000 connections/s burst:
+/// a captured listener whose accept loop was off the CPU that long on a busy host dropped
+/// SYNs, and each dropped SYN cost its client a one-second retransmission timeout
+/// (`bench/RESULTS.md`, new connections per request). Nginx uses 511 and Envoy somaxconn;
+/// a queued connection costs the kernel a socket, nothing of ours, and the cap on accepted
+/// connections ([`Limits::max_connections`]) is separate.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (as tokio's
+/// own `bind` sets it: a restarted proxy binds again at once, beside connections of the
+/// previous one still in `TIME_WAIT`).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// At most one log line per listener this often about accept errors.
 const LOG_EVERY: Duration = Duration::from_secs(5);

@@ -156,3 +156,30 @@ async fn a_silent_connection_times_out_and_traffic_keeps_it_open() {
         Duration::from_secs(60)
     );
 }
+
+/// Connections the accept loop has not taken yet wait in the kernel's backlog. With the 128
+/// that tokio's `bind` uses, the 130th of them had its SYN dropped and its client waited a
+/// second to retry; [`bind`] holds [`LISTEN_BACKLOG`] (capped by `net.core.somaxconn`, 4096 by
+/// default).
+#[tokio::test]
+async fn the_listen_backlog_holds_more_than_128_unaccepted_connections() {
+    const WAITING: usize = 600;
+    let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // One at a time, so each handshake has completed (and its connection is queued) before
+    // the next SYN arrives: the queue fills deterministically. Nothing accepts.
+    let mut clients = Vec::with_capacity(WAITING);
+    let filled = tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..WAITING {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+    })
+    .await;
+    assert!(
+        filled.is_ok(),
+        "only {} connections were taken into the backlog; the next SYN was dropped",
+        clients.len()
+    );
+    assert_eq!(clients.len(), WAITING);
+    drop(listener);
+}
