@@ -39,6 +39,24 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping API waits for requests in flight (a `tap` stream never ends by itself).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The listen queue of both listeners: thousands of proxies reconnect at once after a
+/// restart of the control plane, and tokio's `bind` queues only 128 (the kernel caps this at
+/// `net.core.somaxconn`). A queued connection costs the kernel a socket and nothing of ours.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (as tokio's own
+/// `bind` sets it: a restarted control plane binds again beside its old connections'
+/// `TIME_WAIT`).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A listener under the accept policy.
 pub struct CappedListener {
     listener: TcpListener,
@@ -287,6 +305,23 @@ mod tests {
             .await
             .expect("the server stops")
             .expect("no panic");
+    }
+
+    /// The listen queue takes far more than tokio's 128 connections nobody accepted yet (a
+    /// proxy whose SYN finds the queue full waits a second to try again).
+    #[tokio::test]
+    async fn the_listen_queue_outgrows_128() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut queued = Vec::new();
+        // One at a time, so each is queued before the next SYN; nothing accepts.
+        let filled = tokio::time::timeout(Duration::from_secs(10), async {
+            while queued.len() < 400 {
+                queued.push(TcpStream::connect(addr).await.expect("connect"));
+            }
+        })
+        .await;
+        assert!(filled.is_ok(), "the queue took only {}", queued.len());
     }
 
     /// Resource errors are told apart from one connection's errors.

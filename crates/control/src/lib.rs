@@ -153,18 +153,14 @@ pub async fn run(
     let golden = Arc::new(golden::GoldenWindow::default());
     let taps = tap::TapRegistry::new();
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ControlError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
-        .await
-        .map_err(|source| ControlError::Bind {
-            addr: config.api_listen,
-            source,
-        })?;
+    let listener = accept::bind(config.listen).map_err(|source| ControlError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let api_listener = accept::bind(config.api_listen).map_err(|source| ControlError::Bind {
+        addr: config.api_listen,
+        source,
+    })?;
     let (conn_tx, conn_rx) = mpsc::channel(64);
     let listener = accept::CappedListener::new(listener, "grpc", accept::MAX_CONNECTIONS);
     tokio::spawn(incoming::accept_loop(listener, trust.server_tls(), conn_tx));
