@@ -32,7 +32,6 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +48,7 @@ use tokio::sync::Mutex;
 use crate::body::{boxed, error_response, Body};
 use crate::headers::XFCC;
 use crate::listener::Limits;
+use crate::tunnel::{Counted, Totals};
 
 /// What the client's first bytes say the stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,24 +83,6 @@ pub struct AppTarget {
     pub limits: Limits,
 }
 
-/// Bytes read from the client and written to it, for telemetry; they keep counting while
-/// hyper owns the stream.
-#[derive(Debug, Default)]
-pub struct Totals {
-    received: AtomicU64,
-    sent: AtomicU64,
-}
-
-impl Totals {
-    /// Bytes read from the client, then bytes written to it.
-    pub fn get(&self) -> (u64, u64) {
-        (
-            self.received.load(Ordering::Relaxed),
-            self.sent.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// Why serving the stream ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum AppStreamError {
@@ -126,10 +108,7 @@ pub async fn serve<C>(
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut client = Metered {
-        inner: client,
-        totals,
-    };
+    let mut client = Counted::with_totals(client, totals);
     let (kind, first) = first_flight(&mut client, &app, target.limits.header_read_timeout).await?;
     let mut client = Rewind {
         prefix: first.freeze(),
@@ -384,50 +363,6 @@ enum SendError {
 }
 
 // === streams ===
-
-/// A stream that counts its bytes into shared [`Totals`].
-struct Metered<S> {
-    inner: S,
-    totals: Arc<Totals>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        this.totals.received.fetch_add(n, Ordering::Relaxed);
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &polled {
-            this.totals.sent.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
 
 /// A stream whose first bytes, already read, are served again before the rest.
 struct Rewind<S> {

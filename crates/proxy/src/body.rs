@@ -128,27 +128,32 @@ impl BodyState {
 /// the body in a task of its own and, when the body fails, only resets the stream: the
 /// attempt then sees the same error as if the upstream had reset it. This is how it tells
 /// the two apart.
+/// An empty body (most requests) is not watched at all: it is [`BodyState::Ended`] from the
+/// start and cannot fail, so it costs the request path nothing.
 #[derive(Clone, Debug)]
-pub struct BodyProgress(Arc<AtomicU8>);
+pub struct BodyProgress(Option<Arc<AtomicU8>>);
 
 impl BodyProgress {
     pub fn state(&self) -> BodyState {
-        BodyState::from_u8(self.0.load(Ordering::Acquire))
+        match &self.0 {
+            Some(state) => BodyState::from_u8(state.load(Ordering::Acquire)),
+            None => BodyState::Ended,
+        }
     }
 
     fn set(&self, state: BodyState) {
-        self.0.store(state.as_u8(), Ordering::Release);
+        if let Some(cell) = &self.0 {
+            cell.store(state.as_u8(), Ordering::Release);
+        }
     }
 }
 
 /// `body`, reporting its progress to the [`BodyProgress`] returned with it.
 pub fn watched(body: Body) -> (Body, BodyProgress) {
-    let initial = if http_body::Body::is_end_stream(&body) {
-        BodyState::Ended
-    } else {
-        BodyState::Sending
-    };
-    let progress = BodyProgress(Arc::new(AtomicU8::new(initial.as_u8())));
+    if http_body::Body::is_end_stream(&body) {
+        return (body, BodyProgress(None));
+    }
+    let progress = BodyProgress(Some(Arc::new(AtomicU8::new(BodyState::Sending.as_u8()))));
     let body = boxed(Watched {
         inner: body,
         progress: progress.clone(),

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use trellis_identity::tls;
 
-use crate::app_stream::{AppTarget, Totals};
+use crate::app_stream::AppTarget;
 use crate::authz::{Peer, Refusal};
 use crate::body::{boxed, error_response, Body};
 use crate::headers::{
@@ -33,6 +33,7 @@ use crate::headers::{
 use crate::listener::{Listener, TcpConnection};
 use crate::state::ProxyState;
 use crate::telemetry::{count_request_body, flag_response, Edge, Exchange, Flag, Recorded};
+use crate::tunnel::Totals;
 
 /// A handshake that has not finished by then is dropped, so a stalled peer holds no task.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -449,7 +449,7 @@ pub async fn serve_inbound_plain(
             }
             match crate::capture::connect_marked(target, Some(state.config.mark)).await {
                 Ok(app) => {
-                    let totals = Arc::new(crate::app_stream::Totals::default());
+                    let totals = Arc::new(crate::tunnel::Totals::default());
                     let to_app = crate::app_stream::AppTarget {
                         addr: target,
                         mark: Some(state.config.mark),

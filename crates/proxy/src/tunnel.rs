@@ -4,6 +4,10 @@
 //! of the stream (`END_STREAM`) and is passed on as a TCP half-close.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::{Method, Request, StatusCode, Version};
 use hyper_util::rt::TokioIo;
@@ -67,66 +71,83 @@ where
     tokio::io::copy_bidirectional(a, b).await
 }
 
-/// A stream that counts the bytes read from it and written to it, so a tunnel's byte counts
-/// survive a connection that ends in an error (a reset is how many TCP connections end).
-pub struct Counted<'a, S: ?Sized> {
-    inner: &'a mut S,
-    read: u64,
-    written: u64,
+/// Bytes read from a [`Counted`] stream and written to it. Shared, so they can still be read
+/// once the stream itself is owned by someone else (hyper, when an opaque-looking stream
+/// turns out to be HTTP).
+#[derive(Debug, Default)]
+pub struct Totals {
+    read: AtomicU64,
+    written: AtomicU64,
 }
 
-impl<'a, S: ?Sized> Counted<'a, S> {
-    pub fn new(inner: &'a mut S) -> Self {
-        Counted {
-            inner,
-            read: 0,
-            written: 0,
-        }
+impl Totals {
+    /// Bytes read from the stream, then bytes written to it.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.read.load(Ordering::Relaxed),
+            self.written.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A stream that counts the bytes read from it and written to it, so a tunnel's byte counts
+/// survive a connection that ends in an error (a reset is how many TCP connections end).
+/// `S` may be a `&mut` to a stream the caller keeps.
+pub struct Counted<S> {
+    inner: S,
+    totals: Arc<Totals>,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S) -> Self {
+        Self::with_totals(inner, Arc::default())
+    }
+
+    /// Counting into `totals`, which the caller keeps.
+    pub fn with_totals(inner: S, totals: Arc<Totals>) -> Self {
+        Counted { inner, totals }
     }
 
     /// Bytes read from the stream, then bytes written to it.
     pub fn totals(&self) -> (u64, u64) {
-        (self.read, self.written)
+        self.totals.get()
     }
 }
 
-impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Counted<'_, S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        this.totals.read.fetch_add(n, Ordering::Relaxed);
         polled
     }
 }
 
-impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Counted<'_, S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let polled = std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf);
-        if let std::task::Poll::Ready(Ok(n)) = &polled {
-            self.written += *n as u64;
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            this.totals.written.fetch_add(*n as u64, Ordering::Relaxed);
         }
         polled
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
