@@ -17,12 +17,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -140,61 +137,6 @@ fn one_connection(e: &io::Error) -> bool {
     ) || e.raw_os_error() == Some(libc::EPROTO)
 }
 
-/// A connection that holds its listener's permit until it is dropped.
-pub struct CappedStream {
-    inner: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl CappedStream {
-    pub fn new(inner: TcpStream, permit: OwnedSemaphorePermit) -> Self {
-        CappedStream {
-            inner,
-            _permit: permit,
-        }
-    }
-}
-
-impl AsyncRead for CappedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CappedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 /// Serves `router` over HTTP/1.1 on `listener` until `stop` resolves, then lets requests in
 /// flight finish for a few seconds. Each connection must send a request's headers within
 /// `header_read_timeout`.
@@ -215,10 +157,12 @@ pub async fn serve_http(
             () = &mut stop => break,
         };
         let _ = tcp.set_nodelay(true);
-        let io = hyper_util::rt::TokioIo::new(CappedStream::new(tcp, permit));
+        let io = hyper_util::rt::TokioIo::new(tcp);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let conn = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
+            // The connection's place under the cap, given back when it ends.
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP API connection ended");
             }

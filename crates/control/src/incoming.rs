@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::accept::{CappedListener, CappedStream};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::accept::CappedListener;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
@@ -30,8 +33,10 @@ pub struct PeerInfo {
 
 /// A TLS connection with its peer information.
 pub struct TlsConn {
-    inner: TlsStream<CappedStream>,
+    inner: TlsStream<TcpStream>,
     info: PeerInfo,
+    /// The connection's place under the listener's cap, given back when it is dropped.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Connected for TlsConn {
@@ -92,7 +97,6 @@ pub async fn accept_loop(
     loop {
         let (tcp, remote, permit) = listener.accept().await;
         let _ = tcp.set_nodelay(true);
-        let tcp = CappedStream::new(tcp, permit);
         // The current config for each connection: a rotation swaps in a new certificate.
         let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
         let conn_tx = tx.clone();
@@ -127,6 +131,7 @@ pub async fn accept_loop(
             let conn = TlsConn {
                 inner: stream,
                 info: PeerInfo { remote, identity },
+                _permit: permit,
             };
             let _ = conn_tx.send(Ok(conn)).await;
         });
