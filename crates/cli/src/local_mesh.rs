@@ -92,27 +92,23 @@ impl MeshTarget {
 
     /// The admin token of the control plane these flags name.
     pub fn admin_token(&self) -> anyhow::Result<String> {
-        let dir = self.data_dir();
-        crate::api_client::admin_token(&dir).with_context(|| {
-            if self.data_dir.is_none() && self.record().is_none() {
-                format!(
-                    "no running `trellis up` was found (no record in {}); give --data-dir \
-                     (and --api) of the control plane",
-                    runtime_dir().display()
-                )
-            } else {
-                format!("using the data directory {}", dir.display())
-            }
-        })
+        self.token(crate::api_client::admin_token)
     }
-}
 
-impl MeshTarget {
     /// The read token of the control plane these flags name (its admin token when only that
     /// one is there): what every read of its API needs.
     pub fn read_token(&self) -> anyhow::Result<String> {
+        self.token(crate::api_client::read_token)
+    }
+
+    /// A token read by `read` from the data directory, with an error that says where it
+    /// looked and why there.
+    fn token(
+        &self,
+        read: fn(&std::path::Path) -> anyhow::Result<String>,
+    ) -> anyhow::Result<String> {
         let dir = self.data_dir();
-        crate::api_client::read_token(&dir).with_context(|| {
+        read(&dir).with_context(|| {
             if self.data_dir.is_none() && self.record().is_none() {
                 format!(
                     "no running `trellis up` was found (no record in {}); give --data-dir \
